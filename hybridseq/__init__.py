@@ -1,0 +1,17 @@
+"""hybridseq: declare hybrid sequence models in YAML and swap their blocks freely."""
+__version__ = "0.1.0"
+
+from .assemble import HybridModel, assemble, build_block, describe
+from .blocks.base import Block, choice
+from .config import load_config
+from .errors import ConfigError, PluginWarning
+from .hookspecs import hookimpl
+from .seq import IrregularBatch, Seq
+from .solvers import ODESolver, SolverConfig
+from .spec import validate_model
+
+__all__ = [
+    "Block", "ConfigError", "HybridModel", "IrregularBatch", "ODESolver", "PluginWarning", "Seq",
+    "SolverConfig", "assemble", "build_block", "choice", "describe", "hookimpl", "load_config",
+    "validate_model", "__version__",
+]

@@ -1,0 +1,59 @@
+"""The block contract: a `Block` is an ``nn.Module`` with a config schema and typed ports."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from omegaconf import MISSING
+from torch import nn
+
+from ..seq import Seq
+
+PORTS = ("irregular", "sequence", "pooled")
+
+
+def choice(default: str, *choices: str) -> Any:
+    """A string config field restricted to ``choices`` (checked at validation, with suggestions)."""
+    options = (default, *[c for c in choices if c != default])
+    return field(default=default, metadata={"choices": options})
+
+
+class Block(nn.Module):
+    """Base class of every block.
+
+    Subclasses define a nested ``@dataclass Config`` (the YAML schema: types, defaults, ``MISSING`` for
+    required values), the ports ``accepts`` / ``produces`` (``"irregular"`` | ``"sequence"`` |
+    ``"pooled"``) and ``forward(seq) -> Seq``. The assembler injects ``d_model`` (the incoming stream
+    width) and, for encoders, ``d_in`` (input channels) into Config fields of those names. A block whose
+    output width differs from ``d_model`` overrides `out_width`.
+
+    Optional class attributes: ``example`` (config values that make a small valid instance, used by
+    conformance checks and ``hybridseq blocks``); ``compile_safe`` (False if ``torch.compile`` cannot
+    trace it). Instances may set ``impl`` (the implementation chosen, shown by ``describe``).
+    """
+
+    @dataclass
+    class Config:
+        d_model: int = MISSING
+
+    accepts: ClassVar[str] = "sequence"
+    produces: ClassVar[str] = "sequence"
+    example: ClassVar[dict] = {}
+    compile_safe: ClassVar[bool] = True
+    impl: str = "torch"
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = cfg
+
+    @classmethod
+    def out_width(cls, cfg) -> int:
+        """Width of ``forward``'s output ``x`` given the validated config."""
+        return cfg.d_model
+
+    def stats(self) -> dict:
+        """Per-forward statistics shown by ``describe`` and logged in training (e.g. ``{"nfe": 26}``)."""
+        return {}
+
+    def forward(self, seq: Seq) -> Seq:  # pragma: no cover - abstract
+        raise NotImplementedError

@@ -1,0 +1,1 @@
+"""Reasoning heads: sequence → sequence, read as differential equations in depth or pseudo-time."""

@@ -1,0 +1,50 @@
+"""The hooks a hybridseq plugin may implement.
+
+Each ``register_*`` hook hands the plugin a ``register`` callback instead of expecting a return value,
+so one plugin can register any number of items. Built-in blocks, solvers and datasets use exactly these
+hooks. Signatures are part of the public contract: add new hooks rather than changing these.
+"""
+from __future__ import annotations
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("hybridseq")
+hookimpl = pluggy.HookimplMarker("hybridseq")
+
+
+@hookspec
+def hybridseq_register_blocks(register) -> None:
+    """Register blocks.
+
+    :param register: ``register(name: str, cls: type[hybridseq.Block])``; ``name`` is what configs put
+        under ``type:``. ``cls`` is a `Block` subclass with a nested ``@dataclass Config``.
+    """
+
+
+@hookspec
+def hybridseq_register_solvers(register) -> None:
+    """Register ODE solvers.
+
+    :param register: ``register(name: str, solve: Callable, *, adjoint: bool = False)``. ``solve(func, y0,
+        t, **options)`` returns ``Tensor[len(t), *y0.shape]`` like ``torchdiffeq.odeint``; ``func(t, y)`` is
+        an ``nn.Module``. ``adjoint=True`` declares that ``solve`` also accepts ``adjoint=True`` and then
+        computes gradients by adjoint sensitivities.
+    """
+
+
+@hookspec
+def hybridseq_register_datasets(register) -> None:
+    """Register datasets.
+
+    :param register: ``register(name: str, factory: Callable[..., Dataset])``; ``factory(**options)``
+        receives the ``data:`` config section (less ``name``) and returns the dataset splits.
+    """
+
+
+@hookspec
+def hybridseq_register_commands(cli) -> None:
+    """Add sub-commands to the ``hybridseq`` command line.
+
+    :param cli: the ``argparse`` sub-parsers object: ``p = cli.add_parser("name", help=...)``, add
+        arguments to ``p``, then ``p.set_defaults(func=handler)`` where ``handler(args) -> int | None``.
+    """

@@ -1,0 +1,91 @@
+"""ODE solvers: the config schema every ODE block embeds, and the module that runs a registered solver.
+
+A solver is ``solve(func, y0, t, **options) -> Tensor[len(t), *y0.shape]`` (torchdiffeq's ``odeint``
+signature), registered under a name through ``hybridseq_register_solvers``. Blocks never call a solver
+library directly: they hold an `ODESolver`, so any registered solver, a third-party one included, works
+in every ODE block, and function evaluations (NFE) are counted per block.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional
+
+import torch
+from torch import Tensor, nn
+
+from .. import registry
+from ..errors import ConfigError
+
+
+@dataclass
+class SolverConfig:
+    method: str = "dopri5"            # any registered solver name (`hybridseq plugins` lists them)
+    rtol: float = 1.0e-3              # relative tolerance (adaptive methods)
+    atol: float = 1.0e-4              # absolute tolerance (adaptive methods)
+    step_size: Optional[float] = None  # fixed-grid methods: step; None = one step per output time
+    adjoint: bool = False             # gradients by adjoint sensitivities (O(1) memory in steps)
+    options: Dict[str, Any] = field(default_factory=dict)  # further solver-specific options
+
+    def solve_kwargs(self) -> dict:
+        kwargs = {"rtol": self.rtol, "atol": self.atol, **self.options}
+        if self.step_size is not None:
+            kwargs["step_size"] = self.step_size
+        return kwargs
+
+    def validate(self, path: str) -> None:
+        """Check the method exists, supports adjoint if asked, and accepts the options (a dry run)."""
+        entry = registry.solvers.entry(self.method, f"{path}.method")
+        if self.adjoint and not entry.meta.get("adjoint"):
+            able = [n for n in registry.solvers.names() if registry.solvers.entry(n).meta.get("adjoint")]
+            raise ConfigError(f"{path}.adjoint", f"solver '{self.method}' does not support adjoint; "
+                              "use adjoint: false or a solver that does", choices=able)
+        y0 = torch.ones(1, requires_grad=False)
+        try:
+            entry.obj(_Decay(), y0, torch.tensor([0.0, 0.1]), **self.solve_kwargs())
+        except Exception as err:
+            raise ConfigError(f"{path}.options", f"solver '{self.method}' rejected options "
+                              f"{self.solve_kwargs()}: {type(err).__name__}: {err}") from None
+
+
+class _Decay(nn.Module):
+    def forward(self, t, y):
+        return -y
+
+
+class _Counted(nn.Module):
+    """Wraps a vector field to count its evaluations."""
+
+    def __init__(self, func: nn.Module, owner: "ODESolver"):
+        super().__init__()
+        self.func = func
+        self.owner = [owner]  # a list so the owner is not registered as a submodule (no cycle)
+
+    def forward(self, t, y):
+        self.owner[0].nfe += 1
+        return self.func(t, y)
+
+
+class ODESolver(nn.Module):
+    """Runs the configured solver: ``solver(func, y0, t) -> [len(t), *y0.shape]``.
+
+    ``nfe`` counts vector-field evaluations since the last `reset` (the model resets it at the start of
+    each forward, so it covers that forward and its backward).
+    """
+
+    def __init__(self, cfg: SolverConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.nfe = 0
+
+    def reset(self) -> None:
+        self.nfe = 0
+
+    def forward(self, func: nn.Module, y0: Tensor, t: Tensor) -> Tensor:
+        solve = registry.solvers.get(self.cfg.method, "solver.method")
+        kwargs = self.cfg.solve_kwargs()
+        if self.cfg.adjoint:
+            kwargs["adjoint"] = True
+        return solve(_Counted(func, self), y0, t, **kwargs)
+
+
+__all__ = ["SolverConfig", "ODESolver"]
