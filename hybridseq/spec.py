@@ -260,3 +260,20 @@ def validate_model(model, path: str = "model") -> ModelSpec:
         ports[node.name], widths[node.name] = node.cls.produces, node.width_out
         nodes.append(node)
     return ModelSpec(d_model, kind, channels, nodes, entries[-1].name)
+
+
+SECTION_VALIDATORS: dict = {"model": validate_model}
+"""Top-level config section -> ``validator(section, path)``; other modules add theirs (data, train)."""
+
+
+def validate_config(cfg) -> list[str]:
+    """Validate every known top-level section present in ``cfg``; returns the section names checked."""
+    done = []
+    for key, validator in SECTION_VALIDATORS.items():
+        if key in cfg:
+            validator(cfg[key], key)
+            done.append(key)
+    if not done:
+        raise ConfigError("", "nothing to validate: the config has none of the sections "
+                          + ", ".join(SECTION_VALIDATORS))
+    return done
