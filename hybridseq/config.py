@@ -18,6 +18,7 @@ from .errors import ConfigError
 
 INCLUDE_KEYS = ("defaults", "base")
 _INDEX = re.compile(r"\[(\d+)\]")
+_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")   # 1e-3, which YAML 1.1 reads as a string
 
 
 def _read(path: Path, stack: tuple[Path, ...]) -> DictConfig:
@@ -48,6 +49,9 @@ def _read(path: Path, stack: tuple[Path, ...]) -> DictConfig:
 
 
 def _parse_value(text: str):
+    if _FLOAT.match(text.strip()):
+        number = float(text)
+        return int(number) if number.is_integer() and not any(c in text for c in ".eE") else number
     try:
         return yaml.safe_load(text) if text != "" else ""
     except yaml.YAMLError:
@@ -96,9 +100,8 @@ def apply_overrides(cfg: DictConfig, overrides: Iterable[str]) -> DictConfig:
     for item in overrides or ():
         if item.startswith("~"):
             parts = _split_key(item[1:].split("=", 1)[0])
-            parent = _walk(cfg, parts[:-1], create=False, override=item)
-            _walk(parent, parts[-1:], create=False, override=item)
-            del parent[parts[-1]]
+            _walk(cfg, parts, create=False, override=item)
+            del _walk(cfg, parts[:-1], create=False, override=item)[parts[-1]]
             continue
         if "=" not in item:
             raise ConfigError("", f"override '{item}' must look like key=value, +key=value or ~key")

@@ -1,0 +1,91 @@
+"""Config mistakes fail at validation with the key path, the bad value and the valid choices."""
+import pytest
+
+import hybridseq as hs
+from hybridseq import ConfigError
+from hybridseq.cli import main
+
+from conftest import tiny_model
+
+
+def error_for(**over) -> ConfigError:
+    with pytest.raises(ConfigError) as err:
+        hs.validate_model(tiny_model(**over))
+    return err.value
+
+
+def test_unknown_block_type_suggests_closest_and_lists_names():
+    err = error_for(blocks=[{"type": "mlp"}, {"type": "mlp"}, {"type": "transfomer"}])
+    assert err.path == "model.blocks[2].type"
+    assert "did you mean 'transformer'" in str(err) and "classify" in str(err)
+
+
+def test_unknown_key_lists_valid_keys():
+    err = error_for(blocks=[{"type": "transformer", "hedas": 2}])
+    assert err.path == "model.blocks[0].hedas" and "did you mean 'heads'" in str(err)
+
+
+def test_wrong_type():
+    err = error_for(blocks=[{"type": "transformer", "heads": "many"}])
+    assert err.path == "model.blocks[0].heads" and "many" in str(err)
+
+
+def test_missing_required_value():
+    err = error_for(head={"type": "classify"})
+    assert err.path == "model.head.classes" and "missing" in str(err)
+
+
+def test_invalid_choice():
+    err = error_for(head={"type": "classify", "classes": 3, "pool": "avg"})
+    assert err.path == "model.head.pool" and "mean" in str(err)
+
+
+def test_unknown_inputs_reference():
+    err = error_for(blocks=[{"type": "mlp"}, {"type": "mlp", "inputs": ["b0", "bo"]}])
+    assert err.path == "model.blocks[1].inputs[1]" and "b0" in str(err)
+
+
+def test_cycle():
+    err = error_for(blocks=[{"type": "mlp", "inputs": ["b1"]}, {"type": "mlp"}])
+    assert "cycle" in str(err) and err.path.startswith("model.blocks[")
+
+
+def test_port_mismatch_irregular_block_after_sequence_block():
+    err = error_for(blocks=[{"type": "mlp"}, {"type": "linear"}])
+    assert err.path == "model.blocks[1].type" and "port mismatch" in str(err)
+
+
+def test_sequence_block_after_pooled_head_is_a_port_mismatch():
+    err = error_for(blocks=[{"type": "classify", "classes": 3}, {"type": "mlp"}], head=None)
+    assert err.path == "model.blocks[1].type"
+
+
+def test_width_mismatch_explicit_d_model_and_add_merge():
+    assert error_for(blocks=[{"type": "mlp", "d_model": 8}]).path == "model.blocks[0].d_model"
+    err = error_for(blocks=[{"type": "mlp", "d_out": 8}, {"type": "mlp", "inputs": ["encoder", "b0"]}])
+    assert err.path == "model.blocks[1].inputs" and "width mismatch" in str(err)
+
+
+def test_cross_field_check():
+    err = error_for(blocks=[{"type": "transformer", "heads": 5}])
+    assert err.path == "model.blocks[0].heads"
+
+
+def test_model_level_keys():
+    assert error_for(dmodel=3).path == "model.dmodel"
+    assert error_for(input={"kind": "regular", "channels": 3}).path == "model.input.kind"
+
+
+def test_pattern_errors_name_the_legend():
+    err = error_for(blocks=[{"type": "pattern", "pattern": "MX", "legend": {"M": "mlp"}}])
+    assert err.path == "model.blocks[0].pattern" and "'X'" in str(err)
+    err = error_for(blocks=[{"type": "pattern", "pattern": "M", "legend": {"M": {"type": "mlp", "bad": 1}}}])
+    assert err.path == "model.blocks[0].legend.M.bad"
+
+
+def test_cli_prints_the_message_and_exits_nonzero(tmp_path, capsys):
+    cfg = tmp_path / "m.yaml"
+    cfg.write_text("model: {d_model: 8, input: {channels: 2}, encoder: {type: linear}, blocks: [{type: transfomer}]}\n")
+    assert main(["validate", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "model.blocks[0].type" in err and "transformer" in err and "Traceback" not in err
