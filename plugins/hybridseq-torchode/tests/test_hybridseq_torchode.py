@@ -25,6 +25,15 @@ class Rotation(nn.Module):
         return torch.stack([-y[..., 1], y[..., 0]], dim=-1)
 
 
+class Tanh(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layer = nn.Linear(3, 3)
+
+    def forward(self, t, y):
+        return torch.tanh(self.layer(y))
+
+
 def exact(y0, t):
     c, s = torch.cos(t)[:, None, None, None], torch.sin(t)[:, None, None, None]
     return torch.stack([c[..., 0] * y0[..., 0] - s[..., 0] * y0[..., 1],
@@ -44,14 +53,13 @@ def test_matches_exact_solution_and_torchdiffeq(name):
 
 
 def test_gradients_backward_in_time_and_nfe():
-    layer = nn.Linear(3, 3)
+    field = Tanh()
+    layer = field.layer
     y0 = torch.randn(2, 3, requires_grad=True)
     t = torch.tensor([1.0, 0.4, 0.0])                           # decreasing times integrate backwards
     solver = ODESolver(SolverConfig(method="torchode_tsit5", rtol=1e-6, atol=1e-8))
-    field = lambda s, y: torch.tanh(layer(y))                   # noqa: E731
-    wrapped = type("Field", (nn.Module,), {"forward": lambda self, s, y: field(s, y)})()
-    out = solver(wrapped, y0, t)
-    reference = torchdiffeq.odeint(wrapped, y0, t, rtol=1e-6, atol=1e-8)
+    out = solver(field, y0, t)
+    reference = torchdiffeq.odeint(field, y0, t, rtol=1e-6, atol=1e-8)
     torch.testing.assert_close(out, reference, atol=1e-4, rtol=0)
     assert solver.nfe > 0
     grads = torch.autograd.grad(out[-1].sum(), [y0, layer.weight])
