@@ -111,6 +111,9 @@ def apply_overrides(cfg: DictConfig, overrides: Iterable[str]) -> DictConfig:
         if not parts:
             raise ConfigError("", f"override '{item}' has an empty key")
         parent = _walk(cfg, parts[:-1], create=True, override=item)
+        if not isinstance(parent, (DictConfig, ListConfig)):
+            raise ConfigError(_fmt(parts[:-1]), f"holds the value {parent!r}, not a mapping, so override "
+                              f"'{item}' cannot set a key under it")
         last = parts[-1]
         if adding and isinstance(parent, DictConfig) and last in parent:
             raise ConfigError(_fmt(parts), f"'+' adds a new key but it exists already; use '{key[1:]}={text}'")
