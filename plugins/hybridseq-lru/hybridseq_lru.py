@@ -1,0 +1,110 @@
+"""Linear Recurrent Unit backbone for hybridseq (Orvieto et al., "Resurrecting Recurrent Neural Networks
+for Long Sequences", ICML 2023).
+
+A complex diagonal linear recurrence h_k = λ ⊙ h_{k-1} + γ ⊙ (B u_k), read out as y_k = Re(C h_k) + D ⊙ u_k.
+λ = exp(-exp(ν_log) + i·exp(θ_log)) is initialised uniformly on the ring r_min <= |λ| <= r_max with
+phases in [0, max_phase]; γ = sqrt(1 - |λ|²) keeps the state's scale at initialisation. The recurrence is
+evaluated for all positions at once by a parallel (Hillis–Steele) scan: log2(L) vectorised steps. With
+``time_gaps: true`` and observation times in ``seq.t``, step k uses λ^(Δt_k / time_unit), so a longer
+gap decays the state more. The block is pre-norm: x + GLU(GELU(LRU(LayerNorm(x)))).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+from omegaconf import MISSING
+from torch import Tensor, nn
+
+import hybridseq
+from hybridseq import ConfigError, Seq
+
+
+def linear_scan(a: Tensor, b: Tensor) -> Tensor:
+    """h_k = a_k h_{k-1} + b_k along dim 1 with h_{-1} = 0, for all k at once: a, b [B|1, L, N] -> [B, L, N]."""
+    shift = 1
+    while shift < b.shape[1]:
+        b = torch.cat([b[:, :shift], b[:, shift:] + a[:, shift:] * b[:, :-shift]], dim=1)
+        a = torch.cat([a[:, :shift], a[:, shift:] * a[:, :-shift]], dim=1)
+        shift *= 2
+    return b
+
+
+def time_gaps(t: Tensor, valid: Tensor) -> Tensor:
+    """[B, L] gap from the previous valid observation time; 0 at padding and at each series' first step."""
+    seen = torch.where(valid, t, torch.full_like(t, -math.inf)).cummax(dim=1).values      # [B, L]
+    prev = torch.cat([torch.full_like(t[:, :1], -math.inf), seen[:, :-1]], dim=1)        # [B, L]
+    prev = torch.where(prev.isfinite(), prev, t)                                          # no earlier step
+    return torch.where(valid, t - prev, torch.zeros_like(t))
+
+
+class LRU(hybridseq.Block):
+    @dataclass
+    class Config:
+        d_model: int = MISSING       # stream width (injected)
+        d_state: int = 64            # complex state size N
+        r_min: float = 0.9           # smallest |λ| at initialisation
+        r_max: float = 0.999         # largest |λ| at initialisation (< 1: stable)
+        max_phase: float = 6.283     # phases arg(λ) start uniform in [0, max_phase]
+        time_gaps: bool = False      # use seq.t: step k advances by λ^(Δt_k / time_unit)
+        time_unit: float = 1.0       # the time gap that counts as one step
+        dropout: float = 0.0
+
+        def validate(self, path: str) -> None:
+            if not 0.0 <= self.r_min < self.r_max <= 1.0:
+                raise ConfigError(f"{path}.r_max", f"need 0 <= r_min < r_max <= 1, got r_min={self.r_min}, "
+                                  f"r_max={self.r_max}")
+            if self.time_unit <= 0:
+                raise ConfigError(f"{path}.time_unit", f"must be > 0, got {self.time_unit}")
+
+    example = {"d_state": 4, "time_gaps": True}
+
+    def __init__(self, cfg: Config):
+        super().__init__(cfg)
+        h, n = cfg.d_model, cfg.d_state
+        radius_sq = torch.rand(n) * (cfg.r_max ** 2 - cfg.r_min ** 2) + cfg.r_min ** 2      # |λ|² on the ring
+        nu = -0.5 * torch.log(radius_sq)                                                   # |λ| = exp(-ν)
+        self.nu_log = nn.Parameter(torch.log(nu.clamp_min(1e-12)))
+        self.theta_log = nn.Parameter(torch.log(cfg.max_phase * torch.rand(n).clamp_min(1e-4)))
+        self.gamma_log = nn.Parameter(0.5 * torch.log1p(-radius_sq.clamp_max(1 - 1e-7)))   # log sqrt(1-|λ|²)
+        self.B_re = nn.Parameter(torch.randn(n, h) / math.sqrt(2 * h))
+        self.B_im = nn.Parameter(torch.randn(n, h) / math.sqrt(2 * h))
+        self.C_re = nn.Parameter(torch.randn(h, n) / math.sqrt(n))
+        self.C_im = nn.Parameter(torch.randn(h, n) / math.sqrt(n))
+        self.D = nn.Parameter(torch.randn(h))
+        self.norm = nn.LayerNorm(h)
+        self.glu = nn.Linear(h, 2 * h)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def log_lambda(self) -> Tensor:
+        """[N] complex log λ = -ν + iθ."""
+        return torch.complex(-self.nu_log.exp(), self.theta_log.exp())
+
+    def recurrence(self, u: Tensor, gaps: Tensor | None, valid: Tensor) -> Tensor:
+        """The LRU map u [B, L, H] -> y [B, L, H]; ``gaps`` [B, L] in steps, or None for one step each."""
+        steps = gaps[..., None] if gaps is not None else torch.ones_like(u[:, :, :1])     # [B, L, 1]
+        a = torch.exp(steps * self.log_lambda())                                          # [B, L, N]
+        a = torch.where(valid[..., None], a, torch.ones_like(a))                          # carry state over padding
+        gamma_b = torch.complex(self.B_re, self.B_im) * self.gamma_log.exp()[:, None]     # [N, H]
+        h = linear_scan(a, u.to(gamma_b.dtype) @ gamma_b.T)                               # [B, L, N]
+        return (h @ torch.complex(self.C_re, self.C_im).T).real + self.D * u              # [B, L, H]
+
+    def forward(self, seq: Seq) -> Seq:
+        valid = seq.valid()                                                               # [B, L]
+        u = self.norm(seq.x) * valid[..., None]                                           # [B, L, H]
+        gaps = None
+        if self.cfg.time_gaps and seq.t is not None:
+            gaps = time_gaps(seq.t.to(u.dtype), valid) / self.cfg.time_unit
+        y = F.gelu(self.recurrence(u, gaps, valid))
+        return replace(seq, x=seq.x + self.drop(F.glu(self.glu(y), dim=-1)))
+
+    def stats(self) -> dict:
+        """``max_radius``: the largest |λ| (how long the slowest mode remembers; must stay < 1)."""
+        return {"max_radius": round(float(torch.exp(-self.nu_log.detach().exp()).max()), 4)}
+
+
+@hybridseq.hookimpl
+def hybridseq_register_blocks(register):
+    register("lru", LRU)
