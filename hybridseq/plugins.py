@@ -28,6 +28,9 @@ DEFAULT_PLUGINS = (
     "hybridseq.blocks.heads",
     "hybridseq.blocks.tasks",
     "hybridseq.solvers.builtin",
+    "hybridseq.train.commands",
+    "hybridseq.ablate.commands",
+    "hybridseq.data",
 )
 REGISTER_HOOKS = {"blocks": "hybridseq_register_blocks", "solvers": "hybridseq_register_solvers",
                   "datasets": "hybridseq_register_datasets"}

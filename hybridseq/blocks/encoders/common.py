@@ -1,0 +1,89 @@
+"""Shared pieces of the ODE encoders: clean inputs, per-interval solves, small vector fields.
+
+Every ODE encoder integrates the whole batch at once in normalised interval time: an interval of length
+Δt_b in series b becomes s ∈ [0, 1] with dh/ds = Δt_b · f(h), so series with different observation
+times share one solve and padded intervals (Δt = 0) leave the state unchanged.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ...seq import IrregularBatch
+
+UNIT = (0.0, 1.0)                     # the normalised interval s ∈ [0, 1]
+
+
+def clean_inputs(batch: IrregularBatch) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(values, observed, times, valid) with nothing left that padding or hidden channels could change.
+
+    values [B, N, C]: 0 where unobserved or padded; observed [B, N, C] bool; times [B, N]: padded steps
+    repeat the last valid time; valid [B, N] bool.
+    """
+    valid = batch.valid                                                     # [B, N]
+    observed = batch.mask & valid[..., None]                                # [B, N, C]
+    values = torch.where(observed, batch.values, torch.zeros_like(batch.values))
+    last = (batch.lengths - 1).clamp_min(0)[:, None]                        # [B, 1]
+    times = torch.where(valid, batch.times, batch.times.gather(1, last))    # [B, N]
+    return values, observed, times, valid
+
+
+def gaps(times: Tensor) -> Tensor:
+    """[B, N] time since the previous step (0 at the first step and over padding)."""
+    return torch.diff(times, dim=1, prepend=times[:, :1])
+
+
+def unit_interval(like: Tensor) -> Tensor:
+    return torch.tensor(UNIT, dtype=like.dtype, device=like.device)
+
+
+class MLPField(nn.Module):
+    """f(t, h) = W2 tanh(W1 h + b1) + b2, an autonomous vector field."""
+
+    def __init__(self, width: int, hidden: int, out: int | None = None):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(width, hidden), nn.Tanh(), nn.Linear(hidden, out or width))
+
+    def forward(self, t: Tensor, h: Tensor) -> Tensor:
+        return self.net(h)
+
+
+class Scaled(nn.Module):
+    """The field ``dt · f(t, h)`` over s ∈ [0, 1]; ``dt`` [B, 1] is the interval length of each series."""
+
+    def __init__(self, field: nn.Module, dt: Tensor):
+        super().__init__()
+        self.field = field
+        self.dt = dt
+
+    def forward(self, s: Tensor, h: Tensor) -> Tensor:
+        return self.dt * self.field(s, h)
+
+
+def evolve(solver, field: nn.Module, h: Tensor, dt: Tensor) -> Tensor:
+    """h [B, H] carried over intervals of lengths dt [B] by one batched solve over s ∈ [0, 1]."""
+    return solver(Scaled(field, dt[:, None]), h, unit_interval(h))[-1]
+
+
+class JumpODE(nn.Module):
+    """Runs a state through the observations: ODE flow over each gap, then a jump at each observation.
+
+    ``forward(batch, jump)`` returns the states after each observation [B, N, H]; ``jump(h, x, m)`` maps
+    the state [B, H], values [B, C] and observed mask [B, C] to the updated state.
+    """
+
+    def __init__(self, field: nn.Module, solver: nn.Module, hidden: int):
+        super().__init__()
+        self.field, self.solver, self.hidden = field, solver, hidden
+
+    def forward(self, batch: IrregularBatch, jump) -> Tensor:
+        values, observed, times, valid = clean_inputs(batch)
+        dt = gaps(times)                                                    # [B, N]
+        h = values.new_zeros(values.shape[0], self.hidden)                  # [B, H]
+        states = []
+        for i in range(values.shape[1]):                                    # over time steps, not series
+            if i > 0:
+                h = evolve(self.solver, self.field, h, dt[:, i])
+            h = torch.where(valid[:, i, None], jump(h, values[:, i], observed[:, i]), h)
+            states.append(h)
+        return torch.stack(states, dim=1)                                   # [B, N, H]

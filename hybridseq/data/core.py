@@ -1,0 +1,190 @@
+"""The data contract: `load_data` -> `DataSplits` (train/val/test datasets + `DataInfo`), and `collate`.
+
+Every dataset factory builds its raw train/test samples and hands them to `make_splits`, which applies
+the options all datasets share, in this order: a seeded (stratified, for classification) validation split
+carved from train; the time scale taken from train; the irregular protocol (``irregular.drop`` of the
+time points of every series, ``irregular.channel_drop`` of single entries; drawn once, seeded, so the same
+seed gives the same data); time normalisation (train times map to [0, 1]); standardisation of values with
+train statistics.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from .. import registry
+from ..errors import ConfigError
+from ..seq import IrregularBatch
+from . import transforms as T
+
+TASKS = ("classify", "regress", "interpolate", "extrapolate")
+_SPLIT_STREAM = {"train": 1, "val": 2, "test": 3}   # one generator stream per split for the drop protocol
+
+
+@dataclass
+class IrregularOptions:
+    drop: float = 0.0           # fraction of time points removed from every series (0.3 / 0.5 / 0.7 protocol)
+    channel_drop: float = 0.0   # probability of hiding each remaining (time, channel) entry
+    seed: int = 0               # seed of both draws
+
+    def validate(self, path: str) -> None:
+        for key in ("drop", "channel_drop"):
+            value = getattr(self, key)
+            if not 0.0 <= value < 1.0:
+                raise ConfigError(f"{path}.{key}", f"must be in [0, 1), got {value!r}", got=value)
+
+
+@dataclass
+class DataOptions:
+    """Options every dataset accepts; a dataset's schema subclasses this."""
+
+    batch_size: int = 32
+    val_fraction: float = 0.2   # share of train carved out as the validation split (seeded)
+    seed: int = 0               # seed of the validation split (and of synthetic generation)
+    irregular: IrregularOptions = field(default_factory=IrregularOptions)
+    normalise_time: bool = True  # map train observation times to [0, 1]
+    standardise: bool = True    # per-channel standardisation with train statistics
+
+    def validate(self, path: str) -> None:
+        if self.batch_size < 1:
+            raise ConfigError(f"{path}.batch_size", f"must be >= 1, got {self.batch_size}", got=self.batch_size)
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"{path}.val_fraction", f"must be in [0, 1), got {self.val_fraction}")
+
+
+@dataclass
+class DataInfo:
+    name: str
+    channels: int
+    task: str                        # classify | regress | interpolate | extrapolate
+    classes: Optional[int] = None    # number of classes (classify)
+    outputs: Optional[int] = None    # regression target width (regress)
+    max_len: int = 0                 # longest series over all splits
+    class_names: Optional[list] = None
+
+
+class SeriesDataset(Dataset):
+    """A list of samples: dicts with "values" [N, C], "times" [N], "mask" [N, C] and targets."""
+
+    def __init__(self, samples: list[dict]):
+        self.samples = samples
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.samples[i]
+
+
+@dataclass
+class DataSplits:
+    train: SeriesDataset
+    val: SeriesDataset
+    test: SeriesDataset
+    info: DataInfo
+    options: Optional[DataOptions] = None
+
+    def loader(self, split: str, *, batch_size: int | None = None, shuffle: bool | None = None,
+               generator: torch.Generator | None = None) -> DataLoader:
+        """A DataLoader over ``split`` that yields ``(IrregularBatch, targets)`` via `collate`."""
+        size = batch_size or (self.options.batch_size if self.options else 32)
+        return DataLoader(getattr(self, split), batch_size=size, collate_fn=collate, generator=generator,
+                          shuffle=(split == "train") if shuffle is None else shuffle)
+
+
+def _pad(tensors: list[Tensor], fill=0) -> Tensor:
+    """Stack [N_i, ...] tensors into [B, max N, ...] padded with ``fill``."""
+    n = max(t.shape[0] for t in tensors)
+    out = tensors[0].new_full((len(tensors), n, *tensors[0].shape[1:]), fill)
+    for i, t in enumerate(tensors):
+        out[i, : t.shape[0]] = t
+    return out
+
+
+def _pad_times(times: list[Tensor]) -> Tensor:
+    """[B, max N] times; padding repeats each series' last time so times never decrease."""
+    out = _pad(times)
+    for i, t in enumerate(times):
+        out[i, t.shape[0]:] = t[-1]
+    return out
+
+
+def collate(samples: list[dict]) -> tuple[IrregularBatch, dict[str, Tensor]]:
+    """Pad samples to the batch's longest series: ``(IrregularBatch, targets)``."""
+    lengths = torch.tensor([s["times"].shape[0] for s in samples], dtype=torch.long)
+    query = _pad_times([s["query_times"] for s in samples]) if "query_times" in samples[0] else None
+    batch = IrregularBatch(values=_pad([s["values"] for s in samples]), times=_pad_times([s["times"] for s in samples]),
+                           mask=_pad([s["mask"] for s in samples], False), lengths=lengths, query_times=query)
+    targets = {}
+    if "label" in samples[0]:
+        targets["label"] = torch.stack([torch.as_tensor(s["label"], dtype=torch.long) for s in samples])
+    if "target" in samples[0]:
+        targets["target"] = torch.stack([s["target"] for s in samples]).float()     # [B, K]
+    if query is not None:
+        targets["query_values"] = _pad([s["query_values"] for s in samples])         # [B, Q, C]
+        targets["query_mask"] = _pad([s["query_mask"] for s in samples], False)      # [B, Q, C]
+    return batch, targets
+
+
+def _val_split(train: list[dict], fraction: float, seed: int, stratify: bool) -> tuple[list[dict], list[dict]]:
+    g = torch.Generator().manual_seed(seed)
+    groups: dict = {}
+    for i, s in enumerate(train):
+        groups.setdefault(int(s["label"]) if stratify else 0, []).append(i)
+    val_idx = []
+    for key in sorted(groups):
+        idx = groups[key]
+        take = round(len(idx) * fraction)
+        val_idx += [idx[j] for j in torch.randperm(len(idx), generator=g)[:take].tolist()]
+    chosen = set(val_idx)
+    return [s for i, s in enumerate(train) if i not in chosen], [train[i] for i in sorted(val_idx)]
+
+
+def _irregular(samples: list[dict], opts: IrregularOptions, split: str) -> list[dict]:
+    if opts.drop == 0.0 and opts.channel_drop == 0.0:
+        return samples
+    g = torch.Generator().manual_seed(opts.seed * 1000 + _SPLIT_STREAM[split])
+    out = []
+    for s in samples:
+        if opts.drop > 0.0:
+            s = T.drop_points(s, opts.drop, g)
+        if opts.channel_drop > 0.0:
+            s = T.drop_channels(s, opts.channel_drop, g)
+        out.append(s)
+    return out
+
+
+def make_splits(name: str, task: str, train: list[dict], test: list[dict], opts: DataOptions, *,
+                classes: list[str] | None = None, outputs: int | None = None) -> DataSplits:
+    """Apply the shared options (see the module docstring) to raw samples and describe the result."""
+    train, val = _val_split(train, opts.val_fraction, opts.seed, stratify=task == "classify")
+    parts = {"train": train, "val": val, "test": test}
+    offset = min(float(s["times"][0]) for s in train)
+    span = max(float(s["times"][-1]) for s in train) - offset
+    parts = {k: _irregular(v, opts.irregular, k) for k, v in parts.items()}
+    if opts.normalise_time and span > 0:
+        parts = {k: [T.rescale_times(s, offset, span) for s in v] for k, v in parts.items()}
+    if opts.standardise:
+        mean, std = T.channel_stats(parts["train"])
+        parts = {k: [T.standardise(s, mean, std) for s in v] for k, v in parts.items()}
+    max_len = max(s["times"].shape[0] for v in parts.values() for s in v)
+    info = DataInfo(name=name, channels=train[0]["values"].shape[1], task=task,
+                    classes=len(classes) if classes is not None else None, outputs=outputs, max_len=max_len,
+                    class_names=list(classes) if classes is not None else None)
+    return DataSplits(*(SeriesDataset(parts[k]) for k in ("train", "val", "test")), info=info, options=opts)
+
+
+def load_data(data_cfg, path: str = "data") -> DataSplits:
+    """Build the splits of the dataset named by ``data_cfg.name`` from the rest of the section."""
+    section = OmegaConf.to_container(data_cfg, resolve=True) if isinstance(data_cfg, DictConfig) else dict(data_cfg)
+    if "name" not in section:
+        raise ConfigError(f"{path}.name", "missing required value: the dataset to load",
+                          choices=registry.datasets.names())
+    name = section.pop("name")
+    factory = registry.datasets.get(name, f"{path}.name")
+    return factory(**section)
