@@ -101,6 +101,7 @@ def _misspelled_hooks(plugin) -> list[str]:
 
 def add_plugin(plugin, name: str, *, version: str | None = None, builtin: bool = False) -> PluginInfo:
     """Register ``plugin`` (a module or object with hook implementations) and run its register hooks."""
+    load()  # built-in and entry-point plugins first, so a name clash is blamed on the newcomer
     with _lock:
         info = PluginInfo(name=name, version=version, builtin=builtin)
         infos[name] = info
