@@ -1,0 +1,129 @@
+"""Neural ODE Transformer (Tong et al., ICLR 2025, "Neural ODE Transformers: Analyzing Internal
+Dynamics and Adaptive Fine-tuning").
+
+A non-autonomous ODE over depth t ∈ [0, 1]:
+
+    dx/dt = Attn_t(LN_t(x)) + MLP_t(LN_t(x))
+
+where every weight, bias and norm parameter of the attention, the MLP and the norm is produced at time
+t by a hypernetwork of a sinusoidal embedding of t (`hyper.HyperNet`; ``hyper: full | lowrank``). The
+ODE is integrated by any registered solver (``solver:``, fixed-grid or adaptive, optionally adjoint).
+``steps`` sets the output grid t = 0, 1/steps, …, 1, so fixed-grid solvers take ``steps`` steps: a
+model trained with N steps is evaluated with M by changing ``steps`` alone (same state_dict).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from omegaconf import MISSING
+from torch import Tensor, nn
+
+from ...errors import ConfigError
+from ...seq import Seq
+from ...solvers import ODESolver, SolverConfig
+from ..backbones.transformer import attention_mask
+from ..base import Block, choice
+from .hyper import HyperNet
+
+
+def _initial_parameters(d_model: int, hidden: int) -> dict[str, Tensor]:
+    """Base values θ0, initialised as PyTorch initialises the ordinary layers."""
+    qkv, out, fc1, fc2 = (nn.Linear(d_model, 3 * d_model), nn.Linear(d_model, d_model),
+                          nn.Linear(d_model, hidden), nn.Linear(hidden, d_model))
+    return {"norm_weight": torch.ones(d_model), "norm_bias": torch.zeros(d_model),
+            "qkv_weight": qkv.weight, "qkv_bias": qkv.bias, "out_weight": out.weight, "out_bias": out.bias,
+            "fc1_weight": fc1.weight, "fc1_bias": fc1.bias, "fc2_weight": fc2.weight, "fc2_bias": fc2.bias}
+
+
+def field_update(p: dict[str, Tensor], x: Tensor, heads: int, mask: Tensor | None) -> Tensor:
+    """Attn(LN x) + MLP(LN x) with the parameters ``p``: x [B, L, D] -> [B, L, D]."""
+    b, n, d = x.shape
+    xn = F.layer_norm(x, (d,), p["norm_weight"], p["norm_bias"])
+    q, k, v = F.linear(xn, p["qkv_weight"], p["qkv_bias"]).view(b, n, 3, heads, d // heads).permute(2, 0, 3, 1, 4)
+    a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)                # [B, H, L, hd]
+    a = F.linear(a.transpose(1, 2).reshape(b, n, d), p["out_weight"], p["out_bias"])
+    m = F.linear(F.gelu(F.linear(xn, p["fc1_weight"], p["fc1_bias"])), p["fc2_weight"], p["fc2_bias"])
+    return a + m
+
+
+class DepthField(nn.Module):
+    """The vector field f(t, x) of the depth ODE.
+
+    ``mask`` (attention mask) and ``keep`` ([B, L, 1], valid positions) are set before each solve; padded
+    positions have zero velocity, so adaptive solvers' error estimates see the valid positions only.
+    """
+
+    def __init__(self, d_model: int, heads: int, hidden: int, embed: int, hyper_hidden: int, mode: str, rank: int):
+        super().__init__()
+        self.heads = heads
+        self.hyper = HyperNet(_initial_parameters(d_model, hidden), embed, hyper_hidden, mode, rank)
+        self.mask: Tensor | None = None
+        self.keep: Tensor | None = None
+
+    def forward(self, t: Tensor, x: Tensor) -> Tensor:
+        dx = field_update(self.hyper(t.to(x.dtype)), x, self.heads, self.mask)
+        return dx if self.keep is None else dx * self.keep
+
+
+class NeuralODETransformer(Block):
+    """A Transformer layer whose parameters depend on depth t, integrated from t=0 to t=1."""
+
+    @dataclass
+    class Config:
+        d_model: int = MISSING        # stream width (injected)
+        heads: int = 4                # attention heads; must divide d_model
+        mlp_ratio: float = 4.0        # MLP hidden width as a multiple of d_model
+        causal: bool = False          # position i attends to positions <= i only
+        hyper: str = choice("lowrank", "full")  # generator of each weight matrix (vectors: always full)
+        rank: int = 4                 # rank of the generated update of each matrix (hyper: lowrank)
+        t_embed: int = 16             # size of the sinusoidal embedding of t (even)
+        hyper_hidden: int = 32        # width of the hypernetwork's shared hidden layer
+        steps: Optional[int] = 4      # output grid 0, 1/steps, …, 1 (fixed-grid solvers: one step each)
+        solver: SolverConfig = field(default_factory=lambda: SolverConfig(method="rk4"))
+
+        def validate(self, path: str) -> None:
+            if self.heads < 1 or self.d_model % self.heads:
+                raise ConfigError(f"{path}.heads", f"heads={self.heads} must be >= 1 and divide d_model={self.d_model}")
+            for key, low in (("rank", 1), ("hyper_hidden", 1), ("steps", 1), ("t_embed", 2)):
+                value = getattr(self, key)
+                if value is not None and value < low:
+                    raise ConfigError(f"{path}.{key}", f"expected an integer >= {low}, got {value}")
+            if self.t_embed % 2:
+                raise ConfigError(f"{path}.t_embed", f"expected an even number, got {self.t_embed}")
+
+    example = {"heads": 2, "mlp_ratio": 2.0, "rank": 2, "t_embed": 4, "hyper_hidden": 8, "steps": 2}
+
+    def __init__(self, cfg: Config):
+        super().__init__(cfg)
+        self.field = DepthField(cfg.d_model, cfg.heads, int(cfg.mlp_ratio * cfg.d_model), cfg.t_embed,
+                                cfg.hyper_hidden, cfg.hyper, cfg.rank)
+        self.solver = ODESolver(cfg.solver)
+
+    def times(self, device=None, dtype=torch.float32) -> Tensor:
+        """The output grid over depth: [steps + 1] (or [0, 1] when steps is None)."""
+        return torch.linspace(0.0, 1.0, (self.cfg.steps or 1) + 1, device=device, dtype=dtype)
+
+    def weights_at(self, t: float) -> dict[str, Tensor]:
+        """Every generated parameter at depth ``t`` (for analysis)."""
+        ref = self.field.hyper.params["norm_bias"].base
+        return self.field.hyper(torch.tensor(float(t), dtype=ref.dtype, device=ref.device))
+
+    def trajectory(self, seq: Seq) -> Tensor:
+        """States on the output grid: [steps + 1, B, L, D] (padded positions held at zero)."""
+        x = seq.x                                                               # [B, L, D]
+        keep = None if seq.mask is None else seq.mask[..., None].to(x.dtype)    # [B, L, 1]
+        if keep is not None:
+            x = torch.where(seq.mask[..., None], x, 0.0)
+        # kept after the solve: an adjoint backward evaluates the field again
+        self.field.mask = attention_mask(seq.mask, x.shape[1], self.cfg.causal, x.device)
+        self.field.keep = keep
+        return self.solver(self.field, x, self.times(x.device, x.dtype))
+
+    def forward(self, seq: Seq) -> Seq:
+        return replace(seq, x=self.trajectory(seq)[-1])
+
+    def stats(self) -> dict:
+        return {"nfe": self.solver.nfe}

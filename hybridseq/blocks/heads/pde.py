@@ -1,0 +1,112 @@
+"""Pseudo-time PDE steppers along the last axis of a tensor (the sequence axis), used by `pde_attention`.
+
+Every operator takes ``u [..., n]`` and a mask ``m`` (bool, broadcastable to ``u``) of the valid
+positions; the domain is the valid positions, with zero-flux (Neumann) boundaries wherever a neighbour
+is invalid, so padded values never reach valid ones. Non-causal operators are in flux form (they
+conserve the sum over the valid positions); causal ones are one-sided (position i sees only i-1).
+
+- `laplacian`:  (u_{i-1} - u_i) + (u_{i+1} - u_i); causal: u_{i-1} - u_i
+- `advection`:  upwind flux form -(F_{i+1/2} - F_{i-1/2}), F_{i+1/2} = v⁺ u_i + v⁻ u_{i+1}; causal
+  (v >= 0): v (u_{i-1} - u_i)
+- `explicit`:   forward Euler in pseudo-time for diffusion, reaction–diffusion (reaction ρ·tanh u) and
+  advection–diffusion; `wave`: symplectic Euler on u_tt = c² Δu with a velocity state
+- `diffusion_spectral`: the exact solution of du/dt = D Δu (Neumann) through the DCT-II computed by
+  FFT, for valid positions forming a prefix of each row
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+
+def _shift(x: Tensor, by: int, fill) -> Tensor:
+    """x moved along the last axis by ``by`` (+1: x_{i-1} at i; -1: x_{i+1} at i), ``fill`` at the end."""
+    pad = torch.full_like(x[..., :1], fill)
+    return torch.cat([pad, x[..., :-1]], -1) if by > 0 else torch.cat([x[..., 1:], pad], -1)
+
+
+def _differences(u: Tensor, m: Tensor) -> tuple[Tensor, Tensor]:
+    """(u_{i-1} - u_i, u_{i+1} - u_i), zero where the pair is not valid on both ends."""
+    m = m.expand(u.shape)
+    back = torch.where(_shift(m, 1, False) & m, _shift(u, 1, 0.0) - u, 0.0)
+    fwd = torch.where(_shift(m, -1, False) & m, _shift(u, -1, 0.0) - u, 0.0)
+    return back, fwd
+
+
+def laplacian(u: Tensor, m: Tensor, causal: bool = False) -> Tensor:
+    back, fwd = _differences(u, m)
+    return back if causal else back + fwd
+
+
+def advection(u: Tensor, m: Tensor, v: Tensor, causal: bool = False) -> Tensor:
+    """Upwind transport with velocity ``v`` (broadcastable to u; causal: v >= 0)."""
+    if causal:
+        return v * _differences(u, m)[0]
+    m = m.expand(u.shape)
+    pair = _shift(m, -1, False) & m                                            # (i, i+1) both valid
+    flux = torch.where(pair, v.clamp(min=0) * u + v.clamp(max=0) * _shift(u, -1, 0.0), 0.0)  # F_{i+1/2}
+    return _shift(flux, 1, 0.0) - flux
+
+
+def explicit(u: Tensor, m: Tensor, pde: str, coef: dict[str, Tensor], dt: float, steps: int,
+             causal: bool = False) -> Tensor:
+    """``steps`` forward-Euler steps of size ``dt``; ``coef`` holds D, and rho (reaction) or v (advection)."""
+    if pde == "wave":
+        return wave(u, torch.zeros_like(u), m, coef["c"], dt, steps, causal)[0]
+    for _ in range(steps):
+        du = coef["D"] * laplacian(u, m, causal)
+        if pde == "reaction_diffusion":
+            du = du + coef["rho"] * torch.tanh(u)
+        elif pde == "advection_diffusion":
+            du = du + advection(u, m, coef["v"], causal)
+        u = u + dt * du
+    return u
+
+
+def wave(u: Tensor, w: Tensor, m: Tensor, c: Tensor, dt: float, steps: int,
+         causal: bool = False) -> tuple[Tensor, Tensor]:
+    """Symplectic Euler for u_tt = c² Δu with velocity w: w += dt c² Δu, then u += dt w (stable for c·dt <= 1)."""
+    for _ in range(steps):
+        w = w + dt * c * c * laplacian(u, m, causal)
+        u = u + dt * w
+    return u, w
+
+
+def dct2(x: Tensor) -> Tensor:
+    """Unnormalised DCT-II along the last axis, X_k = Σ_j x_j cos(πk(2j+1)/2n), via an FFT of length 2n."""
+    n = x.shape[-1]
+    spectrum = torch.fft.rfft(torch.cat([x, x.flip(-1)], -1))[..., :n]         # [..., n] complex
+    k = torch.arange(n, device=x.device, dtype=x.dtype)
+    return (spectrum * torch.exp(-1j * math.pi * k / (2 * n))).real / 2
+
+
+def idct2(X: Tensor) -> Tensor:
+    """Inverse of `dct2` (a DCT-III), via an inverse FFT of length 2n."""
+    n = X.shape[-1]
+    k = torch.arange(n, device=X.device, dtype=X.dtype)
+    spectrum = 2 * X * torch.exp(1j * math.pi * k / (2 * n))                   # [..., n]
+    spectrum = torch.cat([spectrum, torch.zeros_like(spectrum[..., :1])], -1)  # [..., n+1], Y_n = 0
+    return torch.fft.irfft(spectrum, n=2 * n)[..., :n]
+
+
+def diffusion_spectral(u: Tensor, m: Tensor, D: Tensor, time: float) -> Tensor:
+    """Exact solution at ``time`` of du/dt = D Δu on each row's valid prefix (Neumann ends).
+
+    The DCT-II diagonalises the Neumann Laplacian: eigenvalue -4 sin²(πk/2n) for mode k of length n.
+    Rows are grouped by their number of valid positions; padded positions are returned unchanged.
+    """
+    shape = u.shape
+    rows = u.reshape(-1, shape[-1])                                            # [R, n]
+    lengths = m.expand(shape).sum(-1).reshape(-1)                              # [R]
+    rates = D.expand(shape)[..., :1].reshape(-1, 1)                            # [R, 1]
+    out = rows.clone()
+    for n in lengths.unique().tolist():
+        if n == 0:
+            continue
+        idx = (lengths == n).nonzero().squeeze(1)
+        k = torch.arange(n, device=u.device, dtype=u.dtype)
+        decay = torch.exp(-4 * rates[idx] * torch.sin(math.pi * k / (2 * n)) ** 2 * time)  # [r, n]
+        out[idx, :n] = idct2(dct2(rows[idx, :n]) * decay)
+    return out.reshape(shape)
