@@ -39,6 +39,20 @@ class SolverConfig:
             able = [n for n in registry.solvers.names() if registry.solvers.entry(n).meta.get("adjoint")]
             raise ConfigError(f"{path}.adjoint", f"solver '{self.method}' does not support adjoint; "
                               "use adjoint: false or a solver that does", choices=able)
+        for key in ("rtol", "atol", "step_size"):
+            value = getattr(self, key)
+            if value is not None and not value > 0:
+                raise ConfigError(f"{path}.{key}", f"must be > 0, got {value!r}", got=value)
+        accepted = getattr(entry.obj, "options", None)     # option names, for solvers that declare them
+        if accepted is not None:
+            if self.step_size is not None and "step_size" not in accepted:
+                fixed = [n for n in registry.solvers.names() if "step_size" in getattr(registry.solvers.get(n), "options", ())]
+                raise ConfigError(f"{path}.step_size", f"solver '{self.method}' chooses its own steps and takes no "
+                                  "step_size; remove it or use a fixed-step method", choices=fixed)
+            for key in self.options:
+                if key not in accepted:
+                    raise ConfigError(f"{path}.options.{key}", f"unknown option for solver '{self.method}'",
+                                      choices=accepted, got=key)
         y0 = torch.ones(1, requires_grad=False)
         try:
             entry.obj(_Decay(), y0, torch.tensor([0.0, 0.1]), **self.solve_kwargs())

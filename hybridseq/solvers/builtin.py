@@ -1,4 +1,6 @@
-"""Built-in solvers: every torchdiffeq method, each with adjoint support."""
+"""Built-in solvers: every torchdiffeq method (Chen et al., "Neural Ordinary Differential Equations", 2018),
+each with adjoint support. A solve function lists the option names its method accepts in ``solve.options``.
+"""
 from __future__ import annotations
 
 import inspect
@@ -31,6 +33,7 @@ def _make(method: str):
                                               adjoint_params=tuple(func.parameters()))
         return torchdiffeq.odeint(func, y0, t, rtol=rtol, atol=atol, method=method, options=options)
 
+    solve.options = frozenset(_valid_options(method))   # option names SolverConfig.validate checks
     solve.__name__ = f"torchdiffeq_{method}"
     solve.__doc__ = f"torchdiffeq's '{method}' method."
     return solve

@@ -42,7 +42,7 @@ class GRUODEEncoder(Block):
         d_in: int = MISSING              # input channels (injected)
         d_model: int = MISSING           # output width (injected)
         hidden: int = 32                 # ODE state size
-        solver: SolverConfig = field(default_factory=lambda: SolverConfig(method="rk4", step_size=0.5))
+        solver: SolverConfig = field(default_factory=lambda: SolverConfig(method="rk4"))
 
     accepts = "irregular"
 

@@ -116,7 +116,7 @@ class NCDEEncoder(Block):
         hidden: int = 32                 # CDE state size
         field_width: int = 64            # width of the vector field's hidden layer
         interpolation: str = choice("hermite", "cubic", "linear")
-        solver: SolverConfig = field(default_factory=lambda: SolverConfig(method="rk4", step_size=0.5))
+        solver: SolverConfig = field(default_factory=lambda: SolverConfig(method="rk4"))
 
     accepts = "irregular"
 

@@ -25,7 +25,7 @@ class ODERNNEncoder(Block):
         d_model: int = MISSING           # output width (injected)
         hidden: int = 32                 # ODE state size
         field_width: int = 64            # width of the vector field's hidden layer
-        solver: SolverConfig = field(default_factory=lambda: SolverConfig(method="rk4", step_size=0.5))
+        solver: SolverConfig = field(default_factory=lambda: SolverConfig(method="rk4"))
 
     accepts = "irregular"
 
