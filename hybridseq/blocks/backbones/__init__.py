@@ -1,6 +1,10 @@
 """Backbones: sequence → sequence."""
 from ...hookspecs import hookimpl
+from .mamba import Mamba
+from .mamba2 import Mamba2
 from .mlp import MLP
+from .s4 import S4
+from .s4d import S4D
 from .transformer import Transformer
 
 
@@ -8,3 +12,7 @@ from .transformer import Transformer
 def hybridseq_register_blocks(register):
     register("transformer", Transformer)
     register("mlp", MLP)
+    register("s4d", S4D)
+    register("s4", S4)
+    register("mamba", Mamba)
+    register("mamba2", Mamba2)

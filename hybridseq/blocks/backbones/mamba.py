@@ -1,0 +1,109 @@
+"""Mamba: selective state-space layer (Gu & Dao, 2023, "Mamba: Linear-Time Sequence Modeling with
+Selective State Spaces").
+
+in-projection to (x, z) → causal depthwise convolution → SiLU → input-dependent Δ, B, C → selective
+scan h_l = exp(Δ_l A) h_{l-1} + Δ_l B_l x_l, y_l = C_l h_l + D x_l → gate by SiLU(z) → out-projection,
+inside a pre-norm residual layer. With observation times Δ_l is multiplied by the gap (see
+`ssm_common`). ``impl``: mamba-ssm's fused CUDA scan (``cuda``), our chunk-parallel PyTorch scan
+(``torch``, `hybridseq.ops.selective_scan`), or the first that works on the input (``auto``).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ...errors import ConfigError
+from ...ops import selective_scan
+from ...ops.dispatch import check_impl, impl_for, planned_impl, selective_scan_cuda
+from ...seq import Seq
+from ..base import choice
+from .ssm_common import SSMBlock, SSMConfig, causal_conv, conv_step, inverse_softplus, log_uniform
+
+
+def init_dt_bias(width: int, low: float, high: float, floor: float) -> Tensor:
+    """Bias b with softplus(b) log-uniform in [low, high] (at least ``floor``): the initial steps Δ."""
+    return inverse_softplus(log_uniform(width, low, high).clamp_min(floor))
+
+
+def check_positive(cfg, path: str, names: tuple[str, ...]) -> None:
+    for name in names:
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"{path}.{name}", f"must be >= 1, got {getattr(cfg, name)!r}")
+
+
+class Mamba(SSMBlock):
+    @dataclass
+    class Config(SSMConfig):
+        d_state: int = 16                          # state size N per inner channel
+        expand: int = 2                            # inner width E = expand * d_model
+        d_conv: int = 4                            # causal convolution width
+        dt_rank: int = 0                           # rank of the Δ projection; 0 = ceil(d_model / 16)
+        dt_min: float = 1e-3                       # initial Δ log-uniform in [dt_min, dt_max]
+        dt_max: float = 1e-1
+        dt_floor: float = 1e-4
+        impl: str = choice("auto", "cuda", "torch")
+
+        def validate(self, path: str) -> None:
+            super().validate(path)
+            check_positive(self, path, ("d_state", "expand", "d_conv"))
+            check_impl(self.impl, f"{path}.impl")
+
+    def __init__(self, cfg: Config):
+        super().__init__(cfg)
+        d, e, n = cfg.d_model, cfg.expand * cfg.d_model, cfg.d_state
+        self.rank = cfg.dt_rank or math.ceil(d / 16)
+        self.in_proj = nn.Linear(d, 2 * e, bias=False)
+        self.conv = nn.Conv1d(e, e, cfg.d_conv, groups=e, padding=cfg.d_conv - 1)
+        self.x_proj = nn.Linear(e, self.rank + 2 * n, bias=False)
+        self.dt_proj = nn.Linear(self.rank, e)
+        nn.init.uniform_(self.dt_proj.weight, -self.rank ** -0.5, self.rank ** -0.5)
+        with torch.no_grad():
+            self.dt_proj.bias.copy_(init_dt_bias(e, cfg.dt_min, cfg.dt_max, cfg.dt_floor))
+        self.a_log = nn.Parameter(torch.log(torch.arange(1, n + 1, dtype=torch.float)).repeat(e, 1))  # [E, N]
+        self.d = nn.Parameter(torch.ones(e))
+        self.out_proj = nn.Linear(e, d, bias=False)
+        self.impl = planned_impl(cfg.impl)
+
+    def _project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Δ (before the gap), B, C from the convolved input x [..., E]: [..., E], [..., N], [..., N]."""
+        dt, B, C = self.x_proj(x).split([self.rank, self.cfg.d_state, self.cfg.d_state], dim=-1)
+        return F.softplus(self.dt_proj(dt)), B, C
+
+    def mix(self, u: Tensor, seq: Seq) -> Tensor:
+        x, z = self.in_proj(u).chunk(2, dim=-1)                            # [B, L, E] each
+        x = F.silu(causal_conv(x, self.conv))
+        delta, B, C = self._project(x)
+        gaps = self.gaps(seq)
+        if gaps is not None:
+            delta = delta * gaps.unsqueeze(-1)
+        A = -torch.exp(self.a_log)                                          # [E, N]
+        self.impl = impl_for(self.cfg.impl, x)
+        if self.impl == "cuda":
+            channels_first = [v.transpose(1, 2).contiguous() for v in (x, delta, B, C, z)]   # [B, ., L]
+            xs, ds, Bs, Cs, zs = channels_first
+            y = selective_scan_cuda()(xs, ds, A, Bs, Cs, self.d.float(), z=zs, delta_softplus=False)
+            y = y.transpose(1, 2)
+        else:
+            y = (selective_scan(x, delta, A, B, C) + x * self.d) * F.silu(z)
+        return self.out_proj(y)
+
+    def init_state(self, batch: int, device, dtype) -> dict:
+        e = self.cfg.expand * self.cfg.d_model
+        return {"conv": torch.zeros(batch, e, self.cfg.d_conv, device=device, dtype=dtype),
+                "h": torch.zeros(batch, e, self.cfg.d_state, device=device, dtype=dtype)}
+
+    def mix_step(self, u: Tensor, state: dict, gap: Tensor | None) -> tuple[Tensor, dict]:
+        x, z = self.in_proj(u).chunk(2, dim=-1)                            # [B, E] each
+        x, window = conv_step(x, state["conv"], self.conv)
+        x = F.silu(x)
+        delta, B, C = self._project(x)
+        if gap is not None:
+            delta = delta * gap.unsqueeze(-1)
+        A = -torch.exp(self.a_log)
+        h = torch.exp(delta.unsqueeze(-1) * A) * state["h"] + (delta * x).unsqueeze(-1) * B.unsqueeze(1)
+        y = ((h * C.unsqueeze(1)).sum(-1) + x * self.d) * F.silu(z)
+        return self.out_proj(y), {"conv": window, "h": h}

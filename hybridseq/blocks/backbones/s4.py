@@ -1,0 +1,132 @@
+"""S4: structured state-space layer with a normal-plus-low-rank state matrix initialised from
+HiPPO-LegS (Gu, Goel & Ré, 2022, "Efficiently Modeling Long Sequences with Structured State Spaces").
+
+Per channel, A = Λ - p p* in the eigenbasis of the normal part of HiPPO-LegS (N/2 conjugate pairs
+stored), bilinear discretisation with a learned step Δ_h. On a regular grid the convolution kernel comes
+from the truncated generating function at the roots of unity, a Cauchy sum with a Woodbury correction
+for the rank-one term, and an inverse FFT (`hybridseq.ops.nplr_kernel`). With observation times the
+step of position l is Δ_h · gap_l; the transitions then differ per position, so the layer steps through
+time with the O(N) Woodbury form of the bilinear update (one step per observation; autograd stays
+linear in L). Output: GELU, then a linear layer with a GLU gate.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from ...errors import ConfigError
+from ...ops import fft_conv, nplr_kernel
+from ...seq import Seq
+from .ssm_common import SSMBlock, SSMConfig, log_uniform, reverse_gaps, time_gaps
+
+
+def hippo_legs_nplr(state: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Eigenvalues Λ, low-rank factor p and input B [N/2] (complex) of HiPPO-LegS, A = V(Λ - p p*)V*.
+
+    LegS: A_nk = -√(2n+1)√(2k+1) (n > k), -(n+1) (n = k), 0 above; B_n = √(2n+1); with P_n = √(n+½),
+    A + P Pᵀ = -½ I + S with S skew-symmetric, diagonalised by a unitary V.
+    """
+    n = torch.arange(state, dtype=torch.float64)
+    r = torch.sqrt(2 * n + 1)
+    skew = -0.5 * torch.outer(r, r) * torch.sign(n[:, None] - n[None, :])      # [N, N]
+    omega, vec = torch.linalg.eigh(-1j * skew.to(torch.complex128))            # S = V diag(iω) V*
+    keep = torch.argsort(omega, descending=True)[: state // 2]                  # one of each ± pair
+    vh = vec[:, keep].conj().T                                                  # [N/2, N]
+    lam = torch.complex(torch.full_like(omega[keep], -0.5), omega[keep])
+    p = vh @ torch.sqrt(n + 0.5).to(torch.complex128)
+    return lam, p, vh @ r.to(torch.complex128)
+
+
+def _full(x: Tensor) -> Tensor:
+    """The whole state from its stored half: [..., N/2] -> [..., N] with the conjugate pairs appended."""
+    return torch.cat([x, x.conj()], dim=-1)
+
+
+def bilinear_step(h: Tensor, u: Tensor, dt: Tensor, lam: Tensor, p: Tensor, b: Tensor) -> Tensor:
+    """h ← (I - Δ/2 A)^{-1} ((I + Δ/2 A) h + Δ b u) for A = Λ - p p*, on the stored half of a conjugate-
+    symmetric state: h [B, H, M], u [B, H], dt [B|1, H]; inner products over the whole state are 2 Re(·).
+    """
+    half = (dt / 2).unsqueeze(-1)                                               # [B|1, H, 1]
+    inner = lambda v: 2 * (p.conj() * v).sum(-1, keepdim=True).real            # p* v over all N states
+    w = h + half * (lam * h - p * inner(h)) + 2 * half * b * u.unsqueeze(-1)
+    d0 = 1 - half * lam                                                         # diagonal part of I - Δ/2 A
+    r, s = w / d0, p / d0
+    return r - s * (half * inner(r)) / (1 + half * inner(s))                   # Woodbury
+
+
+class S4(SSMBlock):
+    @dataclass
+    class Config(SSMConfig):
+        d_state: int = 64              # state size N per channel (N/2 complex conjugate pairs stored)
+        bidirectional: bool = False    # add an anti-causal SSM (no recurrent mode)
+        dt_min: float = 1e-3           # initial steps Δ are log-uniform in [dt_min, dt_max]
+        dt_max: float = 1e-1
+
+        def validate(self, path: str) -> None:
+            super().validate(path)
+            if self.d_state < 2 or self.d_state % 2:
+                raise ConfigError(f"{path}.d_state", f"must be an even number >= 2, got {self.d_state!r}")
+            if not 0 < self.dt_min <= self.dt_max:
+                raise ConfigError(f"{path}.dt_min", f"need 0 < dt_min <= dt_max, got {self.dt_min}, {self.dt_max}")
+
+    def __init__(self, cfg: Config):
+        super().__init__(cfg)
+        h, m = cfg.d_model, cfg.d_state // 2
+        lam, p, b = (x.to(torch.cfloat).expand(h, m) for x in hippo_legs_nplr(cfg.d_state))
+        self.log_dt = nn.Parameter(torch.log(log_uniform(h, cfg.dt_min, cfg.dt_max)))   # [H]
+        self.lam_log_re = nn.Parameter(torch.log(-lam.real).clone())                     # [H, M]
+        self.lam_im = nn.Parameter(lam.imag.clone())                                     # [H, M]
+        self.p = nn.Parameter(torch.view_as_real(p).clone())                             # [H, M, 2]
+        self.b = nn.Parameter(torch.view_as_real(b).clone())                             # [H, M, 2]
+        dirs = 2 if cfg.bidirectional else 1
+        c = torch.randn(dirs, h, m, dtype=torch.cfloat) * 0.5 ** 0.5
+        self.c = nn.Parameter(torch.view_as_real(c))                                     # [dirs, H, M, 2]
+        self.d = nn.Parameter(torch.ones(h))
+        self.out = nn.Sequential(nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(h, 2 * h), nn.GLU(dim=-1))
+
+    def params(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Λ, p, b [H, M] and c [dirs, H, M], complex."""
+        lam = torch.complex(-torch.exp(self.lam_log_re), self.lam_im)
+        return lam, *(torch.view_as_complex(x) for x in (self.p, self.b, self.c))
+
+    def ssm(self, u: Tensor, seq: Seq) -> Tensor:
+        """The SSM alone: u [B, L, H] -> y [B, L, H] (no D skip)."""
+        lam, p, b, c = self.params()
+        if seq.t is None:                                                 # LTI: Cauchy kernel + FFT conv
+            dt, length = torch.exp(self.log_dt), u.shape[1]
+            ks = [nplr_kernel(_full(lam), _full(p), _full(b), _full(ck), dt, length) for ck in c]  # [H, L]
+            return fft_conv(u.transpose(1, 2), *ks).transpose(1, 2)
+        valid, t = seq.valid(), seq.t.to(u.dtype)
+        y = self._steps(u, time_gaps(t, valid, self.cfg.time_unit), c[0])
+        if self.cfg.bidirectional:
+            y = y + self._steps(u.flip(1), reverse_gaps(t, valid, self.cfg.time_unit), c[1]).flip(1)
+        return y
+
+    def _steps(self, u: Tensor, gaps: Tensor, c: Tensor) -> Tensor:
+        """Recurrence with step Δ_h gap_l: u [B, L, H], gaps [B, L] -> [B, L, H]."""
+        lam, p, b, _ = self.params()
+        dts = torch.exp(self.log_dt) * gaps.unsqueeze(-1)                           # [B, L, H]
+        h = self.init_state(u.shape[0], u.device, u.dtype)["h"]
+        ys = []
+        for u_l, dt_l in zip(u.unbind(1), dts.unbind(1)):                          # unbind/stack: O(L) backward
+            h = bilinear_step(h, u_l, dt_l, lam, p, b)
+            ys.append(2 * (h * c).sum(-1).real)
+        return torch.stack(ys, dim=1)
+
+    def mix(self, u: Tensor, seq: Seq) -> Tensor:
+        return self.out(self.ssm(u, seq) + self.d * u)
+
+    def init_state(self, batch: int, device, dtype) -> dict:
+        if self.cfg.bidirectional:
+            raise RuntimeError("a bidirectional s4 block sees the whole sequence; it has no recurrent mode")
+        cdtype = torch.complex128 if dtype == torch.float64 else torch.complex64
+        return {"h": torch.zeros(batch, self.cfg.d_model, self.cfg.d_state // 2, dtype=cdtype, device=device)}
+
+    def mix_step(self, u: Tensor, state: dict, gap: Tensor | None) -> tuple[Tensor, dict]:
+        lam, p, b, c = self.params()
+        dt = torch.exp(self.log_dt) * (gap.unsqueeze(-1) if gap is not None else 1)      # [B|1, H]
+        h = bilinear_step(state["h"], u, dt, lam, p, b)
+        y = 2 * (h * c[0]).sum(-1).real
+        return self.out(y + self.d * u), {"h": h}

@@ -1,0 +1,112 @@
+"""S4D: diagonal state-space layer (Gu, Gupta, Goel & Ré, 2022, "On the Parameterization and
+Initialization of Diagonal State Space Models").
+
+Per channel h: x'(t) = A x(t) + B u(t), y = C x + D u with diagonal complex A (N/2 modes in conjugate
+pairs, B folded into C), discretised by ZOH or bilinear with a learned step Δ_h. On a regular grid the
+layer is a convolution with K_l = 2 Re Σ_n C_n B̄_n Ā_n^l (Vandermonde product, FFT convolution,
+O(L log L)); with observation times the step of position l is Δ_h · gap_l and the layer runs as a
+chunk-parallel diagonal scan. Output: GELU, then a linear layer with a GLU gate.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from ...errors import ConfigError
+from ...ops import fft_conv, linear_scan, vandermonde_kernel
+from ...seq import Seq
+from ..base import choice
+from .ssm_common import SSMBlock, SSMConfig, log_uniform, reverse_gaps, time_gaps
+
+
+def s4d_init(kind: str, channels: int, state: int) -> tuple[Tensor, Tensor]:
+    """Real and imaginary parts [H, N/2] of S4D-Lin, S4D-Inv or S4D-Real eigenvalues."""
+    n = torch.arange(state // 2, dtype=torch.float)
+    if kind == "lin":
+        re, im = torch.full_like(n, -0.5), math.pi * n
+    elif kind == "inv":
+        re, im = torch.full_like(n, -0.5), state / math.pi * (state / (2 * n + 1) - 1)
+    else:
+        re, im = -(n + 1), torch.zeros_like(n)
+    return re.expand(channels, -1).clone(), im.expand(channels, -1).clone()
+
+
+def discretise(dt: Tensor, A: Tensor, method: str) -> tuple[Tensor, Tensor]:
+    """log Ā and B̄ (B = 1) for steps dt [..., H] and eigenvalues A [H, M]: two [..., H, M] complex."""
+    dta = dt.unsqueeze(-1) * A
+    if method == "zoh":
+        return dta, torch.expm1(dta) / A
+    return torch.log((1 + dta / 2) / (1 - dta / 2)), dt.unsqueeze(-1) / (1 - dta / 2)
+
+
+class S4D(SSMBlock):
+    @dataclass
+    class Config(SSMConfig):
+        d_state: int = 64                          # state size N per channel (N/2 complex conjugate pairs)
+        init: str = choice("lin", "inv", "real")   # S4D-Lin, S4D-Inv or S4D-Real eigenvalues
+        disc: str = choice("zoh", "bilinear")      # discretisation
+        bidirectional: bool = False                # add an anti-causal SSM (no recurrent mode)
+        dt_min: float = 1e-3                       # initial steps Δ are log-uniform in [dt_min, dt_max]
+        dt_max: float = 1e-1
+
+        def validate(self, path: str) -> None:
+            super().validate(path)
+            if self.d_state < 2 or self.d_state % 2:
+                raise ConfigError(f"{path}.d_state", f"must be an even number >= 2, got {self.d_state!r}")
+            if not 0 < self.dt_min <= self.dt_max:
+                raise ConfigError(f"{path}.dt_min", f"need 0 < dt_min <= dt_max, got {self.dt_min}, {self.dt_max}")
+
+    def __init__(self, cfg: Config):
+        super().__init__(cfg)
+        h, m = cfg.d_model, cfg.d_state // 2
+        re, im = s4d_init(cfg.init, h, cfg.d_state)
+        self.log_dt = nn.Parameter(torch.log(log_uniform(h, cfg.dt_min, cfg.dt_max)))   # [H]
+        self.a_log_re = nn.Parameter(torch.log(-re))                                       # [H, M]
+        self.a_im = nn.Parameter(im)                                                       # [H, M]
+        dirs = 2 if cfg.bidirectional else 1
+        self.c = nn.Parameter(torch.view_as_real(torch.randn(dirs, h, m, dtype=torch.cfloat)))  # [dirs, H, M, 2]
+        self.d = nn.Parameter(torch.ones(h))
+        self.out = nn.Sequential(nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(h, 2 * h), nn.GLU(dim=-1))
+
+    def eigenvalues(self) -> Tensor:
+        return torch.complex(-torch.exp(self.a_log_re), self.a_im)                        # [H, M]
+
+    def ssm(self, u: Tensor, seq: Seq) -> Tensor:
+        """The SSM alone: u [B, L, H] -> y [B, L, H] (no D skip)."""
+        A, c = self.eigenvalues(), torch.view_as_complex(self.c)
+        if seq.t is None:                                                 # LTI: FFT convolution
+            log_a, b = discretise(torch.exp(self.log_dt), A, self.cfg.disc)   # [H, M]
+            length = u.shape[1]
+            ks = [vandermonde_kernel(c[k] * b, log_a, length) for k in range(c.shape[0])]  # [H, L] each
+            return fft_conv(u.transpose(1, 2), *ks).transpose(1, 2)
+        valid, t = seq.valid(), seq.t.to(u.dtype)
+        y = self._scan(u, time_gaps(t, valid, self.cfg.time_unit), A, c[0])
+        if self.cfg.bidirectional:
+            back = self._scan(u.flip(1), reverse_gaps(t, valid, self.cfg.time_unit), A, c[1])
+            y = y + back.flip(1)
+        return y
+
+    def _scan(self, u: Tensor, gaps: Tensor, A: Tensor, c: Tensor) -> Tensor:
+        """Diagonal recurrence with step Δ_h gap_l: u [B, L, H], gaps [B, L] -> [B, L, H]."""
+        log_a, b = discretise(torch.exp(self.log_dt) * gaps.unsqueeze(-1), A, self.cfg.disc)  # [B, L, H, M]
+        h = linear_scan(torch.exp(log_a), b * u.unsqueeze(-1))                                 # [B, L, H, M]
+        return 2 * torch.einsum("blhm,hm->blh", h, c).real
+
+    def mix(self, u: Tensor, seq: Seq) -> Tensor:
+        return self.out(self.ssm(u, seq) + self.d * u)
+
+    def init_state(self, batch: int, device, dtype) -> dict:
+        if self.cfg.bidirectional:
+            raise RuntimeError("a bidirectional s4d block sees the whole sequence; it has no recurrent mode")
+        cdtype = torch.complex128 if dtype == torch.float64 else torch.complex64
+        return {"h": torch.zeros(batch, self.cfg.d_model, self.cfg.d_state // 2, dtype=cdtype, device=device)}
+
+    def mix_step(self, u: Tensor, state: dict, gap: Tensor | None) -> tuple[Tensor, dict]:
+        dt = torch.exp(self.log_dt) * (gap.unsqueeze(-1) if gap is not None else 1)      # [B|1, H]
+        log_a, b = discretise(dt, self.eigenvalues(), self.cfg.disc)                      # [B|1, H, M]
+        h = torch.exp(log_a) * state["h"] + b * u.unsqueeze(-1)                           # [B, H, M]
+        y = 2 * (h * torch.view_as_complex(self.c)[0]).sum(-1).real
+        return self.out(y + self.d * u), {"h": h}

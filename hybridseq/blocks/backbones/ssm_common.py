@@ -1,0 +1,114 @@
+"""What the state-space backbones share: the residual pre-norm layer, time gaps, recurrent stepping.
+
+Time gaps. With observation times ``t`` the discretisation step at position l is the learned step times
+``gap_l = (t_l - t_prev) / time_unit``, where t_prev is the time of the previous *valid* position;
+the first valid position takes ``gap = 1`` (one regular step) and padded positions ``gap = 0`` (the state
+passes through unchanged and their input is zeroed). Equal gaps of ``time_unit`` give the regular model.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import torch
+from omegaconf import MISSING
+from torch import Tensor, nn
+
+from ...errors import ConfigError
+from ...seq import Seq
+from ..base import Block
+
+
+@dataclass
+class SSMConfig:
+    d_model: int = MISSING     # stream width (injected)
+    dropout: float = 0.0       # on the layer's output, before the residual
+    time_unit: float = 1.0     # the observation gap that counts as one step of the learned Δ
+
+    def validate(self, path: str) -> None:
+        if not self.time_unit > 0:
+            raise ConfigError(f"{path}.time_unit", f"must be > 0, got {self.time_unit!r}")
+
+
+def time_gaps(t: Tensor, valid: Tensor, unit: float) -> Tensor:
+    """Step multipliers [B, L] from times t [B, L] and valid [B, L] (the rule in the module docstring)."""
+    seen = torch.where(valid, t, torch.full_like(t, -math.inf))
+    prev = torch.cummax(seen, dim=1).values.roll(1, dims=1)                    # latest valid time before l
+    prev[:, 0] = -math.inf
+    gap = torch.where(torch.isfinite(prev), (t - prev) / unit, torch.ones_like(t))
+    return torch.where(valid, gap.clamp_min(0), torch.zeros_like(t))
+
+
+def reverse_gaps(t: Tensor, valid: Tensor, unit: float) -> Tensor:
+    """Step multipliers for a scan from the end: position l of the flipped sequence, [B, L]."""
+    return time_gaps(-t.flip(1), valid.flip(1), unit)
+
+
+def inverse_softplus(x: Tensor) -> Tensor:
+    return x + torch.log(-torch.expm1(-x))
+
+
+def log_uniform(shape, low: float, high: float) -> Tensor:
+    """Samples exp(U[log low, log high]): the usual initial SSM steps Δ."""
+    return torch.exp(torch.rand(shape) * (math.log(high) - math.log(low)) + math.log(low))
+
+
+class SSMBlock(Block):
+    """Pre-norm residual layer around a sequence mixer: x + dropout(mix(norm(x))).
+
+    Subclasses implement ``mix(u, seq)`` (u [B, L, D], zero at padded positions) and, for recurrent use,
+    ``init_state(batch, device, dtype)`` and ``mix_step(u_t, state, gap)``.
+    """
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.norm = nn.LayerNorm(cfg.d_model)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def gaps(self, seq: Seq) -> Tensor | None:
+        """[B, L] step multipliers, or None on a regular grid without padding."""
+        if seq.t is not None:
+            return time_gaps(seq.t.to(seq.x.dtype), seq.valid(), self.cfg.time_unit)
+        return None if seq.mask is None else seq.mask.to(seq.x.dtype)
+
+    def forward(self, seq: Seq) -> Seq:
+        u = self.norm(seq.x)                                                    # [B, L, D]
+        if seq.mask is not None:
+            u = u * seq.mask.unsqueeze(-1)
+        return replace(seq, x=seq.x + self.drop(self.mix(u, seq)))
+
+    def allocate_state(self, batch_size: int, device=None, dtype=None) -> dict:
+        """The recurrent state before the first step, for `step`."""
+        p = next(self.parameters())
+        return self.init_state(batch_size, device or p.device, dtype or p.dtype)
+
+    def step(self, x_t: Tensor, state: dict, gap: Tensor | None = None) -> tuple[Tensor, dict]:
+        """One recurrent step: x_t [B, D] -> (y_t [B, D], new state), equal to the full-sequence pass.
+
+        ``gap`` [B] is the time since the previous observation in units of ``time_unit`` (1 if None).
+        """
+        y, state = self.mix_step(self.norm(x_t), state, gap)
+        return x_t + self.drop(y), state
+
+    def mix(self, u: Tensor, seq: Seq) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def init_state(self, batch: int, device, dtype) -> dict:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def mix_step(self, u: Tensor, state: dict, gap: Tensor | None) -> tuple[Tensor, dict]:  # pragma: no cover
+        raise NotImplementedError
+
+
+def causal_conv(x: Tensor, conv: nn.Conv1d) -> Tensor:
+    """Depthwise causal convolution over time: x [B, L, E] -> [B, L, E]."""
+    length = x.shape[1]
+    return conv(x.transpose(1, 2))[..., :length].transpose(1, 2)
+
+
+def conv_step(x: Tensor, window: Tensor, conv: nn.Conv1d) -> tuple[Tensor, Tensor]:
+    """One step of `causal_conv`: x [B, E], window [B, E, K] of past inputs -> (y [B, E], new window)."""
+    window = torch.cat([window[..., 1:], x.unsqueeze(-1)], dim=-1)
+    y = (window * conv.weight.squeeze(1)).sum(-1)
+    return (y + conv.bias if conv.bias is not None else y), window
+

@@ -1,0 +1,149 @@
+"""Diagonal linear recurrences ``h_l = a_l * h_{l-1} + b_l`` in pure PyTorch, chunk-parallel and exact.
+
+`linear_scan` is the generic differentiable recurrence (real or complex). `selective_scan` is the
+selective state-space scan of Mamba (Gu & Dao, 2023, "Mamba: Linear-Time Sequence Modeling with
+Selective State Spaces") fused into one autograd function: its decays ``exp(Δ A)`` and inputs
+``Δ B u`` ([L, B, D, N]) exist only one segment at a time, in the forward and (recomputed) in the
+backward pass, so memory does not grow with ``L · D · N``.
+
+The scan itself (`scan_`) splits time into ``n`` chunks of ``T ≈ √L`` steps. A loop over the ``T``
+positions of a chunk runs all chunks at once (local states from zero, cumulative decays), a loop over
+the ``n`` chunk ends carries the state across chunks, and one fused multiply-add adds each chunk's
+incoming state times its cumulative decay. That is ``≈ 2√L`` vectorised steps, only multiplications by
+the decays (no division, no log), so it is as stable as the sequential recurrence.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+SEGMENT = 1024        # time steps whose [L, B, D, N] coefficients are materialised at once
+
+
+def _chunking(length: int) -> tuple[int, int]:
+    """Chunk size T (a power of two ≈ √L) and chunk count n for a scan of ``length`` steps."""
+    size = 1 << math.ceil(math.log2(max(length, 1)) / 2)
+    return size, -(-length // size)
+
+
+@torch.no_grad()
+def scan_(a: Tensor, b: Tensor, h0: Tensor | None = None, reverse: bool = False) -> tuple[Tensor, Tensor]:
+    """States of ``h_l = a_l h_{l-1} + b_l`` (``reverse``: ``h_l = a_l h_{l+1} + b_l``), time on dim 0.
+
+    a, b: [L, *S] contiguous; h0: [*S] state before the first step (after the last one if reverse).
+    Works in place: ``b`` is overwritten with the states and ``a`` with cumulative decays.
+    Returns (h [L, *S], final state [*S]).
+    """
+    length, shape = a.shape[0], a.shape[1:]
+    size, n = _chunking(length)
+    pad = n * size - length
+    if pad:                                         # identity steps (a=1, b=0) at the end: they leave
+        a = torch.cat([a, a.new_ones(pad, *shape)])  # the final state of either direction unchanged
+        b = torch.cat([b, b.new_zeros(pad, *shape)])
+    av, bv = a.view(n, size, *shape), b.view(n, size, *shape)   # [n, T, *S]
+    steps = range(size - 2, -1, -1) if reverse else range(1, size)
+    for t in steps:                                 # local states and cumulative decays, all chunks at once
+        prev = t + 1 if reverse else t - 1
+        bv[:, t].addcmul_(av[:, t], bv[:, prev])
+        av[:, t].mul_(av[:, prev])
+    last = 0 if reverse else size - 1
+    carry = h0 if h0 is not None else b.new_zeros(shape)
+    incoming = torch.empty_like(bv[:, 0])          # [n, *S] state entering each chunk
+    for c in (range(n - 1, -1, -1) if reverse else range(n)):
+        incoming[c] = carry
+        carry = torch.addcmul(bv[c, last], av[c, last], carry)
+    bv.addcmul_(av, incoming.unsqueeze(1))
+    return b[:length], carry
+
+
+def _shift(x: Tensor, first: Tensor | None, reverse: bool = False) -> Tensor:
+    """x moved one step along dim 0 (later if not reverse), ``first`` (or zeros) filling the gap."""
+    fill = (first if first is not None else torch.zeros_like(x[0])).unsqueeze(0)
+    return torch.cat([x[1:], fill]) if reverse else torch.cat([fill, x[:-1]])
+
+
+class _LinearScan(torch.autograd.Function):
+    """h = scan(a, b) on time-first tensors; backward is the reverse scan of the conjugate decays."""
+
+    @staticmethod
+    def forward(ctx, a: Tensor, b: Tensor) -> Tensor:
+        h, _ = scan_(a.clone(), b.clone())
+        ctx.save_for_backward(a, h)
+        return h
+
+    @staticmethod
+    def backward(ctx, dh: Tensor):
+        a, h = ctx.saved_tensors
+        g, _ = scan_(_shift(a, None, reverse=True).conj(), dh.clone(), reverse=True)   # dL/db
+        return g * _shift(h, None).conj(), g
+
+
+def linear_scan(a: Tensor, b: Tensor) -> Tensor:
+    """States h [B, L, ...] of ``h_l = a_l h_{l-1} + b_l`` (h_{-1} = 0); a, b: [B, L, ...], real or complex."""
+    a, b = torch.broadcast_tensors(a, b)
+    h = _LinearScan.apply(a.transpose(0, 1).contiguous(), b.transpose(0, 1).contiguous())  # [L, B, ...]
+    return h.transpose(0, 1)
+
+
+def _coefficients(delta: Tensor, u: Tensor, A: Tensor, B: Tensor) -> tuple[Tensor, Tensor]:
+    """Decays exp(Δ A) and inputs Δ B u, [S, B, D, N], from Δ, u [S, B, D], A [D, N], B [S, B, N]."""
+    decay = torch.exp(delta.unsqueeze(-1) * A)
+    drive = (delta * u).unsqueeze(-1) * B.unsqueeze(2)
+    return decay, drive
+
+
+class _SelectiveScan(torch.autograd.Function):
+    """y_l = C_l · h_l, h_l = exp(Δ_l A) h_{l-1} + Δ_l B_l u_l, on time-first tensors, segment by segment."""
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, segment: int):
+        length = u.shape[0]
+        y = torch.empty_like(u)                                        # [L, B, D]
+        h = u.new_zeros(u.shape[1], *A.shape)                          # [B, D, N]
+        starts = []
+        for s in range(0, length, segment):
+            part = slice(s, s + segment)
+            starts.append(h)
+            decay, drive = _coefficients(delta[part], u[part], A, B[part])
+            hs, h = scan_(decay, drive, h)                             # [S, B, D, N]
+            y[part] = (hs @ C[part].unsqueeze(-1)).squeeze(-1)
+        ctx.segment = segment
+        ctx.save_for_backward(u, delta, A, B, C, torch.stack(starts))
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        u, delta, A, B, C, starts = ctx.saved_tensors
+        du, ddelta = torch.empty_like(u), torch.empty_like(delta)
+        dB, dC, dA = torch.empty_like(B), torch.empty_like(C), torch.zeros_like(A)
+        g_after = decay_after = None                 # dL/dh and decay at the first step of the next segment
+        for k in reversed(range(starts.shape[0])):
+            part = slice(k * ctx.segment, (k + 1) * ctx.segment)
+            decay, drive = _coefficients(delta[part], u[part], A, B[part])
+            work = decay.clone()
+            hs, _ = scan_(work, drive, starts[k])                       # [S, B, D, N] states, recomputed
+            dC[part] = (hs.transpose(-1, -2) @ dy[part].unsqueeze(-1)).squeeze(-1)
+            dh = dy[part].unsqueeze(-1) * C[part].unsqueeze(2)         # [S, B, D, N]
+            torch.cat([decay[1:], decay_after if decay_after is not None else torch.zeros_like(decay[:1])], out=work)
+            g, _ = scan_(work, dh, g_after, reverse=True)              # dL/dh_l, all paths
+            g_after, decay_after = g[0].clone(), decay[:1].clone()
+            dv = (g @ B[part].unsqueeze(-1)).squeeze(-1)                # dL/d(Δu) [S, B, D]
+            dB[part] = (g.transpose(-1, -2) @ (delta[part] * u[part]).unsqueeze(-1)).squeeze(-1)
+            torch.cat([starts[k].unsqueeze(0), hs[:-1]], out=work)     # h_{l-1}
+            dz = work.mul_(g).mul_(decay)                              # dL/d(Δ A) [S, B, D, N]
+            dA += torch.einsum("sbdn,sbd->dn", dz, delta[part])
+            ddelta[part] = torch.einsum("sbdn,dn->sbd", dz, A) + dv * u[part]
+            du[part] = dv * delta[part]
+        return du, ddelta, dA, dB, dC, None
+
+
+def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, segment: int = SEGMENT) -> Tensor:
+    """Mamba's selective scan without the D skip: y [B, L, D].
+
+    u, delta: [B, L, D] (Δ already positive); A: [D, N] (negative real parts); B, C: [B, L, N].
+    """
+    first = [x.transpose(0, 1).contiguous() for x in (u, delta, B, C)]  # time-first [L, B, ...]
+    y = _SelectiveScan.apply(first[0], first[1], A, first[2], first[3], segment)
+    return y.transpose(0, 1)

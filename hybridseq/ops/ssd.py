@@ -1,0 +1,54 @@
+"""State-space duality (SSD) of Mamba-2, chunked, in pure PyTorch (Dao & Gu, 2024, "Transformers are
+SSMs: Generalized Models and Efficient Algorithms Through Structured State Space Duality").
+
+With a scalar decay per head, h_l = exp(Δ_l a) h_{l-1} + Δ_l x_l B_l^T and y_l = h_l C_l. Inside a chunk
+of T steps the output is a masked attention-like product with decay matrix exp(s_i - s_j) (s the
+cumulative sum of Δ a); chunk states carry the rest, combined across chunks by a small decay matrix over
+chunk ends. Every exponent is a difference of cumulative sums with i >= j, hence <= 0: no overflow.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def _segment_sums(x: Tensor) -> Tensor:
+    """s[..., i, j] = x[..., j+1] + ... + x[..., i] for i >= j, -inf above the diagonal: [..., T] -> [..., T, T]."""
+    size = x.shape[-1]
+    lower = torch.ones(size, size, dtype=torch.bool, device=x.device).tril(-1)
+    rep = x.unsqueeze(-1).expand(*x.shape, size).masked_fill(~lower, 0)     # [..., T(i), T(j)]: x_i if i>j
+    sums = rep.cumsum(-2)                                                   # summed over i' <= i
+    return sums.masked_fill(~lower.logical_or(torch.eye(size, dtype=torch.bool, device=x.device)), float("-inf"))
+
+
+def ssd_chunked(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk: int = 64) -> Tensor:
+    """y [B, L, H, P] of the SSD recurrence without the D skip.
+
+    x: [B, L, H, P]; dt: [B, L, H] (positive); A: [H] (negative); B, C: [B, L, G, N] with G dividing H.
+    """
+    batch, length, heads, _ = x.shape
+    pad = -length % chunk
+    if pad:                                            # dt = 0 and x = 0: identity steps at the end
+        x, dt, B, C = (F.pad(v, (0, 0) * (v.dim() - 2) + (0, pad)) for v in (x, dt, B, C))
+    rep = heads // B.shape[2]
+    B, C = (v.repeat_interleave(rep, dim=2) for v in (B, C))                 # [B, L, H, N]
+    n = x.shape[1] // chunk
+    x, B, C = (v.reshape(batch, n, chunk, heads, v.shape[-1]) for v in (x, B, C))  # [B, c, T, H, .]
+    dt = dt.reshape(batch, n, chunk, heads)
+    xdt = x * dt.unsqueeze(-1)                                              # Δ x [B, c, T, H, P]
+    la = (dt * A).permute(0, 3, 1, 2)                                       # log decays [B, H, c, T]
+    cum = la.cumsum(-1)                                                     # [B, H, c, T]
+
+    decay = torch.exp(_segment_sums(la))                                    # [B, H, c, T, T]
+    y_in = torch.einsum("bclhn,bcshn,bhcls,bcshp->bclhp", C, B, decay, xdt)  # within chunks
+
+    to_end = torch.exp(cum[..., -1:] - cum)                                 # [B, H, c, T]
+    states = torch.einsum("bclhn,bhcl,bclhp->bchpn", B, to_end, xdt)       # chunk-end states from inside
+    states = torch.cat([torch.zeros_like(states[:, :1]), states], dim=1)   # [B, c+1, H, P, N]
+    across = torch.exp(_segment_sums(F.pad(cum[..., -1], (1, 0))))         # [B, H, c+1, c+1]
+    entering = torch.einsum("bhzc,bchpn->bzhpn", across, states)[:, :-1]   # state entering each chunk
+    y_carry = torch.einsum("bclhn,bchpn,bhcl->bclhp", C, entering, torch.exp(cum))
+
+    y = (y_in + y_carry).reshape(batch, n * chunk, heads, -1)
+    return y[:, :length]
