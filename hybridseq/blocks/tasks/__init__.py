@@ -1,9 +1,12 @@
 """Task heads: sequence → outputs."""
 from ...hookspecs import hookimpl
 from .pooled import Classify, Regress
+from .query import Extrapolate, Interpolate
 
 
 @hookimpl
 def hybridseq_register_blocks(register):
     register("classify", Classify)
     register("regress", Regress)
+    register("interpolate", Interpolate)
+    register("extrapolate", Extrapolate)

@@ -1,0 +1,32 @@
+"""CLI sub-command ``hybridseq ablate`` (registered through the commands hook)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..hookspecs import hookimpl
+
+
+def cmd_ablate(args) -> int:
+    from . import ablate
+    from .sweep import load_sweep
+
+    out = args.out or str(Path("runs") / "ablate" / load_sweep(args.sweep).name)
+    print(f"sweep {args.sweep} -> {out}")
+    records, table = ablate(args.sweep, out, workers=args.workers, shard_spec=args.shard,
+                            retry_failed=args.retry_failed, summary_only=args.summary_only)
+    print()
+    print(table)
+    print(f"summary: {Path(out) / 'summary.md'}, {Path(out) / 'summary.csv'}; plots: {Path(out) / 'plots'}")
+    return 1 if any(r.get("status") != "ok" for r in records) else 0
+
+
+@hookimpl
+def hybridseq_register_commands(cli):
+    p = cli.add_parser("ablate", help="run a sweep of configs (variants x axes x seeds) and summarise it")
+    p.add_argument("sweep", help="sweep YAML file (base config, variants, axes, seeds)")
+    p.add_argument("--workers", type=int, default=1, help="parallel worker processes (0 = in this process)")
+    p.add_argument("--shard", metavar="i/n", help="run only shard i of n (0 <= i < n), for many machines")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: runs/ablate/<sweep name>)")
+    p.add_argument("--retry-failed", action="store_true", help="run again the runs recorded as failed")
+    p.add_argument("--summary-only", action="store_true", help="train nothing; summarise the recorded runs")
+    p.set_defaults(func=cmd_ablate)

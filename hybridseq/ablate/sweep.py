@@ -1,0 +1,167 @@
+"""Sweep files: a base config, grid axes and named variants of dotlist overrides, and seeds.
+
+```yaml
+name: encoders                       # optional; names the default output folder
+base: ../experiments/japanese_vowels.yaml   # path(s) relative to this file, or an inline config mapping
+overrides: [train.epochs=10]         # applied to every run
+variants:                            # named sets of overrides, applied together (zipped)
+  linear+transformer: [model.encoder.type=linear]
+  ode_rnn+mamba: [model.encoder.type=ode_rnn, "model.blocks[0].type=mamba"]
+axes:                                # grid: every combination of these values
+  data.irregular.drop: [0.3, 0.5, 0.7]
+seeds: [0, 1, 2]
+metric: test_accuracy                # the summary's headline metric (default: the task's test metric)
+```
+Runs are variants x axes grid x seeds. A run's id is a stable hash of its overrides and seed, so a
+re-run finds its finished runs whatever the order, and ``--shard i/n`` takes the runs at positions
+``k`` with ``k % n == i`` in the expansion order.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+
+from ..config import load_config
+from ..errors import ConfigError
+
+SWEEP_KEYS = ("name", "base", "overrides", "variants", "axes", "seeds", "metric")
+
+
+@dataclass
+class Run:
+    run_id: str
+    variant: str                 # label shared by the seeds of one configuration
+    seed: int
+    overrides: list[str]         # everything applied to the base config, the seed included
+
+    def as_dict(self) -> dict:
+        return {"run_id": self.run_id, "variant": self.variant, "seed": self.seed, "overrides": self.overrides}
+
+
+@dataclass
+class Sweep:
+    name: str
+    base: list[str] | dict       # absolute config paths, or an inline config
+    overrides: list[str] = field(default_factory=list)
+    variants: dict[str, list[str]] = field(default_factory=dict)
+    axes: dict[str, list] = field(default_factory=dict)
+    seeds: list[int] = field(default_factory=lambda: [0])
+    metric: str | None = None
+
+    def runs(self) -> list[Run]:
+        """Every run in expansion order: variants, then the axes grid (last axis fastest), then seeds."""
+        variants = list(self.variants.items()) or [("", [])]
+        keys = list(self.axes)
+        out = []
+        for (vname, vover), combo in itertools.product(variants, itertools.product(*self.axes.values())):
+            over = [*self.overrides, *vover, *(f"{k}={_text(v)}" for k, v in zip(keys, combo))]
+            label = "/".join([vname] * bool(vname) + [f"{_short(k, keys)}={_label(v)}" for k, v in zip(keys, combo)])
+            for seed in self.seeds:
+                out.append(Run(run_id(over, seed), label or "base", seed, [*over, f"train.seed={seed}"]))
+        return out
+
+    def config(self, run: Run) -> DictConfig:
+        base = OmegaConf.create(self.base) if isinstance(self.base, dict) else self.base
+        return load_config(base, run.overrides)
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "base": self.base, "overrides": self.overrides, "variants": self.variants,
+                "axes": self.axes, "seeds": self.seeds, "metric": self.metric}
+
+
+def run_id(overrides: list[str], seed: int) -> str:
+    """Stable id of one run: a hash of its overrides and seed (12 hex digits)."""
+    text = json.dumps({"overrides": list(overrides), "seed": int(seed)}, sort_keys=True)
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def _text(value) -> str:
+    """A value as override text that `load_config` parses back to the same value."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _label(value) -> str:
+    if isinstance(value, dict) and "type" in value:
+        return str(value["type"])
+    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+
+
+def _short(key: str, keys: list[str]) -> str:
+    """The last part of a dotted key, or the whole key when another axis ends the same way."""
+    leaf = key.rsplit(".", 1)[-1]
+    return leaf if sum(k.rsplit(".", 1)[-1] == leaf for k in keys) == 1 else key
+
+
+def load_sweep(source, base_dir=None) -> Sweep:
+    """A `Sweep` from a YAML file path or a mapping; config paths resolve against the file's folder."""
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.is_file():
+            raise ConfigError("", f"sweep file not found: {path}")
+        raw = yaml.safe_load(path.read_text()) or {}
+        base_dir, default_name = path.parent, path.stem
+    else:
+        raw = OmegaConf.to_container(source, resolve=True) if isinstance(source, DictConfig) else dict(source)
+        base_dir, default_name = Path(base_dir or "."), "sweep"
+    if not isinstance(raw, dict):
+        raise ConfigError("sweep", "a sweep file must hold a mapping")
+    for key in raw:
+        if key not in SWEEP_KEYS:
+            raise ConfigError(f"sweep.{key}", f"unknown key '{key}'", choices=SWEEP_KEYS, got=key)
+    base = raw.get("base")
+    if isinstance(base, str):
+        base = [base]
+    if isinstance(base, list) and base and all(isinstance(b, str) for b in base):
+        base = [str((base_dir / b).resolve()) for b in base]
+        for b in base:
+            if not Path(b).is_file():
+                raise ConfigError("sweep.base", f"config file not found: {b}")
+    elif not isinstance(base, dict):
+        raise ConfigError("sweep.base", "expected a config path, a list of paths, or an inline config mapping")
+    overrides = _strings(raw.get("overrides", []), "sweep.overrides")
+    variants = raw.get("variants") or {}
+    if not isinstance(variants, dict):
+        raise ConfigError("sweep.variants", "expected a mapping from variant name to a list of overrides")
+    variants = {str(k): _strings(v, f"sweep.variants.{k}") for k, v in variants.items()}
+    axes = raw.get("axes") or {}
+    if not isinstance(axes, dict) or not all(isinstance(v, list) and v for v in axes.values()):
+        raise ConfigError("sweep.axes", "expected a mapping from a dotted key to a non-empty list of values, "
+                          "e.g. {model.blocks[0].type: [mamba, s4d]}")
+    seeds = raw.get("seeds", [0])
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
+        raise ConfigError("sweep.seeds", f"expected a non-empty list of integers, got {seeds!r}")
+    sweep = Sweep(str(raw.get("name") or default_name), base, overrides, variants, axes, seeds, raw.get("metric"))
+    runs = sweep.runs()
+    for run in runs:                       # fail fast on overrides that do not apply to the base config
+        try:
+            sweep.config(run)
+        except ConfigError as err:
+            raise ConfigError(err.path, f"{err.reason} (sweep variant '{run.variant}')") from None
+    if len({r.run_id for r in runs}) != len(runs):
+        raise ConfigError("sweep", "two runs of the sweep are identical (repeated variant, axis value or seed)")
+    return sweep
+
+
+def _strings(value, path: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(path, f"expected a list of 'key=value' overrides, got {value!r}")
+    return list(value)
+
+
+def shard(runs: list[Run], spec: str | None) -> list[Run]:
+    """The runs of shard ``"i/n"`` (0 <= i < n): positions ``k`` in expansion order with ``k % n == i``."""
+    if not spec:
+        return runs
+    try:
+        i, n = (int(p) for p in spec.split("/"))
+    except ValueError:
+        raise ConfigError("--shard", f"expected i/n such as 0/4, got {spec!r}") from None
+    if not 0 <= i < n:
+        raise ConfigError("--shard", f"expected 0 <= i < n, got {spec!r}")
+    return [r for k, r in enumerate(runs) if k % n == i]

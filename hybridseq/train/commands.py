@@ -1,0 +1,56 @@
+"""CLI sub-commands ``hybridseq train`` and ``hybridseq evaluate`` (registered through the commands hook)."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from ..errors import ConfigError
+from ..hookspecs import hookimpl
+
+
+def cmd_train(args) -> int:
+    from ..config import load_config
+    from .checkpoint import CONFIG_FILE
+    from .trainer import train
+
+    if args.config is None:
+        if not (args.resume and args.out):
+            raise ConfigError("CONFIG", "a config file is needed (or --resume --out RUN_DIR to continue a run)")
+        args.config = str(Path(args.out) / CONFIG_FILE)
+    cfg = load_config(args.config, args.overrides)
+    out = args.out or f"runs/{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    results = train(cfg, out, resume=args.resume, compile=True if args.compile else None,
+                    progress=False if args.no_progress else None)
+    shown = {k: v for k, v in results.items() if k != "curves"}
+    print(json.dumps(shown, indent=2))
+    print(f"run directory: {out}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .evaluate import evaluate_run
+
+    result = evaluate_run(args.run_dir, args.data or (), args.split, args.checkpoint)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+@hookimpl
+def hybridseq_register_commands(cli):
+    p = cli.add_parser("train", help="train a model from a config; writes a resumable run directory")
+    p.add_argument("config", nargs="?", help="YAML config file (optional with --resume --out RUN_DIR)")
+    p.add_argument("overrides", nargs="*", help="dotlist overrides: train.epochs=5 model.d_model=32 ...")
+    p.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/<config>-<time>)")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (train.compile=true)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar or per-epoch lines")
+    p.set_defaults(func=cmd_train)
+
+    p = cli.add_parser("evaluate", help="score a run's checkpoint on a data split; prints JSON")
+    p.add_argument("run_dir", help="run directory written by `hybridseq train`")
+    p.add_argument("--data", action="append", metavar="KEY=VALUE",
+                   help="override data.KEY for evaluation (repeatable), e.g. --data irregular.drop=0.7")
+    p.add_argument("--split", default="test", help="train, val or test (default: test)")
+    p.add_argument("--checkpoint", default="best", help="checkpoint name in the run dir (default: best)")
+    p.set_defaults(func=cmd_evaluate)

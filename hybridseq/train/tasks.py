@@ -1,0 +1,134 @@
+"""Learning tasks: each pairs a loss with its metrics and says what the model's task head must produce.
+
+| task          | head produces                    | loss                      | metrics             |
+|---------------|----------------------------------|---------------------------|---------------------|
+| `classify`    | pooled logits [B, classes]       | cross-entropy             | accuracy, macro_f1  |
+| `regress`     | pooled values [B, outputs]       | MSE                       | mse, mae            |
+| `interpolate` | sequence [B, Q, channels]        | MSE over observed queries | mse, mae            |
+| `extrapolate` | sequence [B, Q, channels]        | MSE over observed queries | mse, mae            |
+
+The task comes from the dataset (`DataInfo.task`) unless the config sets ``task:``. `resolve` fills
+what the data determines and the config leaves out (``model.input.channels`` and the head's
+``classes`` / ``outputs`` / ``channels``) and rejects values that disagree with the data.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
+
+from .. import registry
+from ..errors import ConfigError
+from .metrics import ClassifyMeter, ErrorMeter
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    port: str              # what the head must produce: "pooled" | "sequence"
+    width_key: str         # head config field, and DataInfo attribute, giving the output width
+    monitor: str           # validation metric that picks the best checkpoint and drives early stopping
+    higher_is_better: bool
+
+    def loss(self, pred: Tensor, targets: dict) -> Tensor:
+        pred = pred.float()
+        if self.name == "classify":
+            return F.cross_entropy(pred, targets["label"])
+        if self.name == "regress":
+            return F.mse_loss(pred, targets["target"].float())
+        mask = targets["query_mask"].to(pred.dtype)                             # [B, Q, C]
+        err = (pred - targets["query_values"].float()).square() * mask
+        return err.sum() / mask.sum().clamp_min(1.0)
+
+    def meter(self, width: int):
+        return ClassifyMeter(width) if self.name == "classify" else ErrorMeter()
+
+    def update(self, meter, pred: Tensor, targets: dict, loss: float) -> None:
+        if self.name == "classify":
+            meter.update(pred, targets["label"], loss)
+        elif self.name == "regress":
+            meter.update(pred, targets["target"], None, loss)
+        else:
+            meter.update(pred, targets["query_values"], targets["query_mask"], loss)
+
+    def better(self, value: float, best: float | None) -> bool:
+        if best is None:
+            return True
+        return value > best if self.higher_is_better else value < best
+
+
+_QUERY = dict(port="sequence", width_key="channels", monitor="mse", higher_is_better=False)
+TASKS = {
+    "classify": Task("classify", "pooled", "classes", "accuracy", True),
+    "regress": Task("regress", "pooled", "outputs", "mse", False),
+    "interpolate": Task("interpolate", **_QUERY),
+    "extrapolate": Task("extrapolate", **_QUERY),
+}
+
+
+def _heads_for(task: Task) -> list[str]:
+    """Registered blocks that can serve as the head of ``task``."""
+    names = []
+    for name in registry.blocks.names():
+        cls = registry.blocks.get(name)
+        fields = {f.name for f in dataclasses.fields(cls.Config)}
+        if cls.produces == task.port and task.width_key in fields and cls.accepts != "irregular":
+            names.append(name)
+    return names
+
+
+def resolve(cfg: DictConfig, info) -> tuple[DictConfig, Task]:
+    """A copy of ``cfg`` with ``task`` set and data-determined widths filled in, and its `Task`."""
+    cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    name = cfg.get("task") or info.task
+    if name not in TASKS:
+        raise ConfigError("task", f"unknown task {name!r}", choices=TASKS, got=name)
+    task = TASKS[name]
+    cfg.task = name
+    model = cfg.get("model")
+    if model is None:
+        raise ConfigError("model", "missing the model section")
+    if "input" not in model or model.input is None:
+        model.input = {"kind": "irregular"}
+    _fill(model.input, "channels", info.channels, "model.input", f"dataset '{info.name}' has {info.channels} channels")
+
+    head = model.get("head")
+    if head is None or "type" not in head:
+        raise ConfigError("model.head", f"task '{name}' needs a task head", choices=_heads_for(task))
+    cls = registry.blocks.get(head.type, "model.head.type")
+    if cls.produces != task.port:
+        raise ConfigError("model.head.type", f"head '{head.type}' produces {cls.produces} output but task "
+                          f"'{name}' needs {task.port} output", choices=_heads_for(task), got=head.type)
+    expected = getattr(info, task.width_key, None)
+    if expected is None:
+        raise ConfigError("task", f"task '{name}' needs data with '{task.width_key}', but dataset "
+                          f"'{info.name}' has none (its task is '{info.task}')")
+    fields = {f.name for f in dataclasses.fields(cls.Config)}
+    if task.width_key in fields:
+        _fill(head, task.width_key, expected, "model.head", f"dataset '{info.name}' has {expected} {task.width_key}")
+    return cfg, task
+
+
+def _fill(section: DictConfig, key: str, value: int, path: str, why: str) -> None:
+    """Set ``section[key] = value`` when absent; a different value is a `ConfigError`."""
+    have = section.get(key)
+    if have is None:
+        section[key] = value
+    elif have != value:
+        raise ConfigError(f"{path}.{key}", f"is {have!r} but {why}; set it to {value} or leave it out to "
+                          "take it from the data", got=have)
+
+
+def check_output(model, task: Task, info) -> None:
+    """The assembled model's output width matches the data (heads without a width field included)."""
+    node = model.spec.node(model.spec.output)
+    expected = getattr(info, task.width_key)
+    if node.width_out != expected:
+        raise ConfigError(f"{node.path}", f"head '{node.type}' outputs width {node.width_out} but task "
+                          f"'{task.name}' on dataset '{info.name}' needs {expected} ({task.width_key})")
+
+
+__all__ = ["TASKS", "Task", "check_output", "resolve"]
