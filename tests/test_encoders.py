@@ -1,0 +1,200 @@
+"""Irregular encoders: padding and per-channel-mask invariance, closed forms, quadrature, adjoint, NFE."""
+import pytest
+import torch
+from torch import nn
+
+from hybridseq import IrregularBatch, assemble, build_block, describe
+from hybridseq.blocks.encoders.contiformer import _PairField
+from hybridseq.blocks.encoders.ncde import control_knots
+from hybridseq.testing import block_config, example_input
+
+ENCODERS = ["ode_rnn", "gru_ode", "ncde", "mtan", "contiformer"]
+ODE_ENCODERS = ["ode_rnn", "gru_ode", "ncde", "contiformer"]
+VARIANTS = [("ncde", {"interpolation": "cubic"}), ("ncde", {"interpolation": "linear"})]
+
+
+def _build(name, d_in=3, **over):
+    cls, cfg = block_config(name, over, d_model=8, d_in=d_in)
+    torch.manual_seed(0)
+    return cls(cfg).eval()
+
+
+def _valid(out, batch):
+    return out.x if out.mask is None else out.x[batch.valid]
+
+
+def _dirty(batch, seed=1):
+    """The batch with noise wherever nothing was observed: padded values, times and mask, hidden channels."""
+    g = torch.Generator().manual_seed(seed)
+    pad = ~batch.valid
+    values = torch.where(batch.mask, batch.values, 100 * torch.randn(batch.values.shape, generator=g))
+    times = torch.where(pad, 50 * torch.rand(batch.times.shape, generator=g), batch.times)
+    mask = batch.mask | (pad[..., None] & (torch.rand(batch.mask.shape, generator=g) > 0.5))
+    return IrregularBatch(values, times, mask, batch.lengths, batch.query_times)
+
+
+@pytest.mark.parametrize("name,over", [(n, {}) for n in ENCODERS] + VARIANTS)
+def test_padding_and_channel_mask_invariance(name, over):
+    block = _build(name, **over)
+    batch = example_input(type(block), block.cfg, batch=3, length=8)
+    with torch.no_grad():
+        clean, dirty = block(batch), block(_dirty(batch))
+    torch.testing.assert_close(_valid(dirty, batch), _valid(clean, batch), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("name,over", [(n, {}) for n in ENCODERS] + VARIANTS)
+def test_a_series_alone_equals_it_in_a_padded_batch(name, over):
+    block = _build(name, **over)
+    batch = example_input(type(block), block.cfg, batch=3, length=8)
+    k, n = 1, int(batch.lengths[1])                                  # the shorter series, alone and unpadded
+    alone = IrregularBatch(batch.values[k:k + 1, :n], batch.times[k:k + 1, :n], batch.mask[k:k + 1, :n],
+                           batch.lengths[k:k + 1])
+    with torch.no_grad():
+        together, single = block(batch), block(alone)
+    if together.mask is None:
+        torch.testing.assert_close(single.x[0], together.x[k], rtol=1e-5, atol=1e-6)
+    else:
+        torch.testing.assert_close(single.x[0], together.x[k, :n], rtol=1e-5, atol=1e-6)
+
+
+class _DiagonalLinearField(nn.Module):
+    """f(z)[h, p] = A[h, p] z[h]: dz_h = z_h Σ_p A_hp dX_p, so z(t) = z(0) exp(A (X(t) - X(0)))."""
+
+    def __init__(self, a):
+        super().__init__()
+        self.a = a
+
+    def forward(self, z):
+        return self.a * z[..., None]
+
+
+@pytest.mark.parametrize("interpolation", ["hermite", "cubic", "linear"])
+def test_ncde_matches_the_closed_form_of_a_linear_cde(interpolation):
+    block = _build("ncde", d_in=2, hidden=4, interpolation=interpolation,
+                   solver={"method": "dopri5", "rtol": 1e-10, "atol": 1e-12}).double()
+    batch = example_input(type(block), block.cfg, batch=3, length=7).to(dtype=torch.float64)
+    a = 0.3 * torch.randn(4, 5, dtype=torch.float64)
+    block.field = _DiagonalLinearField(a)
+    knots, valid = control_knots(batch)                                  # [B, N, 5]
+    z = block.states(batch)                                              # [B, N, 4]
+    expected = block.initial(knots[:, :1]) * torch.exp((knots - knots[:, :1]) @ a.T)
+    torch.testing.assert_close(z[valid], expected[valid], rtol=1e-7, atol=1e-9)
+
+
+def test_ncde_interpolations_agree_on_a_straight_path():
+    values = torch.linspace(0, 1, 6)[None, :, None] * torch.tensor([1.0, -2.0])       # [1, 6, 2], on a line
+    batch = IrregularBatch(values, torch.linspace(0, 1, 6)[None], torch.ones(1, 6, 2, dtype=torch.bool),
+                           torch.tensor([6]))
+    outs = [_build("ncde", d_in=2, interpolation=k)(batch).x for k in ("hermite", "cubic", "linear")]
+    torch.testing.assert_close(outs[0], outs[1])
+    torch.testing.assert_close(outs[0], outs[2])
+
+
+def test_contiformer_quadrature_matches_a_dense_integral():
+    block = _build("contiformer", quadrature=5, solver={"method": "dopri5", "rtol": 1e-10, "atol": 1e-10}).double()
+    b, n, d = 2, 4, block.cfg.d_model
+    times = torch.cumsum(0.2 + torch.rand(b, n, dtype=torch.float64), 1)
+    k, v = torch.randn(b, n, d, dtype=torch.float64), torch.randn(b, n, d, dtype=torch.float64)
+    k_mean, v_mean = block.interval_means(k, v, times)
+    # reference: the same pair ODEs on a dense grid, integrated by the composite Simpson rule
+    grid = torch.linspace(0, 1, 401, dtype=torch.float64)
+    start, span = times[:, None, :].expand(b, n, n), times[:, :, None] - times[:, None, :]
+    y0 = torch.cat([k, v], -1)[:, None].expand(b, n, n, 2 * d)
+    import torchdiffeq
+
+    path = torchdiffeq.odeint(_PairField(block.field, start, span), y0, grid, rtol=1e-10, atol=1e-10)
+    simpson = torch.ones(401, dtype=torch.float64)
+    simpson[1:-1:2], simpson[2:-1:2] = 4, 2
+    dense = torch.einsum("q,q...->...", simpson / (3 * 400), path)
+    torch.testing.assert_close(torch.cat([k_mean, v_mean], -1), dense, rtol=1e-5, atol=1e-6)
+    # a trajectory that does not move: the mean is the start value and the score is q · k
+    torch.testing.assert_close(k_mean.diagonal(dim1=1, dim2=2), k.transpose(1, 2))
+
+
+def test_adjoint_gradients_equal_direct_backprop():
+    grads = []
+    for adjoint in (False, True):
+        block = _build("ode_rnn", d_in=2, hidden=5, solver={"method": "dopri5", "rtol": 1e-10, "atol": 1e-10,
+                                                          "adjoint": adjoint}).double()
+        batch = example_input(type(block), block.cfg, batch=2, length=5).to(dtype=torch.float64)
+        block(batch).x[batch.valid].square().sum().backward()
+        grads.append({n: p.grad.clone() for n, p in block.named_parameters()})
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-6, atol=1e-8, msg=name)
+
+
+def test_contiformer_adjoint_gradients_equal_direct_backprop():
+    grads = []
+    for adjoint in (False, True):
+        block = _build("contiformer", d_in=2, field_width=8, solver={"method": "dopri5", "rtol": 1e-9, "atol": 1e-9,
+                                                                   "adjoint": adjoint}).double()
+        batch = example_input(type(block), block.cfg, batch=1, length=3).to(dtype=torch.float64)
+        block(batch).x[batch.valid].square().sum().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in block.parameters()]))
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("name,expected", [("ode_rnn", 4 * 7), ("gru_ode", 4 * 7), ("ncde", 4 * 7),
+                                           ("contiformer", 4 * 3)])
+def test_nfe_is_counted_per_block_and_shown_by_describe(name, expected):
+    model = assemble({"d_model": 8, "input": {"kind": "irregular", "channels": 3}, "encoder": {"type": name},
+                      "head": {"type": "classify", "classes": 2}})
+    batch = example_input(type(model.nodes["encoder"]), model.nodes["encoder"].cfg, batch=2, length=8)
+    model(batch)
+    assert model.stats() == {"encoder": {"nfe": expected}}      # rk4: 4 evaluations per interval / node
+    assert "nfe" in describe(model)
+    model(batch)
+    assert model.stats()["encoder"]["nfe"] == expected          # reset at every forward
+
+
+def test_mtan_outputs_at_increasing_reference_times():
+    block = _build("mtan", reference_points=6)
+    batch = example_input(type(block), block.cfg, batch=2, length=5)
+    out = block(batch)
+    assert out.x.shape == (2, 6, 8) and out.mask is None and torch.equal(out.query_t, batch.query_times)
+    torch.testing.assert_close(out.t[0], torch.linspace(0, 1, 6), rtol=0, atol=1e-6)
+    with torch.no_grad():
+        block.raw_gaps.fill_(-30.0)                                    # gaps can shrink but never turn negative
+    assert (block.reference_times().diff() >= 0).all()
+
+
+def test_mtan_attends_to_each_channel_separately():
+    block = _build("mtan", d_in=2)
+    times = torch.tensor([[0.1, 0.5, 0.9]])
+    mask = torch.tensor([[[True, False], [True, False], [True, True]]])
+    base = IrregularBatch(torch.zeros(1, 3, 2), times, mask, torch.tensor([3]))
+    with torch.no_grad():
+        block.out.weight.zero_()
+        block.out.weight[0, 1] = 1.0                                  # read out head 0, channel 1
+        block.out.bias.zero_()
+        moved = IrregularBatch(torch.tensor([[[0.0, 0.0], [0.0, 0.0], [0.0, 2.0]]]), times, mask, torch.tensor([3]))
+        out = block(moved).x[0, :, 0]
+    assert torch.allclose(out, torch.full_like(out, 2.0))              # channel 1 has one observation: weight 1
+    assert block(base).x.abs().max() == 0
+
+
+def test_solver_options_errors_name_the_key_path():
+    from hybridseq import ConfigError, validate_model
+
+    model = {"d_model": 8, "input": {"kind": "irregular", "channels": 3},
+             "encoder": {"type": "ode_rnn", "solver": {"method": "rk5"}}, "head": {"type": "classify", "classes": 2}}
+    with pytest.raises(ConfigError, match="did you mean 'rk4'") as err:
+        validate_model(model)
+    assert err.value.path == "model.encoder.solver.method"
+    model["encoder"]["solver"] = {"method": "dopri5", "options": {"max_steps": 10}}
+    with pytest.raises(ConfigError) as err:
+        validate_model(model)
+    assert err.value.path == "model.encoder.solver.options.max_steps"
+
+
+def test_encoders_train_on_shipped_data():
+    from hybridseq.data import load_data
+
+    data = load_data({"name": "uea", "dataset": "JapaneseVowels", "irregular": {"drop": 0.5}})
+    batch, targets = next(iter(data.loader("train", batch_size=8, shuffle=False)))
+    for name in ENCODERS:
+        model = assemble({"d_model": 8, "input": {"kind": "irregular", "channels": data.info.channels},
+                          "encoder": {"type": name}, "head": {"type": "classify", "classes": data.info.classes}})
+        loss = nn.functional.cross_entropy(model(batch).x, targets["label"])
+        loss.backward()
+        assert torch.isfinite(loss)
