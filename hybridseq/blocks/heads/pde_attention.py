@@ -127,7 +127,8 @@ class PDEAttention(Block):
             return ops.diffusion_spectral(u, m, coef["D"], self.cfg.time)
         return ops.explicit(u, m, self.cfg.pde, coef, self.cfg.dt(), self.cfg.steps, self.cfg.stencil_causal())
 
-    def _evolved_attention(self, h: Tensor, valid: Tensor) -> Tensor:
+    def attention_weights(self, h: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+        """(evolved attention weights [B, H, L, L], values [B, H, L, hd]) for normalised states h."""
         b, n, d = h.shape
         heads = self.cfg.heads
         q, k, v = self.attn.qkv(h).view(b, n, 3, heads, d // heads).permute(2, 0, 3, 1, 4)  # 3 x [B, H, L, hd]
@@ -138,9 +139,12 @@ class PDEAttention(Block):
         if self.cfg.causal:
             keys = keys & torch.ones(n, n, dtype=torch.bool, device=h.device).tril()
         weights = torch.where(keys, self.evolve(weights, keys, (heads, 1, 1)), 0.0).clamp(min=0)
-        weights = weights / weights.sum(-1, keepdim=True).clamp(min=EPS)       # rows sum to 1
-        y = (weights @ v).transpose(1, 2).reshape(b, n, d)                     # [B, L, D]
-        return self.attn.out(y)
+        return weights / weights.sum(-1, keepdim=True).clamp(min=EPS), v       # rows sum to 1
+
+    def _evolved_attention(self, h: Tensor, valid: Tensor) -> Tensor:
+        weights, v = self.attention_weights(h, valid)
+        b, n, d = h.shape
+        return self.attn.out((weights @ v).transpose(1, 2).reshape(b, n, d))   # [B, L, D]
 
     def forward(self, seq: Seq) -> Seq:
         x, valid = seq.x, seq.valid()                                          # [B, L, D], [B, L]

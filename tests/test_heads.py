@@ -1,0 +1,152 @@
+"""ode_transformer and neural_ode_transformer: schemes, depth hypernetwork, adaptive depth, errors."""
+import pytest
+import torch
+import torchdiffeq
+from torch import nn
+
+from hybridseq import ConfigError, Seq, build_block, validate_model
+from hybridseq.blocks.heads.ode_transformer import SCHEMES
+
+D = 8
+
+
+def _x(b=2, n=5, seed=0):
+    return torch.randn(b, n, D, generator=torch.Generator().manual_seed(seed))
+
+
+def _model(block):
+    return {"d_model": D, "input": {"kind": "sequence", "channels": D}, "blocks": [block]}
+
+
+@pytest.mark.parametrize("scheme", SCHEMES)
+def test_zero_vector_field_is_identity_for_every_scheme(scheme):
+    block = build_block("ode_transformer", d_model=D, heads=2, layers=2, scheme=scheme)
+    for layer in block.layers:
+        for lin in (layer.field.attn.out, layer.field.ff[-1]):
+            nn.init.zeros_(lin.weight)
+            nn.init.zeros_(lin.bias)
+    x = _x()
+    torch.testing.assert_close(block(Seq(x=x)).x, x, atol=0, rtol=0)
+
+
+def test_euler_layer_is_the_residual_transformer_layer():
+    block = build_block("ode_transformer", d_model=D, heads=2, scheme="euler")
+    ref = build_block("transformer", d_model=D, heads=2)
+    ref.load_state_dict(block.layers[0].field.state_dict())
+    seq = Seq(x=_x(), mask=torch.tensor([[True] * 5, [True] * 3 + [False] * 2]))
+    torch.testing.assert_close(block(seq).x, ref(seq).x)
+
+
+def test_rk2_variants_agree_at_their_neutral_setting_and_share_stage_parameters():
+    x = _x()
+    heun = build_block("ode_transformer", d_model=D, heads=2, scheme="rk2")
+    outs = {}
+    for scheme in ("gated_rk2", "learned_rk2"):
+        block = build_block("ode_transformer", d_model=D, heads=2, scheme=scheme)
+        block.load_state_dict(heun.state_dict(), strict=False)
+        if scheme == "gated_rk2":                                   # σ(0) = 1/2: Heun's weights
+            nn.init.zeros_(block.layers[0].gate.weight)
+            nn.init.zeros_(block.layers[0].gate.bias)
+        outs[scheme] = block(Seq(x=x)).x
+    expected = heun(Seq(x=x)).x
+    for out in outs.values():
+        torch.testing.assert_close(out, expected)
+    count = lambda m: sum(p.numel() for p in m.parameters())        # noqa: E731
+    euler, rk4 = (build_block("ode_transformer", d_model=D, heads=2, scheme=s) for s in ("euler", "rk4"))
+    assert count(euler) == count(rk4) == count(heun)
+    three = build_block("ode_transformer", d_model=D, heads=2, scheme="rk4", layers=3)
+    assert count(three) == 3 * count(rk4)
+    assert not torch.allclose(heun(Seq(x=x)).x, rk4(Seq(x=x)).x)
+
+
+def _fixed_weight_reference(block, x, steps):
+    """The same ODE written with stock modules and fixed weights θ0, integrated by torchdiffeq."""
+    base = {k: p.base.detach() for k, p in block.field.hyper.params.items()}
+    norm = nn.LayerNorm(D)
+    attn = nn.MultiheadAttention(D, block.cfg.heads, batch_first=True)
+    mlp = nn.Sequential(nn.Linear(D, base["fc1_weight"].shape[0]), nn.GELU(), nn.Linear(base["fc1_weight"].shape[0], D))
+    with torch.no_grad():
+        norm.weight.copy_(base["norm_weight"]), norm.bias.copy_(base["norm_bias"])
+        attn.in_proj_weight.copy_(base["qkv_weight"]), attn.in_proj_bias.copy_(base["qkv_bias"])
+        attn.out_proj.weight.copy_(base["out_weight"]), attn.out_proj.bias.copy_(base["out_bias"])
+        mlp[0].weight.copy_(base["fc1_weight"]), mlp[0].bias.copy_(base["fc1_bias"])
+        mlp[2].weight.copy_(base["fc2_weight"]), mlp[2].bias.copy_(base["fc2_bias"])
+
+    def f(t, y):
+        h = norm(y)
+        return attn(h, h, h, need_weights=False)[0] + mlp(h)
+
+    return torchdiffeq.odeint(f, x, torch.linspace(0, 1, steps + 1), method="rk4")[-1]
+
+
+@pytest.mark.parametrize("hyper", ["full", "lowrank"])
+def test_time_independent_hypernetwork_is_a_weight_shared_ode(hyper):
+    block = build_block("neural_ode_transformer", d_model=D, heads=2, hyper=hyper, steps=3)
+    x = _x()
+    with torch.no_grad():
+        varying = block(Seq(x=x)).x
+        for gen in block.field.hyper.generators():
+            gen.weight.zero_()
+        shared = block(Seq(x=x)).x
+        reference = _fixed_weight_reference(block, x, steps=3)
+    torch.testing.assert_close(shared, reference, atol=1e-5, rtol=1e-5)
+    assert (varying - shared).abs().max() > 1e-4                    # the hypernetwork does depend on t
+
+
+def test_adaptive_depth_by_config_override_converges():
+    torch.manual_seed(0)
+    trained = build_block("neural_ode_transformer", d_model=D, heads=2, steps=2, t_embed=4, solver={"method": "euler"})
+    with torch.no_grad():
+        for gen in trained.field.hyper.generators():
+            gen.weight.mul_(5)                                      # a clearly depth-dependent field
+    x = _x()
+
+    def run(steps, method="euler"):
+        block = build_block("neural_ode_transformer", d_model=D, heads=2, steps=steps, t_embed=4,
+                            solver={"method": method})
+        block.load_state_dict(trained.state_dict())                # same weights, new step count
+        with torch.no_grad():
+            out = block(Seq(x=x)).x
+        return out, block.stats()["nfe"]
+
+    fine, _ = run(16, "rk4")                                       # a fine reference
+    errors = []
+    for steps in (2, 4, 8):
+        out, nfe = run(steps)
+        assert nfe == steps
+        errors.append((out - fine).norm().item())
+    assert errors[1] < 0.75 * errors[0] and errors[2] < 0.75 * errors[1], errors
+
+
+def test_adjoint_gradients_match_direct_backprop_and_nfe_is_reported():
+    grads = []
+    for adjoint in (False, True):
+        torch.manual_seed(0)
+        block = build_block("neural_ode_transformer", d_model=D, heads=2, steps=4,
+                            solver={"method": "rk4", "adjoint": adjoint})
+        block.solver.reset()
+        block(Seq(x=_x())).x.square().sum().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in block.parameters()]))
+        assert block.stats()["nfe"] == (16 if not adjoint else 16 + 16)  # forward (+ adjoint backward)
+    assert (grads[0] - grads[1]).norm() < 0.01 * grads[0].norm()     # discretise-then-optimise gap
+
+
+def test_lowrank_hypernetwork_is_smaller_than_full():
+    count = lambda m: sum(p.numel() for p in m.parameters())        # noqa: E731
+    full, low = (build_block("neural_ode_transformer", d_model=16, hyper=h) for h in ("full", "lowrank"))
+    assert count(low) < count(full) / 4
+
+
+@pytest.mark.parametrize("block, path", [
+    ({"type": "ode_transformer", "scheme": "rk3"}, "model.blocks[0].scheme"),
+    ({"type": "ode_transformer", "layers": 0}, "model.blocks[0].layers"),
+    ({"type": "ode_transformer", "heads": 3}, "model.blocks[0].heads"),
+    ({"type": "neural_ode_transformer", "hyper": "tiny"}, "model.blocks[0].hyper"),
+    ({"type": "neural_ode_transformer", "steps": 0}, "model.blocks[0].steps"),
+    ({"type": "neural_ode_transformer", "t_embed": 5}, "model.blocks[0].t_embed"),
+    ({"type": "neural_ode_transformer", "solver": {"method": "rk5"}}, "model.blocks[0].solver.method"),
+])
+def test_config_mistakes_name_the_key_path(block, path):
+    with pytest.raises(ConfigError) as err:
+        validate_model(_model(block))
+    assert err.value.path == path

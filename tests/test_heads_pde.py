@@ -1,0 +1,172 @@
+"""pde_attention and its steppers: conservation, spectral = explicit, wave energy, causality, padding."""
+import math
+
+import pytest
+import torch
+
+from hybridseq import ConfigError, Seq, build_block, validate_model
+from hybridseq.blocks.heads import pde as ops
+from hybridseq.blocks.heads.pde_attention import PDES
+
+D = 8
+LENGTHS = torch.tensor([9, 6, 1])
+
+
+def _batch(channels=D, n=9, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    u = torch.randn(len(LENGTHS), channels, n, generator=g)                   # [B, C, L]
+    m = (torch.arange(n)[None, :] < LENGTHS[:, None])[:, None, :]            # [B, 1, L]
+    return torch.where(m, u, 100.0), m                                        # padding holds junk
+
+
+def _valid_stats(u, m):
+    rows = [u[b, :, : int(m[b].sum())] for b in range(u.shape[0])]
+    return [r.mean(-1) for r in rows], [r.var(-1, unbiased=False) for r in rows]
+
+
+def test_diffusion_conserves_the_valid_mean_and_shrinks_the_variance():
+    u, m = _batch()
+    D_ = torch.full((D, 1), 0.4)
+    out = ops.explicit(u, m, "diffusion", {"D": D_}, dt=1.0, steps=5)
+    (mean0, var0), (mean1, var1) = _valid_stats(u, m), _valid_stats(out, m)
+    for a, b in zip(mean0, mean1):
+        torch.testing.assert_close(a, b)
+    for a, b in zip(var0[:2], var1[:2]):                                      # length-1 rows have none
+        assert (b < a).all()
+    assert torch.equal(out[~m.expand_as(out)], u[~m.expand_as(u)])          # padding untouched
+
+
+def test_dct_matches_the_cosine_sum_and_inverts():
+    x = torch.randn(3, 7, dtype=torch.float64)
+    n = x.shape[-1]
+    j, k = torch.arange(n, dtype=torch.float64), torch.arange(n, dtype=torch.float64)[:, None]
+    direct = x @ torch.cos(math.pi * k * (2 * j + 1) / (2 * n)).T
+    torch.testing.assert_close(ops.dct2(x), direct)
+    torch.testing.assert_close(ops.idct2(ops.dct2(x)), x)
+
+
+def test_spectral_diffusion_equals_explicit_for_small_steps():
+    u, m = _batch()
+    u, rate = u.double(), torch.linspace(0.1, 0.9, D, dtype=torch.float64)[:, None]
+    exact = ops.diffusion_spectral(u, m, rate, time=1.5)
+    fine = ops.explicit(u, m, "diffusion", {"D": rate}, dt=1.5 / 3000, steps=3000)
+    coarse = ops.explicit(u, m, "diffusion", {"D": rate}, dt=1.5 / 6, steps=6)
+    torch.testing.assert_close(exact, fine, atol=1e-3, rtol=0)
+    assert (exact - coarse).abs().max() > 10 * (exact - fine).abs().max()
+
+
+def test_block_spectral_equals_block_explicit_with_the_same_weights():
+    seq = Seq(x=torch.randn(3, 9, D), mask=torch.arange(9)[None, :] < LENGTHS[:, None])
+    spectral = build_block("pde_attention", d_model=D, heads=2, solver="spectral", diffusion_max=0.5)
+    explicit = build_block("pde_attention", d_model=D, heads=2, steps=400, diffusion_max=0.5)
+    explicit.load_state_dict(spectral.state_dict())
+    valid = seq.mask
+    torch.testing.assert_close(explicit(seq).x[valid], spectral(seq).x[valid], atol=2e-3, rtol=0)
+
+
+def _wave_energy(u_old, u, w, m, c):
+    """Leapfrog energy ½|w_{n+1/2}|² + ½c² Σ (∂u_n)(∂u_{n+1}): exactly conserved by the scheme."""
+    back_old, back = ops._differences(u_old, m)[0], ops._differences(u, m)[0]
+    return (0.5 * (w * w * m).sum() + 0.5 * c**2 * (back_old * back).sum()).item()
+
+
+@pytest.mark.parametrize("courant", [0.5, 0.9, 1.1])
+def test_discrete_wave_energy_is_conserved_and_bounded_within_the_courant_limit(courant):
+    u, m = _batch()
+    u, c = u.double(), 1.0
+    w = torch.zeros_like(u)
+    energies, kinetic = [], []
+    for _ in range(300):
+        u_new, w = ops.wave(u, w, m, torch.tensor(c), courant, steps=1)
+        energies.append(_wave_energy(u, u_new, w, m, c))
+        kinetic.append(0.5 * (w * w * m).sum().item())
+        u = u_new
+    energies = torch.tensor(energies, dtype=torch.float64)
+    torch.testing.assert_close(energies, torch.full_like(energies, energies[0].item()), rtol=1e-6, atol=0)
+    if courant < 1:   # E >= ½(1 - c²dt²)|w|²: the energy bounds the velocity
+        assert max(kinetic) <= energies[0] / (1 - courant**2) + 1e-9
+    else:             # past the Courant limit the energy is indefinite and the solution blows up
+        assert max(kinetic) > 1e6 * kinetic[0]
+
+
+def _seq(n=9, b=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return Seq(x=torch.randn(b, n, D, generator=g))
+
+
+@pytest.mark.parametrize("target", ["states", "weights"])
+@pytest.mark.parametrize("pde", PDES)
+def test_causal_variant_never_lets_a_later_token_reach_an_earlier_one(pde, target):
+    block = build_block("pde_attention", d_model=D, heads=2, pde=pde, target=target, causal=True)
+    with torch.no_grad():
+        for raw in block.raw.values():
+            raw.fill_(1.0)                                                   # strong coefficients
+        seq = _seq()
+        out = block(seq).x
+        j = 5
+        x = seq.x.clone()
+        x[:, j] += 3 * torch.randn(2, D)
+        moved = block(Seq(x=x)).x
+    torch.testing.assert_close(moved[:, :j], out[:, :j], atol=1e-6, rtol=0)
+    assert (moved[:, j:] - out[:, j:]).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("options", [{"pde": p, "target": t} for p in PDES for t in ("states", "weights")]
+                         + [{"solver": "spectral", "target": t} for t in ("states", "weights")])
+def test_padded_batch_equals_each_sequence_alone(options):
+    block = build_block("pde_attention", d_model=D, heads=2, **options)
+    with torch.no_grad():
+        for raw in block.raw.values():
+            raw.fill_(1.0)
+        x = torch.randn(3, 9, D)
+        mask = torch.arange(9)[None, :] < LENGTHS[:, None]
+        out = block(Seq(x=torch.where(mask[..., None], x, 50.0), mask=mask)).x
+        for b, n in enumerate(LENGTHS.tolist()):
+            alone = block(Seq(x=x[b : b + 1, :n])).x[0]
+            torch.testing.assert_close(out[b, :n], alone, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("pde", PDES)
+def test_evolved_attention_weights_are_distributions_over_allowed_keys(pde, causal):
+    block = build_block("pde_attention", d_model=D, heads=2, pde=pde, target="weights", causal=causal)
+    with torch.no_grad():
+        for raw in block.raw.values():
+            raw.fill_(2.0)
+        mask = torch.arange(9)[None, :] < LENGTHS[:, None]
+        weights, _ = block.attention_weights(torch.randn(3, 9, D), mask)    # [B, H, L, L]
+    allowed = mask[:, None, None, :] & (torch.ones(9, 9).tril().bool() if causal else True)
+    assert (weights >= 0).all() and (weights[~allowed.expand_as(weights)] == 0).all()
+    rows = mask[:, None, :, None].expand_as(weights)[..., 0]                 # valid query rows
+    torch.testing.assert_close(weights.sum(-1)[rows], torch.ones(int(rows.sum())))
+
+
+@pytest.mark.parametrize("pde", ["diffusion", "advection_diffusion"])
+def test_coefficients_stay_stable_whatever_the_raw_parameters(pde):
+    block = build_block("pde_attention", d_model=D, heads=2, pde=pde, steps=2)
+    u, m = _batch()
+    with torch.no_grad():
+        for raw in block.raw.values():
+            raw.fill_(50.0)                                                  # at the ceiling
+        out = block.evolve(u, m, (-1, 1))
+    valid = m.expand_as(u)
+    assert out[valid].max() <= u[valid].max() + 1e-5 and out[valid].min() >= u[valid].min() - 1e-5
+
+
+@pytest.mark.parametrize("options, path, words", [
+    ({"pde": "difusion"}, "model.blocks[0].pde", "did you mean 'diffusion'"),
+    ({"target": "keys"}, "model.blocks[0].target", "Valid choices"),
+    ({"pde": "wave", "solver": "spectral"}, "model.blocks[0].solver", "'diffusion' only"),
+    ({"causal": True, "solver": "spectral"}, "model.blocks[0].causal", "explicit"),
+    ({"diffusion_max": 3.0, "steps": 4}, "model.blocks[0].diffusion_max", "steps >= 6"),
+    ({"pde": "wave", "speed_max": 10.0}, "model.blocks[0].speed_max", "unstable"),
+    ({"pde": "advection_diffusion", "speed_max": 8.0}, "model.blocks[0].speed_max", "unstable"),
+    ({"pde": "reaction_diffusion", "reaction_max": 9.0}, "model.blocks[0].reaction_max", "unstable"),
+    ({"steps": 0}, "model.blocks[0].steps", ">= 1"),
+])
+def test_config_mistakes_name_the_key_path(options, path, words):
+    model = {"d_model": D, "input": {"kind": "sequence", "channels": D},
+             "blocks": [{"type": "pde_attention", "heads": 2, **options}]}
+    with pytest.raises(ConfigError) as err:
+        validate_model(model)
+    assert err.value.path == path and words in str(err.value)
