@@ -6,6 +6,7 @@ process, so plugin loading happens exactly as for an installed package.
 """
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -52,7 +53,12 @@ model:
   blocks: [{type: tiny_scale, scale: 3.0}, {type: transformer, heads: 2}]
   head: {type: classify, classes: 3}
 '''
-CLI = "import sys; from hybridseq.cli import main; sys.exit(main())"
+CLI = """  # runs several hybridseq command lines in one process, each followed by its exit code
+import json, sys
+from hybridseq.cli import main
+for args in json.loads(sys.argv[1]):
+    print(f"@@rc={main(args)}@@", flush=True)
+"""
 EARLY = """  # a plugin object added before anything else loaded, taking a built-in name
 import hybridseq as hs
 from hybridseq import plugins, registry
@@ -62,14 +68,14 @@ class Early:
         register("mlp", hs.Block)
 plugins.add_plugin(Early(), "early")
 print(registry.blocks.entry("mlp").owner)
+print("@@rc=0@@")
 """
-RUNS = {  # run name -> (HYBRIDSEQ_LOAD_PLUGINS or None for unset, python arguments)
-    "blocks": (None, ["-c", CLI, "blocks"]),
-    "plugins": (None, ["-c", CLI, "plugins", "--json"]),
-    "describe": (None, ["-c", CLI, "describe", "{config}", "--forward", "5"]),
-    "none": ("", ["-c", CLI, "plugins", "--json"]),
-    "some": ("hs-good, hs-clash,hs-missing", ["-c", CLI, "plugins", "--json"]),
-    "early": ("", ["-c", EARLY]),
+PROCESSES = {  # HYBRIDSEQ_LOAD_PLUGINS (None: unset) -> {run name: hybridseq command line, or None for EARLY}
+    None: {"blocks": ["blocks"], "plugins": ["plugins", "--json"],
+           "describe": ["describe", "{config}", "--forward", "5"]},
+    "": {"none": ["plugins", "--json"]},
+    "hs-good, hs-clash,hs-missing": {"some": ["plugins", "--json"]},
+    " ": {"early": None},   # blank: no entry-point plugin either
 }
 
 
@@ -84,25 +90,31 @@ def write_distribution(root, name: str, source: str) -> None:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """Every run in RUNS, started at once in fresh processes: name -> CompletedProcess-like results."""
+    """Every run in PROCESSES, the processes started at once: run name -> CompletedProcess (the runs of
+    one process share its stderr)."""
     root = tmp_path_factory.mktemp("site")
     for name, source in PLUGINS.items():
         write_distribution(root, name, source)
     config = root / "model.yaml"
     config.write_text(CONFIG)
     procs = {}
-    for name, (selection, args) in RUNS.items():
+    for selection, commands in PROCESSES.items():
         env = {k: v for k, v in os.environ.items() if k != "HYBRIDSEQ_LOAD_PLUGINS"}
+        env["OMP_NUM_THREADS"] = "1"                      # several processes at once: no thread contention
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
         if selection is not None:
             env["HYBRIDSEQ_LOAD_PLUGINS"] = selection
-        argv = [a.format(config=config) for a in args]
-        procs[name] = subprocess.Popen([sys.executable, *argv], env=env, text=True,
-                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        lines = [[a.format(config=config) for a in args] for args in commands.values() if args is not None]
+        argv = ["-c", CLI, json.dumps(lines)] if lines else ["-c", EARLY]
+        procs[selection] = subprocess.Popen([sys.executable, *argv], env=env, text=True,
+                                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     out = {}
-    for name, proc in procs.items():
+    for selection, proc in procs.items():
         stdout, stderr = proc.communicate(timeout=120)
-        out[name] = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+        parts = re.split(r"@@rc=(-?\d+)@@\n", stdout)                 # [out, rc, out, rc, ..., rest]
+        assert len(parts) == 2 * len(PROCESSES[selection]) + 1, f"a process crashed:\n{stderr}"
+        for k, name in enumerate(PROCESSES[selection]):
+            out[name] = subprocess.CompletedProcess(proc.args, int(parts[2 * k + 1]), parts[2 * k], stderr)
     return out
 
 
