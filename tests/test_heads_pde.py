@@ -77,7 +77,7 @@ def test_discrete_wave_energy_is_conserved_and_bounded_within_the_courant_limit(
     w = torch.zeros_like(u)
     energies, kinetic = [], []
     for _ in range(300):
-        u_new, w = ops.wave(u, w, m, torch.tensor(c), courant, steps=1)
+        u_new, w = ops.wave(u, w, m, torch.tensor(c, dtype=u.dtype), courant, steps=1)
         energies.append(_wave_energy(u, u_new, w, m, c))
         kinetic.append(0.5 * (w * w * m).sum().item())
         u = u_new

@@ -69,7 +69,7 @@ def wave(u: Tensor, w: Tensor, m: Tensor, c: Tensor, dt: float, steps: int,
          causal: bool = False) -> tuple[Tensor, Tensor]:
     """Symplectic Euler for u_tt = c² Δu with velocity w: w += dt c² Δu, then u += dt w (stable for c·dt <= 1)."""
     for _ in range(steps):
-        w = w + dt * c * c * laplacian(u, m, causal)
+        w = w + c * c * (dt * laplacian(u, m, causal))
         u = u + dt * w
     return u, w
 
