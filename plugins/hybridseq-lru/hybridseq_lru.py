@@ -6,12 +6,13 @@ A complex diagonal linear recurrence h_k = λ ⊙ h_{k-1} + γ ⊙ (B u_k), read
 phases in [0, max_phase]; γ = sqrt(1 - |λ|²) keeps the state's scale at initialisation. The recurrence is
 evaluated for all positions at once by a parallel (Hillis–Steele) scan: log2(L) vectorised steps. With
 ``time_gaps: true`` and observation times in ``seq.t``, step k uses λ^(Δt_k / time_unit), so a longer
-gap decays the state more. The block is pre-norm: x + GLU(GELU(LRU(LayerNorm(x)))).
+gap decays the state more; by default the unit is each series' mean gap, so time units do not matter. The block is pre-norm: x + GLU(GELU(LRU(LayerNorm(x)))).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -49,14 +50,14 @@ class LRU(hybridseq.Block):
         r_max: float = 0.999         # largest |λ| at initialisation (< 1: stable)
         max_phase: float = 6.283     # phases arg(λ) start uniform in [0, max_phase]
         time_gaps: bool = False      # use seq.t: step k advances by λ^(Δt_k / time_unit)
-        time_unit: float = 1.0       # the time gap that counts as one step
+        time_unit: Optional[float] = None  # the time gap that counts as one step; None: each series' mean gap
         dropout: float = 0.0
 
         def validate(self, path: str) -> None:
             if not 0.0 <= self.r_min < self.r_max <= 1.0:
                 raise ConfigError(f"{path}.r_max", f"need 0 <= r_min < r_max <= 1, got r_min={self.r_min}, "
                                   f"r_max={self.r_max}")
-            if self.time_unit <= 0:
+            if self.time_unit is not None and self.time_unit <= 0:
                 raise ConfigError(f"{path}.time_unit", f"must be > 0, got {self.time_unit}")
 
     example = {"d_state": 4, "time_gaps": True}
@@ -96,7 +97,12 @@ class LRU(hybridseq.Block):
         u = self.norm(seq.x) * valid[..., None]                                           # [B, L, H]
         gaps = None
         if self.cfg.time_gaps and seq.t is not None:
-            gaps = time_gaps(seq.t.to(u.dtype), valid) / self.cfg.time_unit
+            gaps = time_gaps(seq.t.to(u.dtype), valid)                                    # [B, L]
+            unit = self.cfg.time_unit
+            if unit is None:                                                              # [B, 1] mean gap
+                unit = gaps.sum(1, keepdim=True) / (valid.sum(1, keepdim=True) - 1).clamp_min(1)
+                unit = torch.where(unit > 0, unit, torch.ones_like(unit))
+            gaps = gaps / unit
         y = F.gelu(self.recurrence(u, gaps, valid))
         return replace(seq, x=seq.x + self.drop(F.glu(self.glu(y), dim=-1)))
 

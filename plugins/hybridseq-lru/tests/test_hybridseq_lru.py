@@ -29,6 +29,14 @@ def test_linear_scan_matches_loop():
     torch.testing.assert_close(linear_scan(a, b), torch.stack(expected, dim=1))
 
 
+def unit(block: LRU, seq: hs.Seq, i: int) -> float:
+    """The configured time unit, or the mean gap between series i's valid observation times."""
+    if block.cfg.time_unit is not None:
+        return block.cfg.time_unit
+    times = seq.t[i][seq.valid()[i]]
+    return (times[-1] - times[0]) / (len(times) - 1)
+
+
 def reference(block: LRU, seq: hs.Seq) -> torch.Tensor:
     """One series and one step at a time, straight from the paper's equations (padding skipped)."""
     log_lam = block.log_lambda()
@@ -42,7 +50,7 @@ def reference(block: LRU, seq: hs.Seq) -> torch.Tensor:
             if not seq.valid()[i, k]:
                 continue
             use_t = block.cfg.time_gaps and seq.t is not None
-            step = (seq.t[i, k] - last) / block.cfg.time_unit if use_t and last is not None else 1.0
+            step = (seq.t[i, k] - last) / unit(block, seq, i) if use_t and last is not None else 1.0
             h = torch.exp(step * log_lam) * h + gamma_b @ u[i, k].to(gamma_b.dtype)
             y = (c @ h).real + block.D * u[i, k]
             out[i, k] = seq.x[i, k] + F.glu(block.glu(F.gelu(y)), dim=-1)
@@ -50,9 +58,9 @@ def reference(block: LRU, seq: hs.Seq) -> torch.Tensor:
     return out
 
 
-@pytest.mark.parametrize("time_gaps", [False, True])
-def test_matches_sequential_reference(time_gaps):
-    block = hs.build_block("lru", d_model=6, d_state=5, r_min=0.3, time_gaps=time_gaps, time_unit=0.5).double()
+@pytest.mark.parametrize("time_gaps,time_unit", [(False, None), (True, None), (True, 0.5)])
+def test_matches_sequential_reference(time_gaps, time_unit):
+    block = hs.build_block("lru", d_model=6, d_state=5, r_min=0.3, time_gaps=time_gaps, time_unit=time_unit).double()
     seq = example_input(LRU, block.cfg).to(dtype=torch.float64)      # padded, irregular times
     valid = seq.valid()
     torch.testing.assert_close(block(seq).x[valid], reference(block, seq)[valid])
@@ -61,10 +69,14 @@ def test_matches_sequential_reference(time_gaps):
 def test_time_gaps_change_the_output_only_when_enabled():
     seq = example_input(LRU, hs.build_block("lru", d_model=8).cfg)
     stretched = hs.Seq(x=seq.x, t=3 * seq.t, mask=seq.mask)
-    for gaps, same in ((False, True), (True, False)):
+    warped = hs.Seq(x=seq.x, t=seq.t ** 2, mask=seq.mask)
+    for options, same_stretched, same_warped in (({"time_gaps": False}, True, True),
+                                                 ({"time_gaps": True, "time_unit": 1.0}, False, False),
+                                                 ({"time_gaps": True}, True, False)):   # unit: mean gap
         torch.manual_seed(0)
-        block = hs.build_block("lru", d_model=8, d_state=4, time_gaps=gaps)
-        assert torch.allclose(block(seq).x, block(stretched).x) == same
+        block = hs.build_block("lru", d_model=8, d_state=4, **options)
+        assert torch.allclose(block(seq).x, block(stretched).x, atol=1e-6) == same_stretched
+        assert torch.allclose(block(seq).x, block(warped).x, atol=1e-6) == same_warped
 
 
 def test_initialisation_on_the_ring():
