@@ -1,6 +1,7 @@
 """The plugin packages in plugins/ as users meet them: installed, found through their entry points, and
 used together in a YAML model that trains. Also: the guide's example plugin and the inline-block
 example run as written."""
+import dataclasses
 import importlib.metadata as md
 import math
 import re
@@ -95,6 +96,23 @@ def test_yaml_model_with_plugin_block_and_solver_trains(tmp_path, one_thread):
         model.eval()(example_input(first.cls, first.cfg, length=6))
     table = hs.describe(model)
     assert "max_radius" in table and model.stats()["encoder"]["nfe"] > 0
+
+
+def solver_fields() -> list[tuple[str, str]]:
+    """(block, config field) for every registered block that embeds a SolverConfig."""
+    out = []
+    for name in registry.blocks.names():
+        for f in dataclasses.fields(registry.blocks.get(name).Config):
+            if f.default_factory is not dataclasses.MISSING and isinstance(f.default_factory(), hs.SolverConfig):
+                out.append((name, f.name))
+    return out
+
+
+@installed
+@pytest.mark.parametrize("block,key", solver_fields())
+def test_every_ode_block_runs_a_plugin_solver(block, key, one_thread):
+    out = check_block(block, {key: {"method": "torchode_tsit5", "rtol": 1e-2, "atol": 1e-3}})
+    assert torch.isfinite(out.x).all()
 
 
 def test_guide_example_plugin_works_as_written():
