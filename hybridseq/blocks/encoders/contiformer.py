@@ -75,6 +75,7 @@ class ContiFormerEncoder(Block):
                 raise ConfigError(f"{path}.quadrature", f"must be >= 1, got {self.quadrature}")
 
     accepts = "irregular"
+    compile_safe = False             # Python loop over intervals / solver control flow
 
     def __init__(self, cfg: Config):
         super().__init__(cfg)

@@ -45,6 +45,7 @@ class GRUODEEncoder(Block):
         solver: SolverConfig = field(default_factory=lambda: SolverConfig(method="rk4"))
 
     accepts = "irregular"
+    compile_safe = False             # Python loop over intervals / solver control flow
 
     def __init__(self, cfg: Config):
         super().__init__(cfg)

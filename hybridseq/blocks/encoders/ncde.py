@@ -119,6 +119,7 @@ class NCDEEncoder(Block):
         solver: SolverConfig = field(default_factory=lambda: SolverConfig(method="rk4"))
 
     accepts = "irregular"
+    compile_safe = False             # Python loop over intervals / solver control flow
 
     def __init__(self, cfg: Config):
         super().__init__(cfg)
