@@ -14,6 +14,8 @@ def cmd_train(args) -> int:
     from .checkpoint import CONFIG_FILE
     from .trainer import train
 
+    if args.config is not None and "=" in args.config and not Path(args.config).exists():
+        args.overrides, args.config = [args.config, *args.overrides], None   # `train --resume --out R k=v`
     if args.config is None:
         if not (args.resume and args.out):
             raise ConfigError("CONFIG", "a config file is needed (or --resume --out RUN_DIR to continue a run)")

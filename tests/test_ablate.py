@@ -1,0 +1,126 @@
+"""Ablation sweeps: expansion and sharding, resumable results store, failures recorded, summary and plots."""
+import json
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hybridseq import ConfigError, cli
+from hybridseq.ablate import ablate, load_sweep, shard, summarize
+from hybridseq.ablate.store import ResultStore
+from hybridseq.ablate.summary import to_markdown
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE = {
+    "data": {"name": "spirals", "n_train": 30, "n_test": 8, "points": 10, "batch_size": 16},
+    "model": {"d_model": 8, "encoder": {"type": "linear", "time_features": 4},
+              "blocks": [{"type": "transformer", "heads": 2}], "head": {"type": "classify"}},
+    "train": {"epochs": 1, "progress": False},
+}
+
+
+def sweep(**over):
+    return {"name": "t", "base": BASE, **over}
+
+
+def test_expansion_is_variants_by_grid_by_seeds_with_stable_ids():
+    s = load_sweep(sweep(variants={"a": [], "b": ["model.d_model=16"]},
+                         axes={"data.irregular.drop": [0.3, 0.5], "train.lr": [0.001]}, seeds=[0, 1]))
+    runs = s.runs()
+    assert len(runs) == 2 * 2 * 1 * 2
+    assert runs[0].variant == "a/drop=0.3/lr=0.001" and runs[-1].variant == "b/drop=0.5/lr=0.001"
+    assert runs[-1].overrides == ["model.d_model=16", "data.irregular.drop=0.5", "train.lr=0.001", "train.seed=1"]
+    assert [r.run_id for r in runs] == [r.run_id for r in load_sweep(s.as_dict()).runs()]
+    assert len({r.run_id for r in runs}) == len(runs)
+
+
+def test_shards_partition_the_runs():
+    runs = load_sweep(sweep(axes={"train.lr": [1e-3, 2e-3, 3e-3]}, seeds=[0, 1, 2])).runs()
+    parts = [shard(runs, f"{i}/4") for i in range(4)]
+    ids = [r.run_id for p in parts for r in p]
+    assert sorted(ids) == sorted(r.run_id for r in runs) and len(set(ids)) == len(runs)
+    with pytest.raises(ConfigError, match="--shard: expected 0 <= i < n"):
+        shard(runs, "4/4")
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"axis": {}}, "sweep.axis: unknown key 'axis'; did you mean 'axes'?"),
+    ({"seeds": "0"}, "sweep.seeds: expected a non-empty list of integers"),
+    ({"variants": {"v": ["model.blocks[3].type=mamba"]}}, "model.blocks[3]: no list item 3"),
+    ({"base": "missing.yaml"}, "sweep.base: config file not found"),
+])
+def test_bad_sweeps_name_the_key(bad, message):
+    with pytest.raises(ConfigError) as err:
+        load_sweep(sweep(**bad))
+    assert message in str(err.value)
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_interrupted_sweep_resumes_without_rerunning_finished_runs(tmp_path):
+    spec = sweep(variants={"transformer": [], "mlp": ["model.blocks[0]={type: mlp}"]})
+    lines = []
+
+    def stop_after_first(line):
+        lines.append(line)
+        if line.startswith("[1/"):
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        ablate(spec, tmp_path, workers=0, echo=stop_after_first)
+    first = ResultStore(tmp_path).latest()
+    assert len(first) == 1
+    done_id = next(iter(first))
+    before = (tmp_path / "runs" / done_id / "results.json").stat().st_mtime_ns
+
+    lines.clear()
+    records, table = ablate(spec, tmp_path, workers=0, echo=lines.append)
+    assert lines[0].startswith("1 of 2 runs already recorded")
+    assert len(records) == 2 and all(r["status"] == "ok" for r in records)
+    assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 2
+    assert (tmp_path / "runs" / done_id / "results.json").stat().st_mtime_ns == before
+    assert "| transformer | 1 |" in table and "| mlp | 1 |" in table
+    for name in ("summary.md", "summary.csv", "plots/test_accuracy.png", "plots/curves.png"):
+        assert (tmp_path / name).is_file(), name
+
+
+def test_failing_variant_is_recorded_and_the_sweep_goes_on(tmp_path, capsys):
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(sweep(axes={"model.blocks[0].heads": [2, 3]})))
+    out = tmp_path / "out"
+    assert cli.main(["ablate", str(path), "--workers", "2", "--out", str(out)]) == 1   # spawned workers
+    records = list(ResultStore(out).latest().values())
+    status = {r["variant"]: r["status"] for r in records}
+    assert status == {"heads=2": "ok", "heads=3": "failed"}
+    failed = next(r for r in records if r["status"] == "failed")
+    assert failed["error"]["type"] == "ConfigError"
+    assert "model.blocks[0].heads: heads=3 must be >= 1 and divide d_model=8" in failed["error"]["message"]
+    assert failed["error"]["traceback"].endswith(failed["error"]["message"]) and "File " in failed["error"]["traceback"]
+    printed = capsys.readouterr().out
+    assert "FAILED ConfigError" in printed and "heads=3 | 0 (+1 failed)" in printed
+    assert "Failed runs:" in (out / "summary.md").read_text()
+
+
+def test_summary_is_mean_and_std_over_seeds():
+    records = [{"variant": "v", "seed": s, "status": "ok", "test_accuracy": a, "params": 10, "time_per_epoch": 1.0,
+                "nfe": 0, "peak_mem_mb": 5.0, "monitor": "val_accuracy", "val_accuracy": a}
+               for s, a in enumerate([0.5, 0.7, 0.9])]
+    row = summarize(records, "test_accuracy")[0]
+    assert row["runs"] == 3 and row["test_accuracy"] == pytest.approx((0.7, 0.2))
+    assert "0.7000 ± 0.2000" in to_markdown([row], records)
+
+
+def test_shipped_sweeps_expand():
+    for path in sorted((ROOT / "configs" / "sweeps").glob("*.yaml")):
+        assert load_sweep(path).runs(), path
+
+
+def test_example_ablation_runs(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["ablation.py", "--out", str(tmp_path), "--tiny"])
+    runpy.run_path(str(ROOT / "examples" / "ablation.py"), run_name="__main__")
+    assert "| variant |" in capsys.readouterr().out
+    assert json.loads((tmp_path / "results.jsonl").read_text().splitlines()[0])["status"] == "ok"
