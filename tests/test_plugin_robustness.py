@@ -38,6 +38,7 @@ def hybridseq_register_blocks(register):
 PLUGINS = {  # entry-point name -> module source
     "hs-good": GOOD,
     "hs-broken": 'raise ImportError("needs libfoo, which is not installed")\n',
+    "hs-exits": 'import sys\nsys.exit("this plugin needs a GPU")\n',
     "hs-typo": ('import hybridseq as hs\n\n@hs.hookimpl\ndef hybridseq_register_block(register):\n'
                 '    register("never_registered", hs.Block)\n'),
     "hs-badargs": ('import hybridseq as hs\n\n@hs.hookimpl\ndef hybridseq_register_blocks(reg):\n'
@@ -133,6 +134,7 @@ def test_cli_still_runs_and_lists_the_working_blocks(runs):
 def test_each_failure_is_a_warning_naming_the_plugin(runs):
     stderr = runs["blocks"].stderr
     assert "PluginWarning: hybridseq plugin 'hs-broken': failed to import: ImportError: needs libfoo" in stderr
+    assert "hybridseq plugin 'hs-exits': failed to import: SystemExit: this plugin needs a GPU" in stderr
     assert "hybridseq plugin 'hs-typo': unknown hook(s) hybridseq_register_block" in stderr
     assert "hybridseq plugin 'hs-badargs': rejected:" in stderr and "'reg'" in stderr
     assert ("hybridseq plugin 'hs-clash': skipped block 'transformer' is already registered by plugin "
@@ -148,7 +150,7 @@ def test_plugins_json_reports_errors_and_registrations(runs):
     assert info["hs-good"]["version"] == "0.1" and info["hs-good"]["builtin"] is False
     assert info["hs-clash"]["registered"] == {"blocks": ["clash_extra"]}
     assert "already registered" in info["hs-clash"]["errors"][0]
-    for broken in ("hs-broken", "hs-typo", "hs-badargs"):
+    for broken in ("hs-broken", "hs-exits", "hs-typo", "hs-badargs"):
         assert info[broken]["registered"] == {} and len(info[broken]["errors"]) == 1
 
 
