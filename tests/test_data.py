@@ -152,6 +152,8 @@ def test_config_errors_name_the_key_path():
     with pytest.raises(ConfigError, match="interpolate") as err:
         load_data({"name": "spirals", "task": "interpolation"})
     assert err.value.path == "data.task"
+    with pytest.raises(ConfigError, match="missing data section"):
+        load_data(None)
     with pytest.raises(ConfigError) as err:
         load_data({"name": "uea"})
     assert err.value.path == "data.dataset" and "JapaneseVowels" in err.value.choices

@@ -181,7 +181,12 @@ def make_splits(name: str, task: str, train: list[dict], test: list[dict], opts:
 
 def load_data(data_cfg, path: str = "data") -> DataSplits:
     """Build the splits of the dataset named by ``data_cfg.name`` from the rest of the section."""
-    section = OmegaConf.to_container(data_cfg, resolve=True) if isinstance(data_cfg, DictConfig) else dict(data_cfg)
+    if data_cfg is None:
+        raise ConfigError(path, "missing data section, e.g. {name: spirals}", choices=registry.datasets.names())
+    section = OmegaConf.to_container(data_cfg, resolve=True) if isinstance(data_cfg, DictConfig) else data_cfg
+    if not isinstance(section, dict):
+        raise ConfigError(path, f"expected a mapping with a dataset 'name', got {data_cfg!r}")
+    section = dict(section)
     if "name" not in section:
         raise ConfigError(f"{path}.name", "missing required value: the dataset to load",
                           choices=registry.datasets.names())
