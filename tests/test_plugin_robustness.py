@@ -43,6 +43,8 @@ PLUGINS = {  # entry-point name -> module source
                 '    register("never_registered", hs.Block)\n'),
     "hs-badargs": ('import hybridseq as hs\n\n@hs.hookimpl\ndef hybridseq_register_blocks(reg):\n'
                    '    reg("never_registered", hs.Block)\n'),
+    "hs-command": ('import hybridseq as hs\n\n@hs.hookimpl\ndef hybridseq_register_commands(cli):\n'
+                   '    cli.add_parser("blocks", help="takes a built-in command name")\n'),
     "hs-clash": GOOD.replace('register("tiny_scale", Scale)',
                              'register("transformer", Scale)\n    register("clash_extra", Scale)'),
 }
@@ -139,6 +141,7 @@ def test_each_failure_is_a_warning_naming_the_plugin(runs):
     assert "hybridseq plugin 'hs-badargs': rejected:" in stderr and "'reg'" in stderr
     assert ("hybridseq plugin 'hs-clash': skipped block 'transformer' is already registered by plugin "
             "'hybridseq.blocks.backbones'") in stderr
+    assert "hybridseq plugin 'hs-command': hybridseq_register_commands raised ArgumentError" in stderr
     assert "hs-good" not in stderr
     assert "Traceback" not in stderr
 
