@@ -174,3 +174,34 @@ def test_cli_config_errors_name_the_key_without_traceback(tmp_path, capsys, over
     assert cli.main(["train", str(path), override, "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+# -- shipped configs -------------------------------------------------------------------------------------
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs" / "models").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_model_config_runs_on_data_of_its_task(path):
+    from hybridseq import assemble
+    from hybridseq.data import collate
+    from hybridseq.train.config import compose
+    from hybridseq.train.trainer import model_input
+
+    head = OmegaConf.load(path).model.head.type
+    task = {"classify": "classify", "regress": "regress"}.get(head, head)
+    cfg = compose([OmegaConf.create(tiny_config(task)), path])
+    splits = load_data(cfg.data)
+    cfg, _ = resolve(cfg, splits.info)
+    model = assemble(cfg.model)
+    batch, targets = collate([splits.train[i] for i in range(3)])
+    out = model(model_input(model, batch)).x
+    want = {"classify": (3, 2), "regress": (3, 2)}.get(task, (3, 4, 2))
+    assert tuple(out.shape) == want and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs" / "experiments").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_experiment_config_is_valid(path):
+    from hybridseq.spec import validate_config
+    from hybridseq.train.config import compose
+
+    assert validate_config(compose(path)) == ["model", "train"]

@@ -2,7 +2,8 @@
 
 ```yaml
 name: encoders                       # optional; names the default output folder
-base: ../experiments/japanese_vowels.yaml   # path(s) relative to this file, or an inline config mapping
+base: [../experiments/japanese_vowels.yaml, ../models/ode_rnn_mamba.yaml]   # path(s) relative to this
+                                     # file (a later model section replaces an earlier one), or a mapping
 overrides: [train.epochs=10]         # applied to every run
 variants:                            # named sets of overrides, applied together (zipped)
   linear+transformer: [model.encoder.type=linear]
@@ -27,7 +28,7 @@ from pathlib import Path
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from ..config import load_config
+from ..train.config import compose
 from ..errors import ConfigError
 
 SWEEP_KEYS = ("name", "base", "overrides", "variants", "axes", "seeds", "metric")
@@ -68,7 +69,7 @@ class Sweep:
 
     def config(self, run: Run) -> DictConfig:
         base = OmegaConf.create(self.base) if isinstance(self.base, dict) else self.base
-        return load_config(base, run.overrides)
+        return compose(base, run.overrides)
 
     def as_dict(self) -> dict:
         return {"name": self.name, "base": self.base, "overrides": self.overrides, "variants": self.variants,

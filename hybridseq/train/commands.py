@@ -10,8 +10,8 @@ from ..hookspecs import hookimpl
 
 
 def cmd_train(args) -> int:
-    from ..config import load_config
     from .checkpoint import CONFIG_FILE
+    from .config import compose
     from .trainer import train
 
     if args.config is not None and "=" in args.config and not Path(args.config).exists():
@@ -20,7 +20,8 @@ def cmd_train(args) -> int:
         if not (args.resume and args.out):
             raise ConfigError("CONFIG", "a config file is needed (or --resume --out RUN_DIR to continue a run)")
         args.config = str(Path(args.out) / CONFIG_FILE)
-    cfg = load_config(args.config, args.overrides)
+    files = [args.config] + [o for o in args.overrides if o.endswith((".yaml", ".yml")) and "=" not in o]
+    cfg = compose(files, [o for o in args.overrides if o not in files])
     out = args.out or f"runs/{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     results = train(cfg, out, resume=args.resume, compile=True if args.compile else None,
                     progress=False if args.no_progress else None)
@@ -42,7 +43,8 @@ def cmd_evaluate(args) -> int:
 def hybridseq_register_commands(cli):
     p = cli.add_parser("train", help="train a model from a config; writes a resumable run directory")
     p.add_argument("config", nargs="?", help="YAML config file (optional with --resume --out RUN_DIR)")
-    p.add_argument("overrides", nargs="*", help="dotlist overrides: train.epochs=5 model.d_model=32 ...")
+    p.add_argument("overrides", nargs="*", help="more YAML files (a later model section replaces the earlier "
+                   "one: EXPERIMENT.yaml MODEL.yaml) and dotlist overrides: train.epochs=5 model.d_model=32")
     p.add_argument("--out", metavar="RUN_DIR", help="run directory (default: runs/<config>-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (train.compile=true)")
