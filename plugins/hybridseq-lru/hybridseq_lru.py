@@ -57,8 +57,10 @@ class LRU(hybridseq.Block):
             if not 0.0 <= self.r_min < self.r_max <= 1.0:
                 raise ConfigError(f"{path}.r_max", f"need 0 <= r_min < r_max <= 1, got r_min={self.r_min}, "
                                   f"r_max={self.r_max}")
-            if self.time_unit is not None and self.time_unit <= 0:
-                raise ConfigError(f"{path}.time_unit", f"must be > 0, got {self.time_unit}")
+            for key in ("d_state", "max_phase", "time_unit"):
+                value = getattr(self, key)
+                if value is not None and value <= 0:
+                    raise ConfigError(f"{path}.{key}", f"must be > 0, got {value}")
 
     example = {"d_state": 4, "time_gaps": True}
 

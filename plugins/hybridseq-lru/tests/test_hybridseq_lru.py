@@ -92,10 +92,15 @@ def test_initialisation_on_the_ring():
     assert block.stats()["max_radius"] <= 0.8
 
 
-def test_bad_ring_names_the_key():
-    with pytest.raises(hs.ConfigError, match=r"model\.blocks\[0\]\.r_max: need 0 <= r_min < r_max <= 1"):
+@pytest.mark.parametrize("options,message", [
+    ({"r_min": 0.9, "r_max": 0.5}, r"model\.blocks\[0\]\.r_max: need 0 <= r_min < r_max <= 1"),
+    ({"d_state": 0}, r"model\.blocks\[0\]\.d_state: must be > 0, got 0"),
+    ({"time_unit": -1.0}, r"model\.blocks\[0\]\.time_unit: must be > 0, got -1.0"),
+])
+def test_bad_values_name_the_key(options, message):
+    with pytest.raises(hs.ConfigError, match=message):
         hs.assemble({"d_model": 8, "input": {"kind": "sequence", "channels": 8},
-                     "blocks": [{"type": "lru", "r_min": 0.9, "r_max": 0.5}]})
+                     "blocks": [{"type": "lru", **options}]})
 
 
 def test_example_config_assembles_and_runs():
