@@ -6,7 +6,8 @@ A complex diagonal linear recurrence h_k = λ ⊙ h_{k-1} + γ ⊙ (B u_k), read
 phases in [0, max_phase]; γ = sqrt(1 - |λ|²) keeps the state's scale at initialisation. The recurrence is
 evaluated for all positions at once by a parallel (Hillis–Steele) scan: log2(L) vectorised steps. With
 ``time_gaps: true`` and observation times in ``seq.t``, step k uses λ^(Δt_k / time_unit), so a longer
-gap decays the state more; by default the unit is each series' mean gap, so time units do not matter. The block is pre-norm: x + GLU(GELU(LRU(LayerNorm(x)))).
+gap decays the state more; by default the unit is each series' mean gap, so time units do not matter.
+The block is pre-norm: x + GLU(GELU(LRU(LayerNorm(x)))).
 """
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ from torch import Tensor, nn
 
 import hybridseq
 from hybridseq import ConfigError, Seq
+
+TINY = 1e-7   # keeps the log-parameters finite at the edges of the ring (|λ| -> 1, phase -> 0)
 
 
 def linear_scan(a: Tensor, b: Tensor) -> Tensor:
@@ -69,9 +72,9 @@ class LRU(hybridseq.Block):
         h, n = cfg.d_model, cfg.d_state
         radius_sq = torch.rand(n) * (cfg.r_max ** 2 - cfg.r_min ** 2) + cfg.r_min ** 2      # |λ|² on the ring
         nu = -0.5 * torch.log(radius_sq)                                                   # |λ| = exp(-ν)
-        self.nu_log = nn.Parameter(torch.log(nu.clamp_min(1e-12)))
-        self.theta_log = nn.Parameter(torch.log(cfg.max_phase * torch.rand(n).clamp_min(1e-4)))
-        self.gamma_log = nn.Parameter(0.5 * torch.log1p(-radius_sq.clamp_max(1 - 1e-7)))   # log sqrt(1-|λ|²)
+        self.nu_log = nn.Parameter(torch.log(nu.clamp_min(TINY)))
+        self.theta_log = nn.Parameter(torch.log(cfg.max_phase * torch.rand(n).clamp_min(TINY)))
+        self.gamma_log = nn.Parameter(0.5 * torch.log1p(-radius_sq.clamp_max(1 - TINY)))   # log sqrt(1-|λ|²)
         self.B_re = nn.Parameter(torch.randn(n, h) / math.sqrt(2 * h))
         self.B_im = nn.Parameter(torch.randn(n, h) / math.sqrt(2 * h))
         self.C_re = nn.Parameter(torch.randn(h, n) / math.sqrt(n))
@@ -94,22 +97,25 @@ class LRU(hybridseq.Block):
         h = linear_scan(a, u.to(gamma_b.dtype) @ gamma_b.T)                               # [B, L, N]
         return (h @ torch.complex(self.C_re, self.C_im).T).real + self.D * u              # [B, L, H]
 
+    def steps(self, seq: Seq, valid: Tensor) -> Tensor | None:
+        """[B, L] time gaps in units of steps, or None (one step per position) without ``time_gaps``."""
+        if not self.cfg.time_gaps or seq.t is None:
+            return None
+        gaps = time_gaps(seq.t.to(seq.x.dtype), valid)                                    # [B, L]
+        unit = self.cfg.time_unit
+        if unit is None:                                                                  # [B, 1] mean gap
+            unit = gaps.sum(1, keepdim=True) / (valid.sum(1, keepdim=True) - 1).clamp_min(1)
+            unit = torch.where(unit > 0, unit, torch.ones_like(unit))
+        return gaps / unit
+
     def forward(self, seq: Seq) -> Seq:
         valid = seq.valid()                                                               # [B, L]
         u = self.norm(seq.x) * valid[..., None]                                           # [B, L, H]
-        gaps = None
-        if self.cfg.time_gaps and seq.t is not None:
-            gaps = time_gaps(seq.t.to(u.dtype), valid)                                    # [B, L]
-            unit = self.cfg.time_unit
-            if unit is None:                                                              # [B, 1] mean gap
-                unit = gaps.sum(1, keepdim=True) / (valid.sum(1, keepdim=True) - 1).clamp_min(1)
-                unit = torch.where(unit > 0, unit, torch.ones_like(unit))
-            gaps = gaps / unit
-        y = F.gelu(self.recurrence(u, gaps, valid))
+        y = F.gelu(self.recurrence(u, self.steps(seq, valid), valid))
         return replace(seq, x=seq.x + self.drop(F.glu(self.glu(y), dim=-1)))
 
     def stats(self) -> dict:
-        """``max_radius``: the largest |λ| (how long the slowest mode remembers; must stay < 1)."""
+        """``max_radius``: the largest |λ|, i.e. how slowly the longest memory fades (always < 1)."""
         return {"max_radius": round(float(torch.exp(-self.nu_log.detach().exp()).max()), 4)}
 
 
