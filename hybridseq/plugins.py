@@ -30,6 +30,7 @@ DEFAULT_PLUGINS = (
     "hybridseq.solvers.builtin",
     "hybridseq.train.commands",
     "hybridseq.ablate.commands",
+    "hybridseq.analysis.commands",
     "hybridseq.data",
 )
 REGISTER_HOOKS = {"blocks": "hybridseq_register_blocks", "solvers": "hybridseq_register_solvers",

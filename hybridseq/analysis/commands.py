@@ -1,0 +1,66 @@
+"""``hybridseq analyze``: attention spectra and Lyapunov exponents of a saved run's continuous-depth heads."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..hookspecs import hookimpl
+
+INPUT_HELP = ("'data' (a batch from the run's dataset, the default when the config has a data section), "
+              "'random' (random input of the model's input width) or a .pt file holding a tensor [B, L, C]")
+
+
+def _input(source: str, cfg, model, batch: int, seed: int):
+    """The batch the model is run on (see INPUT_HELP)."""
+    if source not in ("data", "random"):
+        path = Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(f"--input {source}: not 'data', 'random' or an existing .pt file")
+        return torch.load(path, weights_only=True)
+    if source == "data" and "data" in cfg:
+        from ..data import collate, load_data
+
+        splits = load_data(cfg.data)
+        dataset = splits.val if splits.val is not None and len(splits.val) else splits.test
+        return collate([dataset[i] for i in range(min(batch, len(dataset)))])[0]
+    from ..testing import example_input
+
+    first = model.spec.nodes[0]
+    return example_input(first.cls, first.cfg, batch=batch, length=16, seed=seed)
+
+
+def cmd_analyze(args) -> int:
+    from ..train.checkpoint import load_run
+    from . import analyze, write_report
+
+    cfg, model = load_run(args.path)
+    torch.manual_seed(args.seed)
+    batch = _input(args.input or ("data" if "data" in cfg else "random"), cfg, model, args.batch, args.seed)
+    result = analyze(model, batch, times=args.times, topk=args.topk, steps=args.steps)
+    if not result:
+        print("no continuous-depth head (ode_transformer, neural_ode_transformer) in this model; nothing to analyze")
+        return 1
+    here = Path(args.path)
+    out = Path(args.out) if args.out else (here if here.is_dir() else here.parent) / "analysis"
+    for path in write_report(result, out):
+        print(f"wrote {path}")
+    for name, node in result.items():
+        lyap = ", ".join(f"{v:+.3f}" for v in node["lyapunov"]["mean"])
+        radius = max(max(row) for row in node["spectra"]["vo_radius"])
+        print(f"{name} ({node['type']}): top Lyapunov exponents [{lyap}]; max |λ(W_V W_O)| = {radius:.3f}")
+    return 0
+
+
+@hookimpl
+def hybridseq_register_commands(cli):
+    p = cli.add_parser("analyze", help="spectra and Lyapunov exponents of continuous-depth heads of a run")
+    p.add_argument("path", help="run directory, or a .safetensors file with config.yaml beside it")
+    p.add_argument("--input", default=None, help=INPUT_HELP)
+    p.add_argument("--out", default=None, help="output directory (default: <run>/analysis)")
+    p.add_argument("--times", type=int, default=9, help="depth samples t in [0, 1] for the spectra")
+    p.add_argument("--topk", type=int, default=4, help="number of Lyapunov exponents")
+    p.add_argument("--steps", type=int, default=32, help="RK4 steps of the depth flow for the exponents")
+    p.add_argument("--batch", type=int, default=4, help="samples in the analysed batch")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_analyze)

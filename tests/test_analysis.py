@@ -1,0 +1,120 @@
+"""Dynamics analysis: Lyapunov exponents against known linear flows, spectra, and `hybridseq analyze`."""
+import json
+
+import pytest
+import torch
+
+from hybridseq import assemble, build_block
+from hybridseq.analysis import analyze, lyapunov_exponents, rk4_map, spectra
+from hybridseq.analysis.spectra import head_eigenvalues
+from hybridseq.cli import main
+from hybridseq.train.checkpoint import save_run
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: intra-op threads only add overhead (and contend on a shared machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _linear_system(eigen_blocks, seed):
+    """A = P J P⁻¹ with J block-diagonal (real eigenvalues, or [[a, -w], [w, a]] for a ± iw)."""
+    J = torch.block_diag(*[torch.tensor(b, dtype=torch.float64) for b in eigen_blocks])
+    g = torch.Generator().manual_seed(seed)
+    P = torch.eye(len(J), dtype=torch.float64) + 0.3 * torch.randn(len(J), len(J), generator=g, dtype=torch.float64)
+    return P @ J @ torch.linalg.inv(P)
+
+
+def test_lyapunov_exponents_of_a_linear_flow_are_the_real_parts_of_its_eigenvalues():
+    systems = [_linear_system([[[0.5]], [[-1.0, -2.0], [2.0, -1.0]], [[-0.2]]], seed=0),   # 0.5, -0.2, -1, -1
+               _linear_system([[[0.3, -1.0], [1.0, 0.3]], [[-0.5]], [[-2.0]]], seed=1)]    # 0.3, 0.3, -0.5, -2
+    A = torch.stack(systems)                                                    # [2, 4, 4]: one per sample
+    expected = torch.tensor([[0.5, -0.2, -1.0, -1.0], [0.3, 0.3, -0.5, -2.0]], dtype=torch.float64)
+    for a, e in zip(A, expected):
+        torch.testing.assert_close(torch.linalg.eigvals(a).real.sort(descending=True).values, e)
+    field = lambda t, x: torch.einsum("bij,bj->bi", A, x)                      # noqa: E731
+    horizon, steps = 60.0, 150
+    x0 = torch.randn(2, 4, dtype=torch.float64)
+    found = lyapunov_exponents(rk4_map(field, steps, 0.0, horizon), x0, steps, k=4, total_time=horizon)
+    torch.testing.assert_close(found, expected, atol=0.05, rtol=0)
+
+
+def test_lyapunov_tangents_stay_on_valid_positions():
+    A = torch.tensor([[0.4, 0.3, 0.0], [0.0, -0.3, 0.0], [2.0, 1.0, 1.5]], dtype=torch.float64)
+    field = lambda t, x: x @ A.T                                               # noqa: E731
+    mask = torch.tensor([[True, True, False]])                                 # the third entry is "padding"
+    x0 = torch.ones(1, 3, dtype=torch.float64)
+    short = lyapunov_exponents(rk4_map(field, 20), x0, 20, k=5, mask=mask)
+    assert short.shape == (1, 2)                                               # k capped at the valid size
+    torch.testing.assert_close(short.sum(), torch.tensor(0.1, dtype=torch.float64))  # Liouville: trace
+    found = lyapunov_exponents(rk4_map(field, 100, 0.0, 40.0), x0, 100, k=2, total_time=40.0, mask=mask)
+    torch.testing.assert_close(found, torch.tensor([[0.4, -0.3]], dtype=torch.float64), atol=0.05, rtol=0)
+
+
+def test_head_eigenvalues_are_the_nonzero_spectrum_of_the_full_products():
+    d, heads = 8, 2
+    qkv, out = torch.randn(3 * d, d, dtype=torch.float64), torch.randn(d, d, dtype=torch.float64)
+    qk, vo = head_eigenvalues(qkv, out, heads)
+    wq, wk, wv = qkv.T.chunk(3, dim=1)                                        # [D, D] each, x @ W convention
+    wo = out.T
+    for h in range(heads):
+        cols = slice(4 * h, 4 * h + 4)
+        for mine, full in ((qk[h], wq[:, cols] @ wk[:, cols].T), (vo[h], wv[:, cols] @ wo[cols])):
+            big = torch.linalg.eigvals(full)
+            big = big[big.abs().argsort(descending=True)][:4]
+            torch.testing.assert_close(mine[mine.abs().argsort(descending=True)], big, atol=1e-8, rtol=1e-8)
+
+
+def test_spectra_along_depth():
+    node = build_block("neural_ode_transformer", d_model=8, heads=2)
+    varying = spectra(node, times=5)
+    assert len(varying["t"]) == 5 and len(varying["qk"][0]) == 2 and len(varying["qk"][0][0]) == 4
+    assert varying["qk_radius"][0] != varying["qk_radius"][-1]
+    with torch.no_grad():
+        for gen in node.field.hyper.generators():
+            gen.weight.zero_()
+    still = spectra(node, times=3)
+    assert still["vo_radius"][0] == still["vo_radius"][-1]
+    layered = spectra(build_block("ode_transformer", d_model=8, heads=2, layers=3))
+    assert layered["t"] == [0.0, 1 / 3, 2 / 3]
+
+
+MODEL = {"d_model": 8, "input": {"kind": "irregular", "channels": 2}, "encoder": {"type": "linear"},
+         "blocks": [{"type": "ode_transformer", "heads": 2, "layers": 2, "name": "ode"},
+                    {"type": "neural_ode_transformer", "heads": 2, "steps": 2, "name": "node"}],
+         "head": {"type": "classify", "classes": 2}}
+
+
+def test_analyze_a_model_directly():
+    model = assemble(MODEL)
+    batch = torch.randn(2, 6, 2)
+    result = analyze(model, batch, times=3, topk=3, steps=4)
+    assert set(result) == {"ode", "node"}
+    for node in result.values():
+        assert len(node["lyapunov"]["mean"]) == 3 and len(node["lyapunov"]["per_sample"]) == 2
+        assert all(torch.isfinite(torch.tensor(node["lyapunov"]["mean"])))
+
+
+@pytest.mark.parametrize("source", ["data", "random"])
+def test_analyze_command_end_to_end(tmp_path, capsys, source):
+    cfg = {"model": MODEL, "data": {"name": "spirals", "n_train": 16, "n_test": 8, "points": 12}}
+    run = tmp_path / "run"
+    save_run(run, cfg, assemble(MODEL))
+    assert main(["analyze", str(run), "--input", source, "--times", "3", "--topk", "2", "--steps", "4"]) == 0
+    out = run / "analysis"
+    names = {p.name for p in out.iterdir()}
+    assert {"analysis.json", "ode_spectra.png", "ode_lyapunov.png", "node_spectra.png", "node_lyapunov.png"} <= names
+    report = json.loads((out / "analysis.json").read_text())
+    assert len(report["node"]["spectra"]["t"]) == 3 and len(report["ode"]["lyapunov"]["mean"]) == 2
+    assert "top Lyapunov exponents" in capsys.readouterr().out
+
+
+def test_analyze_command_reports_missing_run_and_models_without_heads(tmp_path, capsys):
+    assert main(["analyze", str(tmp_path / "nope")]) == 2
+    plain = dict(MODEL, blocks=[{"type": "transformer", "heads": 2}])
+    save_run(tmp_path / "plain", {"model": plain}, assemble(plain))
+    assert main(["analyze", str(tmp_path / "plain" / "best.safetensors"), "--input", "random"]) == 1
+    assert "no continuous-depth head" in capsys.readouterr().out
