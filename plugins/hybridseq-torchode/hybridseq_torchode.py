@@ -32,13 +32,14 @@ def _make(method: str):
         shape = y0.shape
 
         def vector_field(s, y):                      # s: [1], y: [1, numel] -> [1, numel]
-            return func(s[0], y.view(shape)).reshape(1, -1)
+            return func(s[0], y.reshape(shape)).reshape(1, -1)
 
         term = torchode.ODETerm(vector_field, with_stats=False)
         fixed = step_size is not None or method not in ADAPTIVE
         if fixed:
             if step_size is None:                    # one step per (smallest) gap between output times
-                step_size = t.diff().abs().min().item() if len(t) > 1 else 1.0
+                gaps = t.diff().abs()
+                step_size = gaps[gaps > 0].min().item() if bool((gaps > 0).any()) else 1.0
             controller = torchode.FixedStepController()
             direction = 1.0 if len(t) < 2 or t[-1] >= t[0] else -1.0
             first_step = direction * step_size
@@ -53,7 +54,7 @@ def _make(method: str):
         if status != torchode.Status.SUCCESS.value:
             raise RuntimeError(f"torchode {method} stopped early: {torchode.Status(status).name}; raise "
                                "max_steps or loosen rtol/atol")
-        return solution.ys[0].view(len(t), *shape)   # [T, numel] -> [T, *y0.shape]
+        return solution.ys[0].reshape(len(t), *shape)   # [T, numel] -> [T, *y0.shape]
 
     solve.__name__ = f"torchode_{method}"
     solve.__doc__ = f"torchode's {method} method (no adjoint: gradients by backpropagation through the steps)."

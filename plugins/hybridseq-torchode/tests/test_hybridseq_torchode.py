@@ -87,6 +87,15 @@ def test_step_limit_raises_with_reason():
                                                 rtol=1e-9, atol=1e-9, max_steps=3)
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_repeated_and_single_output_times(name):
+    solve = registry.solvers.get(name)
+    out = solve(Rotation(), torch.ones(3, 2), torch.tensor([0.0, 0.0, 0.5, 0.5]))
+    torch.testing.assert_close(out[1], out[0])                  # no time passes: the state is unchanged
+    torch.testing.assert_close(out[3], out[2])
+    assert solve(Rotation(), torch.ones(3, 2), torch.tensor([0.5])).shape == (1, 3, 2)
+
+
 def test_plugin_lists_its_solvers():
     owners = {registry.solvers.entry(n).owner for n in NAMES}
     assert owners == {"hybridseq-torchode"}
