@@ -19,7 +19,7 @@ import math
 import torch
 from torch import Tensor
 
-SEGMENT = 1024        # time steps whose [L, B, D, N] coefficients are materialised at once
+SEGMENT_ELEMENTS = 1 << 21   # elements of one [S, B, D, N] segment buffer (8 MiB in float32)
 
 
 def _chunking(length: int) -> tuple[int, int]:
@@ -87,27 +87,41 @@ def linear_scan(a: Tensor, b: Tensor) -> Tensor:
     return h.transpose(0, 1)
 
 
-def _coefficients(delta: Tensor, u: Tensor, A: Tensor, B: Tensor) -> tuple[Tensor, Tensor]:
-    """Decays exp(Δ A) and inputs Δ B u, [S, B, D, N], from Δ, u [S, B, D], A [D, N], B [S, B, N]."""
-    decay = torch.exp(delta.unsqueeze(-1) * A)
-    drive = (delta * u).unsqueeze(-1) * B.unsqueeze(2)
-    return decay, drive
+def _decay(delta: Tensor, A: Tensor, out: Tensor) -> Tensor:
+    """exp(Δ A) [S, B, D, N] into ``out`` from Δ [S, B, D] and A [D, N]."""
+    return torch.mul(delta.unsqueeze(-1), A, out=out).exp_()
+
+
+def _drive(v: Tensor, B: Tensor, out: Tensor) -> Tensor:
+    """Δ u B [S, B, D, N] into ``out`` from v = Δ u [S, B, D] and B [S, B, N]."""
+    return torch.mul(v.unsqueeze(-1), B.unsqueeze(2), out=out)
+
+
+def segment_length(width: int, length: int) -> int:
+    """Time steps per segment: a power of two whose [S, width] buffers stay near cache size (~8 MiB)."""
+    steps = 1 << max(4, min(10, (SEGMENT_ELEMENTS // max(width, 1)).bit_length() - 1))
+    return min(steps, 1 << (max(length, 1) - 1).bit_length())
 
 
 class _SelectiveScan(torch.autograd.Function):
-    """y_l = C_l · h_l, h_l = exp(Δ_l A) h_{l-1} + Δ_l B_l u_l, on time-first tensors, segment by segment."""
+    """y_l = C_l · h_l, h_l = exp(Δ_l A) h_{l-1} + Δ_l B_l u_l, on time-first tensors, segment by segment.
+
+    Three [S, B, D, N] buffers are allocated once per call and reused by every segment.
+    """
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C, segment: int):
-        length = u.shape[0]
+        length, batch = u.shape[:2]
+        v = delta * u                                                  # Δ u [L, B, D]
         y = torch.empty_like(u)                                        # [L, B, D]
-        h = u.new_zeros(u.shape[1], *A.shape)                          # [B, D, N]
+        h = u.new_zeros(batch, *A.shape)                               # [B, D, N]
+        decay, state = (u.new_empty(min(segment, length), batch, *A.shape) for _ in range(2))
         starts = []
         for s in range(0, length, segment):
             part = slice(s, s + segment)
+            n = min(segment, length - s)
             starts.append(h)
-            decay, drive = _coefficients(delta[part], u[part], A, B[part])
-            hs, h = scan_(decay, drive, h)                             # [S, B, D, N]
+            hs, h = scan_(_decay(delta[part], A, decay[:n]), _drive(v[part], B[part], state[:n]), h)
             y[part] = (hs @ C[part].unsqueeze(-1)).squeeze(-1)
         ctx.segment = segment
         ctx.save_for_backward(u, delta, A, B, C, torch.stack(starts))
@@ -116,34 +130,40 @@ class _SelectiveScan(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy):
         u, delta, A, B, C, starts = ctx.saved_tensors
+        length, segment = u.shape[0], ctx.segment
+        v = delta * u
         du, ddelta = torch.empty_like(u), torch.empty_like(delta)
         dB, dC, dA = torch.empty_like(B), torch.empty_like(C), torch.zeros_like(A)
-        g_after = decay_after = None                 # dL/dh and decay at the first step of the next segment
+        work, state, grad = (u.new_empty(min(segment, length), *starts.shape[1:]) for _ in range(3))
+        g_after = None                                   # dL/dh at the first step of the next segment
+        decay_after = torch.zeros_like(starts[0])        # its decay (none after the last step)
         for k in reversed(range(starts.shape[0])):
-            part = slice(k * ctx.segment, (k + 1) * ctx.segment)
-            decay, drive = _coefficients(delta[part], u[part], A, B[part])
-            work = decay.clone()
-            hs, _ = scan_(work, drive, starts[k])                       # [S, B, D, N] states, recomputed
+            s = k * segment
+            part, n = slice(s, s + segment), min(segment, length - s)
+            w, st, g = work[:n], state[:n], grad[:n]
+            hs, _ = scan_(_decay(delta[part], A, w), _drive(v[part], B[part], st), starts[k])   # states again
             dC[part] = (hs.transpose(-1, -2) @ dy[part].unsqueeze(-1)).squeeze(-1)
-            dh = dy[part].unsqueeze(-1) * C[part].unsqueeze(2)         # [S, B, D, N]
-            torch.cat([decay[1:], decay_after if decay_after is not None else torch.zeros_like(decay[:1])], out=work)
-            g, _ = scan_(work, dh, g_after, reverse=True)              # dL/dh_l, all paths
-            g_after, decay_after = g[0].clone(), decay[:1].clone()
-            dv = (g @ B[part].unsqueeze(-1)).squeeze(-1)                # dL/d(Δu) [S, B, D]
-            dB[part] = (g.transpose(-1, -2) @ (delta[part] * u[part]).unsqueeze(-1)).squeeze(-1)
-            torch.cat([starts[k].unsqueeze(0), hs[:-1]], out=work)     # h_{l-1}
-            dz = work.mul_(g).mul_(decay)                              # dL/d(Δ A) [S, B, D, N]
+            torch.mul(dy[part].unsqueeze(-1), C[part].unsqueeze(2), out=g)                      # ∂L/∂h_l direct
+            _decay(delta[s + 1:s + n], A, w[:-1])                                               # decay of step l+1
+            w[-1] = decay_after
+            decay_after = torch.exp(delta[s].unsqueeze(-1) * A)
+            g, g_after = scan_(w, g, g_after, reverse=True)                                    # dL/dh_l, all paths
+            dv = (g @ B[part].unsqueeze(-1)).squeeze(-1)                                        # dL/d(Δu) [S, B, D]
+            dB[part] = (g.transpose(-1, -2) @ v[part].unsqueeze(-1)).squeeze(-1)
+            dz = torch.sub(hs, _drive(v[part], B[part], w), out=w).mul_(g)   # exp(ΔA) h_{l-1} ∂L/∂h_l = dL/d(ΔA)
             dA += torch.einsum("sbdn,sbd->dn", dz, delta[part])
             ddelta[part] = torch.einsum("sbdn,dn->sbd", dz, A) + dv * u[part]
             du[part] = dv * delta[part]
         return du, ddelta, dA, dB, dC, None
 
 
-def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, segment: int = SEGMENT) -> Tensor:
+def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, segment: int | None = None) -> Tensor:
     """Mamba's selective scan without the D skip: y [B, L, D].
 
     u, delta: [B, L, D] (Δ already positive); A: [D, N] (negative real parts); B, C: [B, L, N].
+    ``segment``: time steps processed at once (default: `segment_length`).
     """
     first = [x.transpose(0, 1).contiguous() for x in (u, delta, B, C)]  # time-first [L, B, ...]
+    segment = segment or segment_length(u.shape[0] * A.numel(), u.shape[1])
     y = _SelectiveScan.apply(first[0], first[1], A, first[2], first[3], segment)
     return y.transpose(0, 1)

@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, replace
 
 import torch
+import torch.nn.functional as F
 from omegaconf import MISSING
 from torch import Tensor, nn
 
@@ -101,9 +102,18 @@ class SSMBlock(Block):
 
 
 def causal_conv(x: Tensor, conv: nn.Conv1d) -> Tensor:
-    """Depthwise causal convolution over time: x [B, L, E] -> [B, L, E]."""
-    length = x.shape[1]
-    return conv(x.transpose(1, 2))[..., :length].transpose(1, 2)
+    """Depthwise causal convolution over time with ``conv``'s weights: x [B, L, E] -> [B, L, E].
+
+    Written as K shifted multiply-adds, which is several times faster than Conv1d on CPU (forward and
+    backward) for the short kernels used here.
+    """
+    length, width = x.shape[1], conv.weight.shape[-1]
+    w = conv.weight.squeeze(1).T                                               # [K, E]
+    padded = F.pad(x, (0, 0, width - 1, 0))                                    # [B, L+K-1, E]
+    y = padded[:, width - 1:] * w[-1]
+    for k in range(width - 1):
+        y = y + padded[:, k:k + length] * w[k]
+    return y + conv.bias if conv.bias is not None else y
 
 
 def conv_step(x: Tensor, window: Tensor, conv: nn.Conv1d) -> tuple[Tensor, Tensor]:
