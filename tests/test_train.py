@@ -205,3 +205,31 @@ def test_every_experiment_config_is_valid(path):
     from hybridseq.train.config import compose
 
     assert validate_config(compose(path)) == ["model", "train"]
+
+
+def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cfg = tiny_config(epochs=3)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(OmegaConf.to_yaml(OmegaConf.create(cfg)))
+    full = train(OmegaConf.create(cfg), tmp_path / "full")
+    run = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "hybridseq.cli", "train", str(path), "--out", str(run),
+                             "--no-progress"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = run / "metrics.jsonl"
+    deadline = time.time() + 60
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.is_file() and metrics.read_text().count("\n") >= 1:
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    assert proc.wait() == -signal.SIGKILL, "the run ended before it could be killed"
+    assert len(metrics.read_text().splitlines()) < 3
+    resumed = train(OmegaConf.create(cfg), run, resume=True)
+    assert resumed["curves"] == full["curves"]
+    assert resumed["test_accuracy"] == full["test_accuracy"]
