@@ -108,7 +108,7 @@ class S4(SSMBlock):
         """Recurrence with step Δ_h gap_l: u [B, L, H], gaps [B, L] -> [B, L, H]."""
         lam, p, b, _ = self.params()
         dts = torch.exp(self.log_dt) * gaps.unsqueeze(-1)                           # [B, L, H]
-        h = self.init_state(u.shape[0], u.device, u.dtype)["h"]
+        h = torch.zeros(*u.shape[::2], lam.shape[-1], dtype=lam.dtype, device=u.device)  # [B, H, M]
         ys = []
         for u_l, dt_l in zip(u.unbind(1), dts.unbind(1)):                          # unbind/stack: O(L) backward
             h = bilinear_step(h, u_l, dt_l, lam, p, b)
