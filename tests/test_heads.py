@@ -4,8 +4,9 @@ import torch
 import torchdiffeq
 from torch import nn
 
-from hybridseq import ConfigError, Seq, build_block, validate_model
+from hybridseq import ConfigError, Seq, build_block, hookimpl, validate_model
 from hybridseq.blocks.heads.ode_transformer import SCHEMES
+from hybridseq.testing import register_plugin
 
 D = 8
 
@@ -154,8 +155,38 @@ def test_lowrank_hypernetwork_is_smaller_than_full():
     ({"type": "neural_ode_transformer", "steps": 0}, "model.blocks[0].steps"),
     ({"type": "neural_ode_transformer", "t_embed": 5}, "model.blocks[0].t_embed"),
     ({"type": "neural_ode_transformer", "solver": {"method": "rk5"}}, "model.blocks[0].solver.method"),
+    ({"type": "neural_ode_transformer", "solver": {"method": "euler", "step_size": 0.1}}, "model.blocks[0].steps"),
 ])
 def test_config_mistakes_name_the_key_path(block, path):
     with pytest.raises(ConfigError) as err:
         validate_model(_model(block))
     assert err.value.path == path
+
+
+class _EulerPlugin:
+    """A third-party fixed-grid solver that knows step_size but no grid option."""
+
+    @staticmethod
+    @hookimpl
+    def hybridseq_register_solvers(register):
+        def euler(func, y0, t, *, rtol=None, atol=None, step_size=None, **options):
+            if options:
+                raise TypeError(f"unknown options {sorted(options)}")
+            ys, y = [y0], y0
+            for t0, t1 in zip(t[:-1], t[1:]):
+                y = y + (t1 - t0) * func(t0, y)
+                ys.append(y)
+            return torch.stack(ys)
+
+        register("plain_euler", euler)
+
+
+def test_any_registered_fixed_grid_solver_takes_exactly_steps_steps():
+    x = _x()
+    with register_plugin(_EulerPlugin, "plain-euler"):
+        mine = build_block("neural_ode_transformer", d_model=D, heads=2, steps=5, solver={"method": "plain_euler"})
+        builtin = build_block("neural_ode_transformer", d_model=D, heads=2, steps=5, solver={"method": "euler"})
+        builtin.load_state_dict(mine.state_dict())
+        with torch.no_grad():
+            torch.testing.assert_close(mine(Seq(x=x)).x, builtin(Seq(x=x)).x)
+        assert mine.stats()["nfe"] == builtin.stats()["nfe"] == 5

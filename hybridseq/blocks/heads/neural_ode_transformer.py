@@ -8,8 +8,10 @@ A non-autonomous ODE over depth t ∈ [0, 1]:
 where every weight, bias and norm parameter of the attention, the MLP and the norm is produced at time
 t by a hypernetwork of a sinusoidal embedding of t (`hyper.HyperNet`; ``hyper: full | lowrank``). The
 ODE is integrated by any registered solver (``solver:``, fixed-grid or adaptive, optionally adjoint).
-``steps`` sets the output grid t = 0, 1/steps, …, 1, so fixed-grid solvers take ``steps`` steps: a
-model trained with N steps is evaluated with M by changing ``steps`` alone (same state_dict).
+``steps`` makes fixed-grid solvers take that many equal steps over [0, 1] (adaptive solvers choose
+their own): a model trained with N steps is evaluated with M by changing ``steps`` alone (same
+state_dict). Only the final state is requested from the solver, so with ``adjoint: true`` the memory
+kept for the backward pass does not grow with the number of steps.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from omegaconf import MISSING
 from torch import Tensor, nn
 
 from ...errors import ConfigError
+from ... import registry
 from ...seq import Seq
 from ...solvers import ODESolver, SolverConfig
 from ..backbones.transformer import attention_mask
@@ -81,7 +84,7 @@ class NeuralODETransformer(Block):
         rank: int = 4                 # rank of the generated update of each matrix (hyper: lowrank)
         t_embed: int = 16             # size of the sinusoidal embedding of t (even)
         hyper_hidden: int = 32        # width of the hypernetwork's shared hidden layer
-        steps: Optional[int] = 4      # output grid 0, 1/steps, …, 1 (fixed-grid solvers: one step each)
+        steps: Optional[int] = 4      # fixed-grid solvers: equal steps over [0, 1]; adaptive ones ignore it
         solver: SolverConfig = field(default_factory=lambda: SolverConfig(method="rk4"))
 
         def validate(self, path: str) -> None:
@@ -91,6 +94,9 @@ class NeuralODETransformer(Block):
                 value = getattr(self, key)
                 if value is not None and value < low:
                     raise ConfigError(f"{path}.{key}", f"expected an integer >= {low}, got {value}")
+            if self.steps is not None and self.solver.step_size is not None:
+                raise ConfigError(f"{path}.steps", f"steps={self.steps} and solver.step_size="
+                                  f"{self.solver.step_size} both set the grid; set steps: null or drop step_size")
             if self.t_embed % 2:
                 raise ConfigError(f"{path}.t_embed", f"expected an even number, got {self.t_embed}")
 
@@ -100,19 +106,37 @@ class NeuralODETransformer(Block):
         super().__init__(cfg)
         self.field = DepthField(cfg.d_model, cfg.heads, int(cfg.mlp_ratio * cfg.d_model), cfg.t_embed,
                                 cfg.hyper_hidden, cfg.hyper, cfg.rank)
-        self.solver = ODESolver(cfg.solver)
+        solver_cfg, self.output_steps = cfg.solver, 1         # adaptive solvers: one interval [0, 1]
+        if cfg.steps is not None and self._accepts(grid_constructor=self._grid):
+            solver_cfg = replace(cfg.solver, options={**cfg.solver.options, "grid_constructor": self._grid})
+        elif cfg.steps is not None and self._accepts(step_size=0.5):
+            self.output_steps = cfg.steps
+        self.solver = ODESolver(solver_cfg)
+
+    def _accepts(self, **options) -> bool:
+        """Whether the configured solver runs with these extra options (a dry run on dy/dt = -y)."""
+        solve = registry.solvers.get(self.cfg.solver.method, "solver.method")
+        try:
+            solve(lambda t, y: -y, torch.ones(1), torch.tensor([0.0, 1.0]), **self.cfg.solver.solve_kwargs(), **options)
+        except TypeError:
+            return False
+        return True
+
+    def _grid(self, func, y0, t: Tensor) -> Tensor:
+        """``steps`` equal steps from t[0] to t[-1] (torchdiffeq's ``grid_constructor`` signature)."""
+        return torch.linspace(float(t[0]), float(t[-1]), self.cfg.steps + 1, dtype=t.dtype, device=t.device)
 
     def times(self, device=None, dtype=torch.float32) -> Tensor:
-        """The output grid over depth: [steps + 1] (or [0, 1] when steps is None)."""
-        return torch.linspace(0.0, 1.0, (self.cfg.steps or 1) + 1, device=device, dtype=dtype)
+        """Output times of the solve: [0, 1], or 0, 1/steps, …, 1 for a fixed-grid solver that takes no
+        grid option (it then steps once per output time)."""
+        return torch.linspace(0.0, 1.0, self.output_steps + 1, device=device, dtype=dtype)
 
     def weights_at(self, t: float) -> dict[str, Tensor]:
         """Every generated parameter at depth ``t`` (for analysis)."""
         ref = self.field.hyper.params["norm_bias"].base
         return self.field.hyper(torch.tensor(float(t), dtype=ref.dtype, device=ref.device))
 
-    def trajectory(self, seq: Seq) -> Tensor:
-        """States on the output grid: [steps + 1, B, L, D] (padded positions held at zero)."""
+    def forward(self, seq: Seq) -> Seq:
         x = seq.x                                                               # [B, L, D]
         keep = None if seq.mask is None else seq.mask[..., None].to(x.dtype)    # [B, L, 1]
         if keep is not None:
@@ -120,10 +144,7 @@ class NeuralODETransformer(Block):
         # kept after the solve: an adjoint backward evaluates the field again
         self.field.mask = attention_mask(seq.mask, x.shape[1], self.cfg.causal, x.device)
         self.field.keep = keep
-        return self.solver(self.field, x, self.times(x.device, x.dtype))
-
-    def forward(self, seq: Seq) -> Seq:
-        return replace(seq, x=self.trajectory(seq)[-1])
+        return replace(seq, x=self.solver(self.field, x, self.times(x.device, x.dtype))[-1])
 
     def stats(self) -> dict:
         return {"nfe": self.solver.nfe}

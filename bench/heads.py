@@ -1,0 +1,100 @@
+"""Reasoning heads: activation memory of `neural_ode_transformer` with and without adjoint as the number
+of depth steps grows, and time of `pde_attention` variants vs a plain `transformer` layer at equal width.
+
+Memory is the bytes autograd keeps for the backward pass (every tensor packed by a saved-tensors hook,
+each storage counted once), measured during one forward pass. That is exactly the activation memory
+the adjoint method removes; parameters are excluded. Time is forward + backward, interleaved repeats,
+median.
+
+    python bench/heads.py [--batch 8] [--length 128] [--d-model 64] [--repeats 10]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _timing import interleaved  # noqa: E402
+
+import hybridseq as hs  # noqa: E402
+
+MiB = 2**20
+
+
+def saved_bytes(block, seq, params) -> int:
+    """Bytes of the distinct non-parameter storages autograd saves during one forward of ``block``."""
+    seen: dict[int, int] = {}
+    skip = {p.untyped_storage().data_ptr() for p in params}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in skip:
+            seen[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = block(seq).x
+    out.sum().backward()
+    return sum(seen.values())
+
+
+def memory_table(args) -> None:
+    print(f"neural_ode_transformer activation memory (saved tensors), d_model={args.d_model}, "
+          f"batch={args.batch}, length={args.length}, solver rk4")
+    print(f"{'steps':>5}  {'nfe':>4}  {'backprop MiB':>12}  {'adjoint MiB':>11}  {'ratio':>6}")
+    seq = hs.Seq(x=torch.randn(args.batch, args.length, args.d_model, requires_grad=True))
+    base = {}
+    for steps in (4, 8, 16, 32):
+        row = {}
+        for adjoint in (False, True):
+            torch.manual_seed(0)
+            block = hs.build_block("neural_ode_transformer", d_model=args.d_model, heads=4, steps=steps,
+                                   solver={"method": "rk4", "adjoint": adjoint})
+            row[adjoint] = saved_bytes(block, seq, list(block.parameters()))
+            nfe = block.stats()["nfe"] if not adjoint else steps * 4
+        base.setdefault("plain", row[False])
+        base.setdefault("adjoint", row[True])
+        print(f"{steps:>5}  {nfe:>4}  {row[False] / MiB:>12.2f}  {row[True] / MiB:>11.2f}  "
+              f"{row[False] / row[True]:>6.1f}x")
+    print("growth 4 -> 32 steps: backprop {:.1f}x, adjoint {:.2f}x".format(
+        row[False] / base["plain"], row[True] / base["adjoint"]))
+
+
+def time_table(args) -> None:
+    d, seq = args.d_model, hs.Seq(x=torch.randn(args.batch, args.length, args.d_model))
+    variants = {
+        "transformer": ("transformer", {}),
+        "pde diffusion/states explicit": ("pde_attention", {}),
+        "pde diffusion/states spectral": ("pde_attention", {"solver": "spectral"}),
+        "pde wave/states": ("pde_attention", {"pde": "wave"}),
+        "pde advection_diffusion/weights": ("pde_attention", {"pde": "advection_diffusion", "target": "weights"}),
+        "pde diffusion/weights causal": ("pde_attention", {"target": "weights", "causal": True}),
+    }
+    blocks = {name: hs.build_block(kind, d_model=d, heads=4, **opts) for name, (kind, opts) in variants.items()}
+
+    def run(block):
+        return lambda: block(seq).x.sum().backward()
+
+    times = interleaved({name: run(b) for name, b in blocks.items()}, repeats=args.repeats, warmup=2)
+    print(f"\nforward+backward time, d_model={d}, batch={args.batch}, length={args.length}, heads=4, "
+          f"pde steps=4 (median of {args.repeats} interleaved repeats)")
+    for name, seconds in times.items():
+        print(f"{name:<34} {seconds * 1e3:8.2f} ms   {seconds / times['transformer']:5.2f}x transformer")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--length", type=int, default=128)
+    ap.add_argument("--d-model", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=10)
+    args = ap.parse_args()
+    memory_table(args)
+    time_table(args)
+
+
+if __name__ == "__main__":
+    main()
