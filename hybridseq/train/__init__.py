@@ -1,1 +1,13 @@
-"""Training, evaluation and checkpoints."""
+"""Training, evaluation and checkpoints.
+
+``train(cfg, run_dir)`` trains a config into a resumable run directory and returns its results;
+``evaluate_run(run_dir)`` scores a saved run; `TASKS` lists the learning tasks. See docs/training.md.
+"""
+from .checkpoint import load_run, save_run
+from .config import TrainConfig, compose, train_config
+from .evaluate import evaluate_run
+from .tasks import TASKS, Task
+from .trainer import Trainer, evaluate, train
+
+__all__ = ["TASKS", "Task", "TrainConfig", "Trainer", "compose", "evaluate", "evaluate_run", "load_run",
+           "save_run", "train", "train_config"]

@@ -238,6 +238,11 @@ class Trainer:
         """Train until ``train.epochs`` or early stopping; then score the best weights on the test split."""
         t, s = self.tcfg, self.state
         self._write(atomic_write_text, CONFIG_FILE, OmegaConf.to_yaml(self.cfg))
+        if self.dist.main and t.progress:
+            params = sum(p.numel() for p in self.model.parameters())
+            tqdm.write(f"{self.task.name} on {self.info.name}: {params:,} parameters, device {self.device}, "
+                       f"{self.dist.world} process(es), from epoch {s['epoch'] + 1} of {t.epochs}"
+                       + (f" -> {self.run_dir}" if self.run_dir else ""))
         while s["epoch"] < t.epochs and not s["stopped"]:
             epoch, start = s["epoch"], time.perf_counter()
             record = {"epoch": epoch + 1, **self._train_epoch(epoch)}
