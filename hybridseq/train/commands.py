@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -25,9 +26,9 @@ def cmd_train(args) -> int:
     out = args.out or f"runs/{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     results = train(cfg, out, resume=args.resume, compile=True if args.compile else None,
                     progress=False if args.no_progress else None)
-    shown = {k: v for k, v in results.items() if k != "curves"}
-    print(json.dumps(shown, indent=2))
-    print(f"run directory: {out}")
+    if int(os.environ.get("RANK", "0")) == 0:          # under torchrun, rank 0 reports
+        print(json.dumps({k: v for k, v in results.items() if k != "curves"}, indent=2))
+        print(f"run directory: {out}")
     return 0
 
 
