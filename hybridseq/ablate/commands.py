@@ -1,6 +1,7 @@
 """CLI sub-command ``hybridseq ablate`` (registered through the commands hook)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ..hookspecs import hookimpl
@@ -12,7 +13,8 @@ def cmd_ablate(args) -> int:
 
     out = args.out or str(Path("runs") / "ablate" / load_sweep(args.sweep).name)
     print(f"sweep {args.sweep} -> {out}")
-    records, table = ablate(args.sweep, out, workers=args.workers, shard_spec=args.shard,
+    workers = args.workers if args.workers is not None else default_workers()
+    records, table = ablate(args.sweep, out, workers=workers, shard_spec=args.shard,
                             retry_failed=args.retry_failed, summary_only=args.summary_only)
     print()
     print(table)
@@ -20,11 +22,17 @@ def cmd_ablate(args) -> int:
     return 1 if any(r.get("status") != "ok" for r in records) else 0
 
 
+def default_workers() -> int:
+    """One worker per CPU core, at most 4: small models gain more from processes than from threads."""
+    return max(1, min(os.cpu_count() or 1, 4))
+
+
 @hookimpl
 def hybridseq_register_commands(cli):
     p = cli.add_parser("ablate", help="run a sweep of configs (variants x axes x seeds) and summarise it")
     p.add_argument("sweep", help="sweep YAML file (base config, variants, axes, seeds)")
-    p.add_argument("--workers", type=int, default=1, help="parallel worker processes (0 = in this process)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="parallel worker processes (default: CPU cores, at most 4; 0 = in this process)")
     p.add_argument("--shard", metavar="i/n", help="run only shard i of n (0 <= i < n), for many machines")
     p.add_argument("--out", metavar="DIR", help="output folder (default: runs/ablate/<sweep name>)")
     p.add_argument("--retry-failed", action="store_true", help="run again the runs recorded as failed")
