@@ -24,8 +24,9 @@ import hybridseq as hs  # noqa: E402
 MiB = 2**20
 
 
-def saved_bytes(block, seq, params) -> int:
-    """Bytes of the distinct non-parameter storages autograd saves during one forward of ``block``."""
+def saved_bytes(block, seq, params) -> tuple[int, int]:
+    """(bytes of the distinct non-parameter storages autograd saves during one forward of ``block``,
+    function evaluations of that forward)."""
     seen: dict[int, int] = {}
     skip = {p.untyped_storage().data_ptr() for p in params}
 
@@ -35,16 +36,18 @@ def saved_bytes(block, seq, params) -> int:
             seen[storage.data_ptr()] = storage.nbytes()
         return t
 
+    block.solver.reset()
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         out = block(seq).x
+    nfe = block.stats()["nfe"]
     out.sum().backward()
-    return sum(seen.values())
+    return sum(seen.values()), nfe
 
 
 def memory_table(args) -> None:
     print(f"neural_ode_transformer activation memory (saved tensors), d_model={args.d_model}, "
           f"batch={args.batch}, length={args.length}, solver rk4")
-    print(f"{'steps':>5}  {'nfe':>4}  {'backprop MiB':>12}  {'adjoint MiB':>11}  {'ratio':>6}")
+    print(f"{'steps':>5}  {'nfe (forward)':>4}  {'backprop MiB':>12}  {'adjoint MiB':>11}  {'ratio':>6}")
     seq = hs.Seq(x=torch.randn(args.batch, args.length, args.d_model, requires_grad=True))
     base = {}
     for steps in (4, 8, 16, 32):
@@ -53,11 +56,10 @@ def memory_table(args) -> None:
             torch.manual_seed(0)
             block = hs.build_block("neural_ode_transformer", d_model=args.d_model, heads=4, steps=steps,
                                    solver={"method": "rk4", "adjoint": adjoint})
-            row[adjoint] = saved_bytes(block, seq, list(block.parameters()))
-            nfe = block.stats()["nfe"] if not adjoint else steps * 4
+            row[adjoint], nfe = saved_bytes(block, seq, list(block.parameters()))
         base.setdefault("plain", row[False])
         base.setdefault("adjoint", row[True])
-        print(f"{steps:>5}  {nfe:>4}  {row[False] / MiB:>12.2f}  {row[True] / MiB:>11.2f}  "
+        print(f"{steps:>5}  {nfe:>13}  {row[False] / MiB:>12.2f}  {row[True] / MiB:>11.2f}  "
               f"{row[False] / row[True]:>6.1f}x")
     print("growth 4 -> 32 steps: backprop {:.1f}x, adjoint {:.2f}x".format(
         row[False] / base["plain"], row[True] / base["adjoint"]))
@@ -80,7 +82,7 @@ def time_table(args) -> None:
 
     times = interleaved({name: run(b) for name, b in blocks.items()}, repeats=args.repeats, warmup=2)
     print(f"\nforward+backward time, d_model={d}, batch={args.batch}, length={args.length}, heads=4, "
-          f"pde steps=4 (median of {args.repeats} interleaved repeats)")
+          f"pde steps=4, {torch.get_num_threads()} thread(s) (median of {args.repeats} interleaved repeats)")
     for name, seconds in times.items():
         print(f"{name:<34} {seconds * 1e3:8.2f} ms   {seconds / times['transformer']:5.2f}x transformer")
 
@@ -91,7 +93,9 @@ def main() -> None:
     ap.add_argument("--length", type=int, default=128)
     ap.add_argument("--d-model", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=1, help="intra-op threads (1: stable timings on a shared CPU)")
     args = ap.parse_args()
+    torch.set_num_threads(args.threads)
     memory_table(args)
     time_table(args)
 

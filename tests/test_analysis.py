@@ -98,11 +98,14 @@ def test_analyze_a_model_directly():
         assert all(torch.isfinite(torch.tensor(node["lyapunov"]["mean"])))
 
 
-@pytest.mark.parametrize("source", ["data", "random"])
+@pytest.mark.parametrize("source", ["data", "random", "file"])
 def test_analyze_command_end_to_end(tmp_path, capsys, source):
     cfg = {"model": MODEL, "data": {"name": "spirals", "n_train": 16, "n_test": 8, "points": 12}}
     run = tmp_path / "run"
     save_run(run, cfg, assemble(MODEL))
+    if source == "file":
+        source = str(tmp_path / "x.pt")
+        torch.save(torch.randn(3, 7, 2), source)
     assert main(["analyze", str(run), "--input", source, "--times", "3", "--topk", "2", "--steps", "4"]) == 0
     out = run / "analysis"
     names = {p.name for p in out.iterdir()}

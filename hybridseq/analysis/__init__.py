@@ -24,9 +24,15 @@ from .spectra import CONTINUOUS_DEPTH, spectra
 def head_inputs(model, batch) -> dict:
     """The `Seq` each continuous-depth node of ``model`` receives when it runs on ``batch``."""
     seen, hooks = {}, []
+
+    def record(name):
+        def hook(module, args):
+            seen.setdefault(name, args[0])
+        return hook
+
     for name, block in model.nodes.items():
         if isinstance(block, CONTINUOUS_DEPTH):
-            hooks.append(block.register_forward_pre_hook(lambda mod, args, name=name: seen.setdefault(name, args[0])))
+            hooks.append(block.register_forward_pre_hook(record(name)))
     try:
         with torch.no_grad():
             model(batch)
