@@ -1,8 +1,8 @@
 """Lyapunov exponents of a depth flow from Jacobian–vector products (Benettin's QR method).
 
-k tangent vectors are pushed through each step map with ``torch.func.jvp`` (vmapped over them) and re-orthonormalised by a
-QR decomposition after every step; the exponents are the accumulated ``log |diag R|`` divided by the
-total time. Each batch element is its own system (the maps must not mix samples), and a ``mask`` keeps
+k tangent vectors are pushed through each step map with ``torch.func.jvp`` (vmapped over them) and
+re-orthonormalised by a QR decomposition after every step; the exponents are the accumulated
+``log |diag R|`` divided by the total time. Each batch element is its own system (the maps must not mix samples), and a ``mask`` keeps
 the tangents on the valid positions only.
 """
 from __future__ import annotations

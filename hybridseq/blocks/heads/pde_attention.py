@@ -92,7 +92,8 @@ class PDEAttention(Block):
             dt, top = self.dt(), self.ceilings()
             weight = 1 if self.stencil_causal() else 2
             checks = {"diffusion": [("diffusion_max", weight * top["D"] * dt)],
-                      "reaction_diffusion": [("diffusion_max", weight * top["D"] * dt), ("reaction_max", top["rho"] * dt)],
+                      "reaction_diffusion": [("diffusion_max", weight * top["D"] * dt),
+                                             ("reaction_max", top["rho"] * dt)],
                       "advection_diffusion": [("speed_max" if self.speed_max and not self.diffusion_max
                                                else "diffusion_max", (weight * top["D"] + top["v"]) * dt)],
                       "wave": [("speed_max", top["c"] * dt)]}[self.pde]
@@ -112,7 +113,8 @@ class PDEAttention(Block):
         self.norm2 = nn.LayerNorm(cfg.d_model)
         self.ff = FeedForward(cfg.d_model, int(cfg.mlp_ratio * cfg.d_model), cfg.d_model)
         fields = cfg.d_model if cfg.target == "states" else cfg.heads
-        self.raw = nn.ParameterDict({k: nn.Parameter(torch.full((fields,), RAW_INIT[k])) for k in COEFFICIENTS[cfg.pde]})
+        self.raw = nn.ParameterDict({k: nn.Parameter(torch.full((fields,), RAW_INIT[k]))
+                                     for k in COEFFICIENTS[cfg.pde]})          # unconstrained coefficients
         self.top = cfg.ceilings()
 
     def coefficients(self) -> dict[str, Tensor]:
