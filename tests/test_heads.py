@@ -190,3 +190,25 @@ def test_any_registered_fixed_grid_solver_takes_exactly_steps_steps():
         with torch.no_grad():
             torch.testing.assert_close(mine(Seq(x=x)).x, builtin(Seq(x=x)).x)
         assert mine.stats()["nfe"] == builtin.stats()["nfe"] == 5
+
+
+@pytest.mark.parametrize("name, options", [("ode_transformer", {"scheme": "rk4", "layers": 2}),
+                                           ("neural_ode_transformer", {"hyper": "full"})])
+def test_causal_heads_never_let_a_later_token_reach_an_earlier_one(name, options):
+    block = build_block(name, d_model=D, heads=2, causal=True, **options)
+    x = _x(n=7)
+    moved = x.clone()
+    moved[:, 4] += 3.0
+    with torch.no_grad():
+        a, b = block(Seq(x=x)).x, block(Seq(x=moved)).x
+    torch.testing.assert_close(a[:, :4], b[:, :4], atol=1e-6, rtol=0)
+    assert (a[:, 4:] - b[:, 4:]).abs().max() > 1e-3
+
+
+def test_adaptive_solver_error_control_ignores_padding():
+    block = build_block("neural_ode_transformer", d_model=D, heads=2, solver={"method": "dopri5", "rtol": 1e-4})
+    x, mask = _x(n=6), torch.tensor([[True] * 6, [True] * 3 + [False] * 3])
+    junk = torch.where(mask[..., None], x, 1e3 * torch.randn_like(x))
+    with torch.no_grad():
+        clean, noisy = block(Seq(x=x, mask=mask)), block(Seq(x=junk, mask=mask))
+    torch.testing.assert_close(clean.x[mask], noisy.x[mask], atol=1e-6, rtol=0)

@@ -27,51 +27,70 @@ def _shift(x: Tensor, by: int, fill) -> Tensor:
     return torch.cat([pad, x[..., :-1]], -1) if by > 0 else torch.cat([x[..., 1:], pad], -1)
 
 
-def _differences(u: Tensor, m: Tensor) -> tuple[Tensor, Tensor]:
+def _pairs(m: Tensor, dtype) -> tuple[Tensor, Tensor]:
+    """Float masks (broadcastable to u) of the valid pairs (i-1, i) and (i, i+1)."""
+    return (_shift(m, 1, False) & m).to(dtype), (_shift(m, -1, False) & m).to(dtype)
+
+
+def _diffs(u: Tensor, pairs) -> tuple[Tensor, Tensor]:
+    """(u_{i-1} - u_i, u_{i+1} - u_i) on valid pairs, else 0 (u must be finite: padding zeroed)."""
+    return (_shift(u, 1, 0.0) - u) * pairs[0], (_shift(u, -1, 0.0) - u) * pairs[1]
+
+
+def _laplacian(u: Tensor, pairs, causal: bool) -> Tensor:
+    back, fwd = _diffs(u, pairs)
+    return back if causal else back + fwd
+
+
+def _advection(u: Tensor, pairs, v: Tensor, causal: bool) -> Tensor:
+    if causal:
+        return v * _diffs(u, pairs)[0]
+    flux = (v.clamp(min=0) * u + v.clamp(max=0) * _shift(u, -1, 0.0)) * pairs[1]  # F_{i+1/2}
+    return _shift(flux, 1, 0.0) - flux
+
+
+def differences(u: Tensor, m: Tensor) -> tuple[Tensor, Tensor]:
     """(u_{i-1} - u_i, u_{i+1} - u_i), zero where the pair is not valid on both ends."""
-    m = m.expand(u.shape)
-    back = torch.where(_shift(m, 1, False) & m, _shift(u, 1, 0.0) - u, 0.0)
-    fwd = torch.where(_shift(m, -1, False) & m, _shift(u, -1, 0.0) - u, 0.0)
-    return back, fwd
+    return _diffs(torch.where(m, u, 0.0), _pairs(m, u.dtype))
 
 
 def laplacian(u: Tensor, m: Tensor, causal: bool = False) -> Tensor:
-    back, fwd = _differences(u, m)
-    return back if causal else back + fwd
+    return _laplacian(torch.where(m, u, 0.0), _pairs(m, u.dtype), causal)
 
 
 def advection(u: Tensor, m: Tensor, v: Tensor, causal: bool = False) -> Tensor:
     """Upwind transport with velocity ``v`` (broadcastable to u; causal: v >= 0)."""
-    if causal:
-        return v * _differences(u, m)[0]
-    m = m.expand(u.shape)
-    pair = _shift(m, -1, False) & m                                            # (i, i+1) both valid
-    flux = torch.where(pair, v.clamp(min=0) * u + v.clamp(max=0) * _shift(u, -1, 0.0), 0.0)  # F_{i+1/2}
-    return _shift(flux, 1, 0.0) - flux
+    return _advection(torch.where(m, u, 0.0), _pairs(m, u.dtype), v, causal)
 
 
 def explicit(u: Tensor, m: Tensor, pde: str, coef: dict[str, Tensor], dt: float, steps: int,
              causal: bool = False) -> Tensor:
-    """``steps`` forward-Euler steps of size ``dt``; ``coef`` holds D, and rho (reaction) or v (advection)."""
+    """``steps`` forward-Euler steps of size ``dt``; ``coef`` holds D, and rho (reaction) or v (advection).
+
+    Padded positions are returned unchanged."""
     if pde == "wave":
         return wave(u, torch.zeros_like(u), m, coef["c"], dt, steps, causal)[0]
+    pairs, x = _pairs(m, u.dtype), torch.where(m, u, 0.0)
     for _ in range(steps):
-        du = coef["D"] * laplacian(u, m, causal)
+        dx = coef["D"] * _laplacian(x, pairs, causal)
         if pde == "reaction_diffusion":
-            du = du + coef["rho"] * torch.tanh(u)
+            dx = dx + coef["rho"] * torch.tanh(x)
         elif pde == "advection_diffusion":
-            du = du + advection(u, m, coef["v"], causal)
-        u = u + dt * du
-    return u
+            dx = dx + _advection(x, pairs, coef["v"], causal)
+        x = x + dt * dx
+    return torch.where(m, x, u)
 
 
 def wave(u: Tensor, w: Tensor, m: Tensor, c: Tensor, dt: float, steps: int,
          causal: bool = False) -> tuple[Tensor, Tensor]:
-    """Symplectic Euler for u_tt = c² Δu with velocity w: w += dt c² Δu, then u += dt w (stable for c·dt <= 1)."""
+    """Symplectic Euler for u_tt = c² Δu with velocity w: w += dt c² Δu, then u += dt w (stable for c·dt <= 1).
+
+    Padded positions of u are returned unchanged, those of w as zero."""
+    pairs, x, w = _pairs(m, u.dtype), torch.where(m, u, 0.0), torch.where(m, w, 0.0)
     for _ in range(steps):
-        w = w + c * c * (dt * laplacian(u, m, causal))
-        u = u + dt * w
-    return u, w
+        w = w + c * c * (dt * _laplacian(x, pairs, causal))
+        x = x + dt * w
+    return torch.where(m, x, u), w
 
 
 def dct2(x: Tensor) -> Tensor:
