@@ -15,7 +15,7 @@ BASE = {
              "irregular": {"drop": 0.5}, "batch_size": 32},
     "model": {"d_model": 16, "encoder": {"type": "linear"}, "blocks": [{"type": "transformer", "heads": 2}],
               "head": {"type": "classify"}},          # classes and input channels come from the data
-    "train": {"epochs": 5, "lr": 3.0e-3, "progress": False},
+    "train": {"epochs": 10, "lr": 3.0e-3, "progress": False},
 }
 SWEEP = {
     "name": "encoders-example",

@@ -185,7 +185,7 @@ def test_every_model_config_runs_on_data_of_its_task(path):
     from hybridseq import assemble
     from hybridseq.data import collate
     from hybridseq.train.config import compose
-    from hybridseq.train.trainer import model_input
+    from hybridseq.train.evaluate import model_input
 
     head = OmegaConf.load(path).model.head.type
     task = {"classify": "classify", "regress": "regress"}.get(head, head)

@@ -5,9 +5,9 @@
 """
 from .checkpoint import load_run, save_run
 from .config import TrainConfig, compose, train_config
-from .evaluate import evaluate_run
+from .evaluate import evaluate, evaluate_run
 from .tasks import TASKS, Task
-from .trainer import Trainer, evaluate, train
+from .trainer import Trainer, train
 
 __all__ = ["TASKS", "Task", "TrainConfig", "Trainer", "compose", "evaluate", "evaluate_run", "load_run",
            "save_run", "train", "train_config"]

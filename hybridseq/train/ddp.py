@@ -1,4 +1,4 @@
-"""Data-parallel training under ``torchrun``: process-group setup, rank queries and small collectives.
+"""Devices, and data-parallel training under ``torchrun``: process group, ranks, small collectives.
 
 ``torchrun --nproc_per_node N -m hybridseq.cli train CONFIG`` (or ``python -m torch.distributed.run``)
 sets ``WORLD_SIZE``/``RANK``/``LOCAL_RANK``; `setup` then joins the group (NCCL on GPUs, gloo on CPU).
@@ -13,6 +13,18 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+from ..errors import ConfigError
+
+
+def pick_device(name: str) -> torch.device:
+    """``train.device``: ``auto`` is CUDA when available, else CPU; asking for absent CUDA is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("train.device", f"'{name}' asked for, but CUDA is not available here",
+                          choices=("auto", "cpu"), got=name)
+    return torch.device(name)
 
 
 @dataclass

@@ -1,18 +1,56 @@
-"""Scoring a saved run: reload its checkpoint with its config, optionally on changed data, on one split."""
+"""Evaluation: a model's loss and metrics over a loader, and scoring a saved run (its checkpoint with its
+config, optionally on changed data, on one split)."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import torch
+
+from ..assemble import HybridModel
 from ..config import apply_overrides
 from ..errors import ConfigError
 from ..io import atomic_write_text
 from .checkpoint import load_run
 from .config import batch_size, train_config
-from .tasks import check_output, resolve
-from .trainer import evaluate, pick_device
+from .ddp import pick_device
+from .tasks import Task, check_output, resolve
 
 SPLITS = ("train", "val", "test")
+
+
+def model_input(model: HybridModel, batch):
+    """What ``model`` takes from a collated `IrregularBatch`: itself, or a `Seq` of observed values
+    (unobserved entries zeroed) when the model's input kind is ``sequence``."""
+    if model.spec.input_kind == "sequence":
+        observed = batch.mask & batch.valid[..., None]                       # [B, N, C]
+        return batch.seq(torch.where(observed, batch.values, torch.zeros_like(batch.values)))
+    return batch
+
+
+def autocast(device: torch.device, bf16: bool):
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16 and device.type == "cuda")
+
+
+@torch.no_grad()
+def evaluate(model: HybridModel, task: Task, loader, width: int, device: torch.device, bf16: bool = False) -> dict:
+    """Loss and the task's metrics of ``model`` over ``loader``; also the mean NFE per forward."""
+    was_training = model.training
+    model.eval()
+    meter, nfe, steps = task.meter(width), 0.0, 0
+    for batch, targets in loader:
+        batch, targets = batch.to(device), {k: v.to(device) for k, v in targets.items()}
+        with autocast(device, bf16):
+            pred = model(model_input(model, batch)).x
+        loss = task.loss(pred, targets)
+        task.update(meter, pred, targets, float(loss))
+        nfe, steps = nfe + total_nfe(model), steps + 1
+    model.train(was_training)
+    return {**meter.compute(), "nfe": nfe / max(steps, 1)}
+
+
+def total_nfe(model: HybridModel) -> int:
+    return sum(int(s.get("nfe", 0)) for s in model.stats().values())
 
 
 def evaluate_run(run_dir, data_overrides=(), split: str = "test", name: str = "best", *, splits=None,

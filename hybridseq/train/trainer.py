@@ -19,62 +19,21 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
-from ..assemble import HybridModel, assemble
+from ..assemble import assemble
 from ..errors import ConfigError
 from ..io import append_jsonl, atomic_write_text
 from . import ddp
 from .checkpoint import CONFIG_FILE, save_run
 from .config import as_dict, batch_size, train_config
+from .ddp import pick_device
+from .evaluate import autocast, evaluate, model_input, total_nfe
 from .state import load_state, peak_memory_mb, rng_state, save_state, seed_everything, set_rng_state
-from .tasks import Task, check_output, resolve
+from .tasks import check_output, resolve
 
 METRICS_FILE = "metrics.jsonl"
 RESULTS_FILE = "results.json"
 HIGHER_IS_BETTER = {"accuracy", "macro_f1"}
 MIN_LR_FACTOR = 0.1          # the cosine schedule ends at this fraction of train.lr
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("train.device", f"'{name}' asked for, but CUDA is not available here",
-                          choices=("auto", "cpu"), got=name)
-    return torch.device(name)
-
-
-def model_input(model: HybridModel, batch):
-    """What ``model`` takes from a collated `IrregularBatch`: itself, or a `Seq` of observed values
-    (unobserved entries zeroed) when the model's input kind is ``sequence``."""
-    if model.spec.input_kind == "sequence":
-        observed = batch.mask & batch.valid[..., None]                       # [B, N, C]
-        return batch.seq(torch.where(observed, batch.values, torch.zeros_like(batch.values)))
-    return batch
-
-
-def _autocast(device: torch.device, bf16: bool):
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16 and device.type == "cuda")
-
-
-@torch.no_grad()
-def evaluate(model: HybridModel, task: Task, loader, width: int, device: torch.device, bf16: bool = False) -> dict:
-    """Loss and the task's metrics of ``model`` over ``loader``; also the mean NFE per forward."""
-    was_training = model.training
-    model.eval()
-    meter, nfe, steps = task.meter(width), 0.0, 0
-    for batch, targets in loader:
-        batch, targets = batch.to(device), {k: v.to(device) for k, v in targets.items()}
-        with _autocast(device, bf16):
-            pred = model(model_input(model, batch)).x
-        loss = task.loss(pred, targets)
-        task.update(meter, pred, targets, float(loss))
-        nfe, steps = nfe + total_nfe(model), steps + 1
-    model.train(was_training)
-    return {**meter.compute(), "nfe": nfe / max(steps, 1)}
-
-
-def total_nfe(model: HybridModel) -> int:
-    return sum(int(s.get("nfe", 0)) for s in model.stats().values())
 
 
 class Trainer:
@@ -206,7 +165,7 @@ class Trainer:
         loss_sum, nfe_sum, steps = 0.0, 0.0, 0
         for batch, targets in bar:
             batch, targets = batch.to(device), {k: v.to(device) for k, v in targets.items()}
-            with _autocast(device, t.bf16):
+            with autocast(device, t.bf16):
                 pred = self.net(model_input(self.model, batch)).x
             loss = self.task.loss(pred, targets)
             self.opt.zero_grad(set_to_none=True)
