@@ -196,7 +196,7 @@ def _node(e: _Entry, srcs: list[str], merge: str, ports: dict, widths: dict, d_m
                               f"but '{src}' produces {port}")
     ins = [widths[s] for s in srcs]
     if merge == "add" and len(set(ins)) > 1:
-        raise ConfigError(f"{e.entry_path or e.path}.inputs", f"width mismatch: merge 'add' needs equal widths, got "
+        raise ConfigError(f"{e.entry_path or e.path}.inputs", "width mismatch: merge 'add' needs equal widths, got "
                           + ", ".join(f"{s}={w}" for s, w in zip(srcs, ins)) + "; use merge: concat")
     width = sum(ins) if merge == "concat" else ins[0]
     inject = {"d_in": width, "d_model": d_model} if cls.accepts == "irregular" else {"d_model": width}

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from hybridseq import IrregularBatch, assemble, build_block, describe
+from hybridseq import IrregularBatch, assemble, describe
 from hybridseq.blocks.encoders.contiformer import _PairField
 from hybridseq.blocks.encoders.ncde import control_knots
 from hybridseq.testing import block_config, example_input
