@@ -71,16 +71,25 @@ def cmd_plugins(args) -> int:
 
 
 def _load(args):
-    from .config import load_config
+    from .config import compose, split_args
 
-    return load_config(args.config, args.overrides)
+    files, overrides = split_args(args.overrides)
+    cfg = compose([args.config, *files], overrides)
+    if "data" in cfg:                      # loading checks the data section
+        from .data import load_data
+        from .train.tasks import resolve
+
+        info = load_data(cfg.data).info
+        if "model" in cfg:                 # the widths training takes from the data, filled alike
+            cfg, _ = resolve(cfg, info)
+    return cfg
 
 
 def cmd_validate(args) -> int:
     from .spec import validate_config
 
     cfg = _load(args)
-    done = validate_config(cfg)
+    done = (["data"] if "data" in cfg else []) + validate_config(cfg)
     print(f"{args.config}: OK ({', '.join(done)} valid)")
     return 0
 
@@ -119,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
                              ("describe", cmd_describe, "assemble a config and print its per-node table")):
         p = sub.add_parser(name, help=text)
         p.add_argument("config", help="YAML config file")
-        p.add_argument("overrides", nargs="*", help="dotlist overrides: a.b=c, +a.new=1, ~a.b")
+        p.add_argument("overrides", nargs="*", help="more YAML files (a later model section replaces the "
+                       "earlier one: EXPERIMENT.yaml MODEL.yaml) and dotlist overrides: a.b=c, +a.new=1, ~a.b")
         p.set_defaults(func=func)
     p.add_argument("--forward", type=int, metavar="L", default=0,
                    help="run one forward pass on a random batch of length L to report NFE")

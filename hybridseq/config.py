@@ -136,3 +136,24 @@ def load_config(paths=None, overrides: Iterable[str] | None = None) -> DictConfi
         for p in items:
             cfg = OmegaConf.merge(cfg, _read(Path(p), ()))
     return apply_overrides(cfg, list(overrides or ()))
+
+
+def compose(paths, overrides: Iterable[str] = ()) -> DictConfig:
+    """Load configs in order, then apply ``overrides``. A later item's ``model`` section replaces the
+    earlier one whole (so ``EXPERIMENT.yaml MODEL.yaml`` swaps the model); other sections merge."""
+    items = [paths] if isinstance(paths, (str, dict, DictConfig)) or hasattr(paths, "__fspath__") else list(paths)
+    cfg = OmegaConf.create()
+    for item in items:
+        part = load_config(item)
+        if "model" in part and "model" in cfg:
+            del cfg["model"]
+        cfg = OmegaConf.merge(cfg, part)
+    return apply_overrides(cfg, list(overrides or ()))
+
+
+def split_args(args: Iterable[str]) -> tuple[list[str], list[str]]:
+    """Command-line words after the config: (more YAML files, dotlist overrides)."""
+    files, overrides = [], []
+    for a in args:
+        (files if a.endswith((".yaml", ".yml")) and "=" not in a else overrides).append(a)
+    return files, overrides

@@ -46,3 +46,16 @@ def test_console_script_missing_file_is_a_clean_error():
     proc = subprocess.run([sys.executable, "-m", "hybridseq.cli", "validate", "nope.yaml"],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "not found" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_experiment_plus_model_file_takes_widths_from_the_data(capsys):
+    from pathlib import Path
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    args = [str(configs / "experiments" / "spirals.yaml"), str(configs / "models" / "linear_s4.yaml")]
+    assert main(["describe", *args]) == 0
+    out = capsys.readouterr().out
+    assert "s4" in out and "2→" in out                  # spirals: 2 channels, filled from the data
+    assert main(["validate", *args, "data.irregular.dropp=0.3"]) == 2
+    err = capsys.readouterr().err
+    assert "data.irregular.dropp: unknown key 'dropp'" in err and "did you mean 'drop'" in err

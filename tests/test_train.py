@@ -184,7 +184,7 @@ ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 def test_every_model_config_runs_on_data_of_its_task(path):
     from hybridseq import assemble
     from hybridseq.data import collate
-    from hybridseq.train.config import compose
+    from hybridseq.config import compose
     from hybridseq.train.evaluate import model_input
 
     head = OmegaConf.load(path).model.head.type
@@ -202,7 +202,7 @@ def test_every_model_config_runs_on_data_of_its_task(path):
 @pytest.mark.parametrize("path", sorted((ROOT / "configs" / "experiments").glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_experiment_config_is_valid(path):
     from hybridseq.spec import validate_config
-    from hybridseq.train.config import compose
+    from hybridseq.config import compose
 
     assert validate_config(compose(path)) == ["model", "train"]
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from ..train.config import compose
+from ..config import compose
 from ..errors import ConfigError
 
 SWEEP_KEYS = ("name", "base", "overrides", "variants", "axes", "seeds", "metric")

@@ -3,8 +3,9 @@
 ``train(cfg, run_dir)`` trains a config into a resumable run directory and returns its results;
 ``evaluate_run(run_dir)`` scores a saved run; `TASKS` lists the learning tasks. See docs/training.md.
 """
+from ..config import compose
 from .checkpoint import load_run, save_run
-from .config import TrainConfig, compose, train_config
+from .config import TrainConfig, train_config
 from .evaluate import evaluate, evaluate_run
 from .tasks import TASKS, Task
 from .trainer import Trainer, train

@@ -12,7 +12,7 @@ from ..hookspecs import hookimpl
 
 def cmd_train(args) -> int:
     from .checkpoint import CONFIG_FILE
-    from .config import compose
+    from ..config import compose, split_args
     from .trainer import train
 
     if args.config is not None and "=" in args.config and not Path(args.config).exists():
@@ -21,8 +21,8 @@ def cmd_train(args) -> int:
         if not (args.resume and args.out):
             raise ConfigError("CONFIG", "a config file is needed (or --resume --out RUN_DIR to continue a run)")
         args.config = str(Path(args.out) / CONFIG_FILE)
-    files = [args.config] + [o for o in args.overrides if o.endswith((".yaml", ".yml")) and "=" not in o]
-    cfg = compose(files, [o for o in args.overrides if o not in files])
+    files, overrides = split_args(args.overrides)
+    cfg = compose([args.config, *files], overrides)
     out = args.out or f"runs/{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     results = train(cfg, out, resume=args.resume, compile=True if args.compile else None,
                     progress=False if args.no_progress else None)

@@ -7,7 +7,6 @@ from typing import Optional
 from omegaconf import DictConfig, OmegaConf
 
 from ..blocks.base import choice
-from ..config import apply_overrides, load_config
 from ..errors import ConfigError
 from ..schema import build_config
 from ..spec import SECTION_VALIDATORS
@@ -66,19 +65,6 @@ def batch_size(tcfg: TrainConfig, data_cfg) -> int:
         return tcfg.batch_size
     value = (data_cfg or {}).get("batch_size") if hasattr(data_cfg or {}, "get") else None
     return int(value) if value else DEFAULT_BATCH_SIZE
-
-
-def compose(paths, overrides=()) -> DictConfig:
-    """Load config files in order, then apply ``overrides``. A later file's ``model`` section replaces
-    the earlier one whole (so ``EXPERIMENT.yaml MODEL.yaml`` swaps the model); other sections merge."""
-    items = [paths] if isinstance(paths, (str, dict, DictConfig)) or hasattr(paths, "__fspath__") else list(paths)
-    cfg = OmegaConf.create()
-    for item in items:
-        part = load_config(item)
-        if "model" in part and "model" in cfg:
-            del cfg["model"]
-        cfg = OmegaConf.merge(cfg, part)
-    return apply_overrides(cfg, list(overrides or ()))
 
 
 def as_dict(tcfg: TrainConfig) -> dict:
