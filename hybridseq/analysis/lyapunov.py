@@ -2,11 +2,12 @@
 
 k tangent vectors are pushed through each step map with ``torch.func.jvp`` (vmapped over them) and
 re-orthonormalised by a QR decomposition after every step; the exponents are the accumulated
-``log |diag R|`` divided by the total time. Each batch element is its own system (the maps must not mix samples), and a ``mask`` keeps
-the tangents on the valid positions only.
+``log |diag R|`` divided by the total time. Each batch element is its own system (the maps must not
+mix samples), and a ``mask`` keeps the tangents on the valid positions only.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Callable
 
 import torch
@@ -15,6 +16,8 @@ from torch.func import jvp, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 TINY = 1e-30
+# torch's first forward-mode AD call scripts its JVP decompositions with the deprecated torch.jit.script
+TORCH_JIT_NOTICE = r"`torch\.jit\.script` is deprecated"
 
 
 def rk4_map(field: Callable, steps: int, t0: float = 0.0, t1: float = 1.0) -> Callable:
@@ -49,7 +52,8 @@ def lyapunov_exponents(step: Callable, x0: Tensor, steps: int, k: int, total_tim
     for i in range(steps):
         f = lambda y: step(i, y)                                             # noqa: E731
         push = lambda v: jvp(f, (x,), (v.reshape(x.shape),))[1].reshape(b, -1)  # noqa: E731
-        with sdpa_kernel(SDPBackend.MATH):                                   # the fused kernels lack forward AD
+        with sdpa_kernel(SDPBackend.MATH), warnings.catch_warnings():      # the fused kernels lack forward AD
+            warnings.filterwarnings("ignore", TORCH_JIT_NOTICE, DeprecationWarning)
             pushed = vmap(push, in_dims=-1, out_dims=-1)(q) * keep[..., None]   # [B, n, k]
             with torch.no_grad():
                 x = f(x)
