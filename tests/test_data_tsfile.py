@@ -75,6 +75,8 @@ def test_malformed_data_names_file_and_line(tmp_path, body, line, message):
     ("@dimensions two\n@data\n", 1, "positive integer"),
     ("@classLabel true\n@data\n", 1, "must list the class labels"),
     ("@classLabel false\n@data\n\n", 2, "no cases"),
+    ("@classLabel true a\n@data\n1,2:a\n1,2:3:a\n", 4, "expected 1 dimension"),   # the first case sets the width
+    ("@classLabel true a\n@data\n1,2,3\n", 3, "then ':' and the label"),
 ])
 def test_malformed_header(tmp_path, text, line, message):
     f = tmp_path / "bad.ts"

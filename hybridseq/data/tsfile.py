@@ -149,9 +149,13 @@ def read_ts(path) -> TSData:
         fields = text.split(":")
         labelled = header.get("classlabel") or header.get("targetlabel")
         label = fields.pop().strip() if labelled else None
-        dims = int(header.get("dimensions", len(fields)))
+        if not fields:                                   # only the label's field: a labelled line lacks its label
+            raise TSFormatError(path, number, f"expected the values, then ':' and the label; got {text[:40]!r}")
+        dims = header.setdefault("dimensions", len(fields))          # without @dimensions the first case decides
         if len(fields) != dims:
-            raise TSFormatError(path, number, f"expected {dims} dimension(s) separated by ':', got {len(fields)}")
+            then = ", then ':' and the label" if labelled else ""
+            raise TSFormatError(path, number, f"expected {dims} dimension(s) separated by ':'{then}, "
+                                f"got {len(fields)}")
         per_dim = [_dimension(f, bool(header.get("timestamps")), path, number) for f in fields]
         lengths = {len(v) for _, v in per_dim}
         if header.get("equallength") and not header.get("timestamps"):
