@@ -4,9 +4,10 @@ import torch
 import torchdiffeq
 from torch import nn
 
-from hybridseq import ConfigError, Seq, build_block, hookimpl, validate_model
+from hybridseq import ConfigError, Seq, assemble, build_block, hookimpl, validate_model
 from hybridseq.blocks.heads.ode_transformer import SCHEMES
 from hybridseq.testing import register_plugin
+from hybridseq.train.checkpoint import load_run, save_run
 
 D = 8
 
@@ -37,6 +38,44 @@ def test_zero_vector_field_is_identity_for_every_scheme(scheme):
             nn.init.zeros_(lin.bias)
     x = _x()
     torch.testing.assert_close(block(Seq(x=x)).x, x, atol=0, rtol=0)
+
+
+class _LinearField(nn.Module):
+    """F(x) = x Aᵀ, in place of a layer's Transformer update."""
+
+    def __init__(self, A):
+        super().__init__()
+        self.A = A
+
+    def forward(self, x, mask):
+        return x @ self.A.T
+
+
+@pytest.mark.parametrize("scheme, order", [("euler", 1), ("rk2", 2), ("rk4", 4)])
+def test_each_scheme_is_its_runge_kutta_step_on_a_linear_field(scheme, order):
+    """On F(x) = Ax one step is x ↦ Σ_{k<=order} A^k x / k! (the scheme's stability polynomial)."""
+    block = build_block("ode_transformer", d_model=D, heads=2, scheme=scheme).double()
+    A = 0.3 * torch.randn(D, D, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    block.layers[0].field = _LinearField(A)
+    x = _x().double()
+    expected, term = x.clone(), x
+    for k in range(1, order + 1):
+        term = term @ A.T / k
+        expected = expected + term
+    torch.testing.assert_close(block(Seq(x=x)).x, expected)
+
+
+@pytest.mark.parametrize("method, atol", [("euler", 0), ("midpoint", 0), ("rk4", 0),
+                                          ("dopri5", 1e-5)])      # dense output: rounding of y0 combinations
+def test_zero_vector_field_is_identity_for_the_neural_ode_transformer(method, atol):
+    block = build_block("neural_ode_transformer", d_model=D, heads=2, hyper="full", solver={"method": method})
+    with torch.no_grad():
+        for name in ("out_weight", "out_bias", "fc2_weight", "fc2_bias"):
+            param = block.field.hyper.params[name]
+            param.base.zero_()
+            param.gen.weight.zero_()
+        x = _x()
+        torch.testing.assert_close(block(Seq(x=x)).x, x, atol=atol, rtol=0)
 
 
 def test_euler_layer_is_the_residual_transformer_layer():
@@ -126,6 +165,25 @@ def test_adaptive_depth_by_config_override_converges():
         assert nfe == steps
         errors.append((out - fine).norm().item())
     assert errors[1] < 0.75 * errors[0] and errors[2] < 0.75 * errors[1], errors
+
+
+def test_adaptive_depth_of_a_saved_run_by_a_config_override_alone(tmp_path):
+    torch.manual_seed(0)
+    block = {"type": "neural_ode_transformer", "heads": 2, "steps": 2, "t_embed": 4, "solver": {"method": "euler"}}
+    model = assemble(_model(block))
+    save_run(tmp_path, {"model": _model(block)}, model)
+    x, outs = _x(), {}
+    for steps in (2, 4, 32):
+        cfg, loaded = load_run(tmp_path, overrides=[f"model.blocks[0].steps={steps}"])
+        assert cfg.model.blocks[0].steps == steps
+        assert loaded.state_dict().keys() == model.state_dict().keys()
+        outs[steps] = loaded(x).x
+        assert list(loaded.stats().values()) == [{"nfe": steps}]
+    outs[32].square().mean().backward()                            # fine-tunes at the new depth
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in loaded.parameters())
+    with torch.no_grad():
+        torch.testing.assert_close(outs[2], model(x).x)            # the saved model itself at N = 2
+        assert (outs[4] - outs[32]).norm() < 0.75 * (outs[2] - outs[32]).norm()
 
 
 def test_adjoint_gradients_match_direct_backprop_and_nfe_is_reported():
