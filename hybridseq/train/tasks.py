@@ -54,11 +54,6 @@ class Task:
         else:
             meter.update(pred, targets["query_values"], targets["query_mask"], loss)
 
-    def better(self, value: float, best: float | None) -> bool:
-        if best is None:
-            return True
-        return value > best if self.higher_is_better else value < best
-
 
 _QUERY = dict(port="sequence", width_key="channels", monitor="mse", higher_is_better=False)
 TASKS = {
