@@ -89,3 +89,10 @@ def test_malformed_header(tmp_path, text, line, message):
 def test_missing_file(tmp_path):
     with pytest.raises(TSFormatError, match="cannot read"):
         read_ts(tmp_path / "nope.ts")
+
+
+def test_percent_comment_lines_are_skipped(tmp_path):
+    f = tmp_path / "arff_style.ts"                               # some archive files open with ARFF '%' comments
+    f.write_text("% cut down version of a problem\n%\n" + HEADER + "1,2:3,4:b\n")
+    data = read_ts(f)
+    assert data.name == "Toy" and data.labels == ["b"]

@@ -1,6 +1,6 @@
 """Reader for the UEA/UCR ``.ts`` time series format (sktime/aeon's text format).
 
-A file has ``#`` comment lines, ``@key value`` header lines (``@problemName``, ``@timeStamps``,
+A file has ``#`` (or ARFF-style ``%``) comment lines, ``@key value`` header lines (``@problemName``, ``@timeStamps``,
 ``@missing``, ``@univariate``, ``@dimensions``, ``@equalLength``, ``@seriesLength``,
 ``@classLabel true a b c`` or ``@targetLabel true``), then ``@data`` and one case per line: dimensions
 separated by ``:``, values by ``,``, ``?`` (or ``NaN``) for a missing value, and the class label or
@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+COMMENT = ("#", "%")                 # comment markers ("%" as in ARFF, used by some archive files)
 _BOOL_KEYS = ("timestamps", "missing", "univariate", "equallength")
 _TUPLE = re.compile(r"\(([^(),]+),([^(),]+)\)")
 
@@ -134,11 +135,12 @@ def read_ts(path) -> TSData:
     in_data, first_data = False, 0
     for number, raw in enumerate(lines, start=1):
         text = raw.strip()
-        if not text or text.startswith("#"):
+        if not text or text.startswith(COMMENT):
             continue
         if not in_data:
             if not text.startswith("@"):
-                raise TSFormatError(path, number, f"expected an @key header line or @data before the data, got {text[:40]!r}")
+                raise TSFormatError(path, number, f"expected an @key header line or @data before the data, "
+                                    f"got {text[:40]!r}")
             key, _, rest = text[1:].partition(" ")
             key = key.lower()
             if key == "data":
