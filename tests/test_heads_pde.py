@@ -33,10 +33,14 @@ def _valid_stats(u, m):
     return [r.mean(-1) for r in rows], [r.var(-1, unbiased=False) for r in rows]
 
 
-def test_diffusion_conserves_the_valid_mean_and_shrinks_the_variance():
+@pytest.mark.parametrize("solver", ["explicit", "spectral"])
+def test_diffusion_conserves_the_valid_mean_and_shrinks_the_variance(solver):
     u, m = _batch()
     D_ = torch.full((D, 1), 0.4)
-    out = ops.explicit(u, m, "diffusion", {"D": D_}, dt=1.0, steps=5)
+    if solver == "explicit":
+        out = ops.explicit(u, m, "diffusion", {"D": D_}, dt=1.0, steps=5)
+    else:
+        out = ops.diffusion_spectral(u, m, D_, time=5.0)
     (mean0, var0), (mean1, var1) = _valid_stats(u, m), _valid_stats(out, m)
     for a, b in zip(mean0, mean1):
         torch.testing.assert_close(a, b)
@@ -62,6 +66,14 @@ def test_spectral_diffusion_equals_explicit_for_small_steps():
     coarse = ops.explicit(u, m, "diffusion", {"D": rate}, dt=1.5 / 6, steps=6)
     torch.testing.assert_close(exact, fine, atol=1e-3, rtol=0)
     assert (exact - coarse).abs().max() > 10 * (exact - fine).abs().max()
+
+
+def test_spectral_diffusion_refuses_masks_with_gaps():
+    u, m = _batch()
+    gaps = m.clone()
+    gaps[0, 0, 3] = False
+    with pytest.raises(ValueError, match="prefix"):
+        ops.diffusion_spectral(u, gaps, torch.full((D, 1), 0.4), time=1.0)
 
 
 def test_block_spectral_equals_block_explicit_with_the_same_weights():

@@ -118,7 +118,11 @@ def diffusion_spectral(u: Tensor, m: Tensor, D: Tensor, time: float) -> Tensor:
     """
     shape = u.shape
     rows = u.reshape(-1, shape[-1])                                            # [R, n]
-    lengths = m.expand(shape).sum(-1).reshape(-1)                              # [R]
+    valid = m.expand(shape).reshape(-1, shape[-1])                             # [R, n]
+    lengths = valid.sum(-1)                                                    # [R]
+    if not torch.equal(valid, torch.arange(shape[-1], device=u.device) < lengths[:, None]):
+        raise ValueError("solver: spectral needs the valid positions of each sequence to form a prefix "
+                         "(padding at the end only); use solver: explicit for masks with gaps")
     rates = D.expand(shape)[..., :1].reshape(-1, 1)                            # [R, 1]
     out = rows.clone()
     for n in lengths.unique().tolist():
