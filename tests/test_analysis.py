@@ -110,8 +110,10 @@ def test_analyze_command_end_to_end(tmp_path, capsys, source):
     out = run / "analysis"
     names = {p.name for p in out.iterdir()}
     assert {"analysis.json", "ode_spectra.png", "ode_lyapunov.png", "node_spectra.png", "node_lyapunov.png"} <= names
+    assert all((out / n).read_bytes().startswith(b"\x89PNG\r\n\x1a\n") for n in names if n.endswith(".png"))
     report = json.loads((out / "analysis.json").read_text())
     assert len(report["node"]["spectra"]["t"]) == 3 and len(report["ode"]["lyapunov"]["mean"]) == 2
+    assert len(report["node"]["spectra"]["vo"][0]) == 2                        # per head at each t
     assert "top Lyapunov exponents" in capsys.readouterr().out
 
 
