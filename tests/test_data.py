@@ -1,14 +1,17 @@
 """The data layer: load_data / DataSplits / collate, the irregular protocol, options and errors, spirals."""
+import importlib.util
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
 
 from hybridseq import ConfigError, registry
 from hybridseq.data import collate, load_data
-from hybridseq.data.archive import EMBEDDED_DIR
+from hybridseq.data.archive import EMBEDDED_DIR, OPTIONAL_PACKAGES, embedded_names
 from hybridseq.data.transforms import drop_channels, drop_points, sample
 
+INSTALLED = [p for p in OPTIONAL_PACKAGES if importlib.util.find_spec(p) is not None]
 SPIRALS = {"name": "spirals", "n_train": 24, "n_test": 8, "points": 20, "queries": 5}
 
 
@@ -183,3 +186,25 @@ def test_uea_problem_found_in_an_optional_package_cache(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="never downloads") as err:
         load_data({"name": "uea", "dataset": "Epilepsy"})
     assert "load_classification" in str(err.value) and "f('Epilepsy')" in str(err.value)
+
+
+def _cases(ts_file: Path) -> int:
+    """Number of data lines of a .ts file, counted independently of the reader."""
+    lines = [line.strip() for line in ts_file.read_text(errors="replace").splitlines()]
+    start = next(i for i, line in enumerate(lines) if line.lower() == "@data")
+    return sum(1 for line in lines[start + 1:] if line and not line.startswith(("#", "%")))
+
+
+@pytest.mark.skipif(not INSTALLED, reason="neither aeon nor sktime is installed")
+def test_problem_loads_by_name_from_an_installed_aeon_or_sktime():
+    root = Path(next(iter(importlib.util.find_spec(INSTALLED[0]).submodule_search_locations))) / "datasets"
+    shipped = {n.lower() for n in embedded_names()}
+    pairs = sorted((f.stat().st_size, f) for f in root.rglob("*_TRAIN.ts")
+                   if f.with_name(f.name.replace("_TRAIN.ts", "_TEST.ts")).exists()
+                   and f.name[: -len("_TRAIN.ts")].lower() not in shipped)
+    if not pairs:
+        pytest.skip(f"{INSTALLED[0]} holds no problem with both files beyond the shipped ones")
+    train = pairs[0][1]
+    data = load_data({"name": "uea", "dataset": train.name[: -len("_TRAIN.ts")], "val_fraction": 0.0})
+    assert (len(data.train), len(data.test)) == (_cases(train), _cases(train.with_name(
+        train.name.replace("_TRAIN.ts", "_TEST.ts"))))
