@@ -5,16 +5,21 @@ kernels, and only once a block has decided to run them: importing hybridseq neve
 """
 from __future__ import annotations
 
+import functools
+import importlib
 import importlib.util
+import warnings
+from typing import Callable
 
 import torch
-from torch import Tensor
 
 from ..errors import ConfigError
 
 IMPLS = ("auto", "cuda", "torch")
 INSTALL = ('pip install "hybridseq[cuda]" on a machine with an NVIDIA GPU and the CUDA toolkit '
            '(mamba-ssm compiles against it; add --no-build-isolation if the build cannot find torch)')
+KERNELS = {"selective_scan": ("mamba_ssm.ops.selective_scan_interface", "selective_scan_fn"),   # CUDA
+           "ssd": ("mamba_ssm.ops.triton.ssd_combined", "mamba_chunk_scan_combined")}         # triton
 
 
 def cuda_kernels_available() -> bool:
@@ -27,7 +32,7 @@ def check_impl(impl: str, path: str) -> None:
     if impl == "cuda" and not cuda_kernels_available():
         why = "no CUDA device" if not torch.cuda.is_available() else "mamba-ssm is not installed"
         raise ConfigError(path, f"impl 'cuda' needs mamba-ssm's kernels ({why}); install with: {INSTALL}",
-                          choices=IMPLS, got=impl)
+                          choices=("auto", "torch"), got=impl)
 
 
 def planned_impl(impl: str) -> str:
@@ -35,25 +40,41 @@ def planned_impl(impl: str) -> str:
     return "cuda" if impl == "cuda" or (impl == "auto" and cuda_kernels_available()) else "torch"
 
 
-def impl_for(impl: str, x: Tensor) -> str:
-    """The implementation that runs on tensor ``x``: "cuda" or "torch"."""
+@functools.cache
+def _load(kernel: str) -> Callable | ImportError:
+    """mamba-ssm's ``kernel`` (a key of KERNELS), or the error that stopped its import (imported once)."""
+    module, name = KERNELS[kernel]
+    try:
+        return getattr(importlib.import_module(module), name)
+    except ImportError as err:
+        return err
+
+
+def impl_for(impl: str, x, kernel: str = "selective_scan") -> str:
+    """The implementation that runs ``kernel`` on tensor ``x``: "cuda" or "torch".
+
+    ``auto`` takes mamba-ssm's kernel only for a CUDA tensor and only if it imports (a broken install
+    warns and falls back to ours); ``cuda`` raises where it cannot run, naming the install step.
+    """
     if impl == "torch":
         return "torch"
-    if x.is_cuda and cuda_kernels_available():
+    if not x.is_cuda:
+        why = f"the input is on {x.device}"
+    elif not cuda_kernels_available():
+        why = "mamba-ssm is not installed"
+    elif isinstance(err := _load(kernel), ImportError):
+        why = f"importing mamba-ssm failed ({err})"
+        if impl == "auto":
+            warnings.warn(f"impl 'auto': {why}; running the PyTorch kernels. Reinstall with: {INSTALL}",
+                          RuntimeWarning, stacklevel=3)
+    else:
         return "cuda"
     if impl == "cuda":
-        raise RuntimeError(f"impl 'cuda' runs on CUDA tensors with mamba-ssm installed, got a tensor on "
-                           f"{x.device}; move the model to the GPU, set impl: torch, or install: {INSTALL}")
+        raise RuntimeError(f"impl 'cuda' runs mamba-ssm's kernels on CUDA tensors, but {why}; move the model "
+                           f"to the GPU, set impl: torch, or install: {INSTALL}")
     return "torch"
 
 
-def selective_scan_cuda():
-    """mamba-ssm's fused selective scan ``selective_scan_fn``."""
-    from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
-    return selective_scan_fn
-
-
-def ssd_cuda():
-    """mamba-ssm's chunked SSD kernel ``mamba_chunk_scan_combined`` (triton)."""
-    from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
-    return mamba_chunk_scan_combined
+def cuda_kernel(kernel: str) -> Callable:
+    """mamba-ssm's ``kernel`` ("selective_scan" or "ssd"), once `impl_for` has chosen "cuda"."""
+    return _load(kernel)

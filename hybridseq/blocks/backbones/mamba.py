@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from ...errors import ConfigError
 from ...ops import selective_scan
-from ...ops.dispatch import check_impl, impl_for, planned_impl, selective_scan_cuda
+from ...ops.dispatch import IMPLS, check_impl, cuda_kernel, impl_for, planned_impl
 from ...seq import Seq
 from ..base import choice
 from .ssm_common import SSMBlock, SSMConfig, causal_conv, conv_step, inverse_softplus, log_uniform
@@ -45,7 +45,7 @@ class Mamba(SSMBlock):
         dt_min: float = 1e-3                       # initial Δ log-uniform in [dt_min, dt_max]
         dt_max: float = 1e-1
         dt_floor: float = 1e-4
-        impl: str = choice("auto", "cuda", "torch")
+        impl: str = choice(*IMPLS)
 
         def validate(self, path: str) -> None:
             super().validate(path)
@@ -85,7 +85,7 @@ class Mamba(SSMBlock):
         if self.impl == "cuda":
             channels_first = [v.transpose(1, 2).contiguous() for v in (x, delta, B, C, z)]   # [B, ., L]
             xs, ds, Bs, Cs, zs = channels_first
-            y = selective_scan_cuda()(xs, ds, A, Bs, Cs, self.d.float(), z=zs, delta_softplus=False)
+            y = cuda_kernel("selective_scan")(xs, ds, A, Bs, Cs, self.d.float(), z=zs, delta_softplus=False)
             y = y.transpose(1, 2)
         else:
             y = (selective_scan(x, delta, A, B, C) + x * self.d) * F.silu(z)

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from ...errors import ConfigError
 from ...ops import ssd_chunked
-from ...ops.dispatch import check_impl, impl_for, planned_impl, ssd_cuda
+from ...ops.dispatch import IMPLS, check_impl, cuda_kernel, impl_for, planned_impl
 from ...seq import Seq
 from ..base import choice
 from .mamba import check_positive, init_dt_bias
@@ -37,7 +37,7 @@ class Mamba2(SSMBlock):
         dt_min: float = 1e-3                       # initial Δ log-uniform in [dt_min, dt_max]
         dt_max: float = 1e-1
         dt_floor: float = 1e-4
-        impl: str = choice("auto", "cuda", "torch")
+        impl: str = choice(*IMPLS)
 
         def validate(self, path: str) -> None:
             super().validate(path)
@@ -81,10 +81,10 @@ class Mamba2(SSMBlock):
         if gaps is not None:
             dt = dt * gaps.unsqueeze(-1)
         A = -torch.exp(self.a_log)                                          # [H]
-        self.impl = impl_for(self.cfg.impl, x)
+        self.impl = impl_for(self.cfg.impl, x, "ssd")
         if self.impl == "cuda":
-            y = ssd_cuda()(x.contiguous(), dt.contiguous(), A, B.contiguous(), C.contiguous(),
-                           chunk_size=self.cfg.chunk_size, D=self.d)
+            y = cuda_kernel("ssd")(x.contiguous(), dt.contiguous(), A, B.contiguous(), C.contiguous(),
+                                   chunk_size=self.cfg.chunk_size, D=self.d)
         else:
             y = ssd_chunked(x, dt, A, B, C, self.cfg.chunk_size) + x * self.d.unsqueeze(-1)
         y = y.reshape(*u.shape[:2], -1)                                     # [B, L, E]
