@@ -114,3 +114,28 @@ def test_summary_is_mean_and_std_over_seeds():
 def test_shipped_sweeps_expand():
     for path in sorted((ROOT / "configs" / "sweeps").glob("*.yaml")):
         assert load_sweep(path).runs(), path
+
+
+def test_every_run_of_the_shipped_sweeps_builds():
+    """Each configuration of each shipped sweep (first seed) resolves against its data, validates and
+    assembles, as the trainer does before training it."""
+    from omegaconf import OmegaConf
+
+    from hybridseq import assemble
+    from hybridseq.data import load_data
+    from hybridseq.train.config import train_config
+    from hybridseq.train.tasks import check_output, resolve
+
+    infos = {}
+    for path in sorted((ROOT / "configs" / "sweeps").glob("*.yaml")):
+        s = load_sweep(path)
+        for run in s.runs():
+            if run.seed != s.seeds[0]:
+                continue
+            cfg = s.config(run)
+            key = OmegaConf.to_yaml(cfg.data)
+            if key not in infos:
+                infos[key] = load_data(cfg.data).info
+            cfg, task = resolve(cfg, infos[key])
+            train_config(cfg.train)
+            check_output(assemble(cfg.model), task, infos[key])

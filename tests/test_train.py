@@ -233,3 +233,16 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
     resumed = train(OmegaConf.create(cfg), run, resume=True)
     assert resumed["curves"] == full["curves"]
     assert resumed["test_accuracy"] == full["test_accuracy"]
+
+
+def test_every_builtin_block_has_a_model_config():
+    import re
+
+    from hybridseq import registry
+    from hybridseq.plugins import load
+
+    load()
+    builtin = {n for n in registry.blocks.names() if registry.blocks.entry(n).owner.startswith("hybridseq.")}
+    used = {name for path in (ROOT / "configs" / "models").glob("*.yaml")
+            for name in re.findall(r"\btype:\s*(\w+)", path.read_text())}
+    assert not builtin - used, f"built-in blocks without a config in configs/models: {sorted(builtin - used)}"
