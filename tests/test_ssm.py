@@ -1,13 +1,16 @@
 """State-space backbones (s4d, s4, mamba, mamba2) against plain sequential float64 references written
 here: full-sequence outputs and gradients, recurrent stepping, time gaps, padding, config errors."""
+import math
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 import hybridseq as hs
+from hybridseq.blocks.backbones.s4 import hippo_legs_nplr
 from hybridseq.ops import dispatch
 from hybridseq.testing import check_block
 
@@ -158,9 +161,10 @@ def test_time_gaps_match_sequential_reference(name, over):
     check_against_reference(block, REFS[name], hs.Seq(x=x, t=t, mask=mask), gaps, back)
 
 
-@pytest.mark.parametrize("name", ["s4d", "s4", "mamba", "mamba2"])
-def test_equal_gaps_reduce_to_regular_path(name):
-    block = make(name, time_unit=0.25)
+@pytest.mark.parametrize("name,over", [("s4d", {}), ("s4d", {"disc": "bilinear", "bidirectional": True}), ("s4", {}),
+                                       ("s4", {"bidirectional": True}), ("mamba", {}), ("mamba2", {})])
+def test_equal_gaps_reduce_to_regular_path(name, over):
+    block = make(name, time_unit=0.25, **over)
     x, _, _ = sample(length=9)
     t = 3.0 + 0.25 * torch.arange(9, dtype=F64).expand(2, 9)
     torch.testing.assert_close(block(hs.Seq(x=x, t=t)).x, block(hs.Seq(x=x)).x)
@@ -180,6 +184,34 @@ def test_recurrent_step_matches_full_sequence(name, timed):
         y, state = block.step(x[:, l], state, None if gaps is None else gaps[:, l])
         outs.append(y)
     torch.testing.assert_close(torch.stack(outs, 1), full)
+
+
+def test_s4d_inits_follow_the_paper():
+    n, state = torch.arange(4.0), 8
+    for kind, want_re, want_im in [("lin", -0.5 * torch.ones(4), math.pi * n),
+                                   ("inv", -0.5 * torch.ones(4), state / math.pi * (state / (2 * n + 1) - 1)),
+                                   ("real", -(n + 1), torch.zeros(4))]:
+        block = hs.build_block("s4d", d_model=3, d_state=state, init=kind)
+        torch.testing.assert_close(block.eigenvalues(), torch.complex(want_re, want_im).expand(3, 4))
+
+
+def test_hippo_legs_nplr_is_unitarily_similar_to_legs():
+    """Λ - p p* with b is HiPPO-LegS (A, B) in another orthonormal basis: equal eigenvalues and equal
+    p* Ā^k b, b* Ā^k b, p* Ā^k p for the rank-one factor P_n = √(n + ½)."""
+    state = 8
+    lam, p, b = (torch.cat([v, v.conj()]) for v in hippo_legs_nplr(state))
+    a = torch.diag(lam) - torch.outer(p, p.conj())
+    n = torch.arange(state, dtype=F64)
+    r = torch.sqrt(2 * n + 1)
+    legs = -(torch.outer(r, r).tril(-1) + torch.diag(n + 1))
+    vecs = {"B": (r, b), "P": (torch.sqrt(n + 0.5), p)}
+    for k in range(state):
+        for left, right in [("P", "B"), ("B", "B"), ("P", "P")]:
+            want = vecs[left][0] @ torch.linalg.matrix_power(legs, k) @ vecs[right][0]
+            got = vecs[left][1].conj() @ torch.linalg.matrix_power(a, k) @ vecs[right][1]
+            torch.testing.assert_close(got, want.to(got.dtype), rtol=1e-9, atol=1e-9 * abs(want))
+    eig = torch.linalg.eigvals(a)
+    torch.testing.assert_close(eig.real.sort().values, -(n + 1).flip(0), rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", ["s4d", "s4"])
@@ -227,12 +259,38 @@ def test_unavailable_cuda_impl_names_the_install_step(name):
 
 
 def test_import_never_loads_gpu_kernels_or_bench_packages():
-    code = ("import sys, torch, hybridseq as hs\n"
+    code = ("import sys\n"
+            "import traceback\n"
+            "tried = []\n"
+            "class Watch:\n"                          # records imports, even guarded or failing ones (not
+            "    def find_spec(self, name, path=None, target=None):\n"    # importlib.util.find_spec checks)
+            "        probe = any(f.name == 'find_spec' and 'util' in f.filename for f in traceback.extract_stack())\n"
+            "        if name.split('.')[0] in ('mamba_ssm', 'triton', 'mambapy') and not probe:\n"
+            "            tried.append(name)\n"
+            "sys.meta_path.insert(0, Watch())\n"
+            "import torch, hybridseq as hs\n"
             "m = hs.build_block('mamba', d_model=8); m(hs.Seq(x=torch.randn(1, 5, 8)))\n"
             "m = hs.build_block('mamba2', d_model=8, head_dim=8); m(hs.Seq(x=torch.randn(1, 5, 8)))\n"
             "bad = [k for k in sys.modules if k.split('.')[0] in ('mamba_ssm', 'triton', 'mambapy')]\n"
-            "assert not bad, bad\n")
+            "assert not bad and not tried, (bad, tried)\n")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_auto_never_picks_cuda_for_cpu_tensors(monkeypatch):
+    monkeypatch.setattr(dispatch, "cuda_kernels_available", lambda: True)     # as on a GPU machine
+    block = hs.build_block("mamba", d_model=8, d_state=4)
+    block(hs.Seq(x=torch.randn(1, 5, 8)))
+    assert block.impl == "torch" and dispatch.impl_for("auto", torch.zeros(1), "ssd") == "torch"
+
+
+def test_auto_falls_back_when_mamba_ssm_fails_to_import(monkeypatch):
+    monkeypatch.setattr(dispatch, "cuda_kernels_available", lambda: True)
+    monkeypatch.setattr(dispatch, "_load", lambda kernel: ImportError("undefined symbol in selective_scan_cuda"))
+    on_gpu = SimpleNamespace(is_cuda=True, device="cuda:0")                   # impl_for reads only these
+    with pytest.warns(RuntimeWarning, match="undefined symbol"):
+        assert dispatch.impl_for("auto", on_gpu) == "torch"
+    with pytest.raises(RuntimeError, match="undefined symbol.*hybridseq\\[cuda\\]"):
+        dispatch.impl_for("cuda", on_gpu)
 
 
 def test_yaml_assembly_with_encoder_and_describe(tmp_path):
