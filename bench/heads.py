@@ -1,12 +1,14 @@
 """Reasoning heads: activation memory of `neural_ode_transformer` with and without adjoint as the number
 of depth steps grows, and time of `pde_attention` variants vs a plain `transformer` layer at equal width.
 
-Memory is the bytes autograd keeps for the backward pass (every tensor packed by a saved-tensors hook,
-each storage counted once), measured during one forward pass. That is exactly the activation memory
-the adjoint method removes; parameters are excluded. Time is forward + backward, interleaved repeats,
-median.
+Memory is the peak, over one forward AND its backward pass, of the bytes autograd holds for backward:
+every tensor packed by a saved-tensors hook is counted (each storage once) while the graph holding it
+is alive, parameters excluded. Without adjoint that peak is the forward's whole graph; with adjoint the
+forward keeps nothing and the backward builds and frees one step's graph at a time, so the peak is one
+step's. The count is the same on any device. Time is forward + backward, interleaved repeats, median.
 
     python bench/heads.py [--batch 8] [--length 128] [--d-model 64] [--repeats 10]
+    python bench/heads.py --quick      # tiny sizes, a few seconds: checks that it runs
 """
 from __future__ import annotations
 
@@ -24,29 +26,44 @@ import hybridseq as hs  # noqa: E402
 MiB = 2**20
 
 
-def saved_bytes(block, seq, params) -> tuple[int, int]:
-    """(bytes of the distinct non-parameter storages autograd saves during one forward of ``block``,
-    function evaluations of that forward)."""
-    seen: dict[int, int] = {}
+def peak_saved_bytes(block, seq, params) -> tuple[int, int]:
+    """(peak bytes of the distinct non-parameter storages autograd holds during one forward + backward of
+    ``block``, function evaluations of the forward)."""
     skip = {p.untyped_storage().data_ptr() for p in params}
+    live: dict[int, list[int]] = {}                          # storage pointer -> [references, bytes]
+    total = {"now": 0, "peak": 0}
 
-    def pack(t):
-        storage = t.untyped_storage()
-        if storage.data_ptr() not in skip:
-            seen[storage.data_ptr()] = storage.nbytes()
-        return t
+    class Held:
+        """A saved tensor; its storage counts while any graph still holds it."""
+
+        def __init__(self, t):
+            self.t, self.ptr = t.detach(), t.untyped_storage().data_ptr()     # no cycle via t.grad_fn
+            entry = live.setdefault(self.ptr, [0, t.untyped_storage().nbytes()])
+            if entry[0] == 0:
+                total["now"] += entry[1]
+                total["peak"] = max(total["peak"], total["now"])
+            entry[0] += 1
+
+        def __del__(self):
+            entry = live[self.ptr]
+            entry[0] -= 1
+            if entry[0] == 0:
+                total["now"] -= entry[1]
+                del live[self.ptr]
 
     block.solver.reset()
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    with torch.autograd.graph.saved_tensors_hooks(
+            lambda t: t if t.untyped_storage().data_ptr() in skip else Held(t),
+            lambda h: h.t if isinstance(h, Held) else h):
         out = block(seq).x
-    nfe = block.stats()["nfe"]
-    out.sum().backward()
-    return sum(seen.values()), nfe
+        nfe = block.stats()["nfe"]
+        out.sum().backward()
+    return total["peak"], nfe
 
 
 def memory_table(args) -> None:
-    print(f"neural_ode_transformer activation memory (saved tensors), d_model={args.d_model}, "
-          f"batch={args.batch}, length={args.length}, solver rk4")
+    print(f"neural_ode_transformer peak activation memory (saved tensors, forward + backward), "
+          f"d_model={args.d_model}, batch={args.batch}, length={args.length}, solver rk4")
     print(f"{'steps':>5}  {'nfe (forward)':>4}  {'backprop MiB':>12}  {'adjoint MiB':>11}  {'ratio':>6}")
     seq = hs.Seq(x=torch.randn(args.batch, args.length, args.d_model, requires_grad=True))
     base = {}
@@ -56,7 +73,7 @@ def memory_table(args) -> None:
             torch.manual_seed(0)
             block = hs.build_block("neural_ode_transformer", d_model=args.d_model, heads=4, steps=steps,
                                    solver={"method": "rk4", "adjoint": adjoint})
-            row[adjoint], nfe = saved_bytes(block, seq, list(block.parameters()))
+            row[adjoint], nfe = peak_saved_bytes(block, seq, list(block.parameters()))
         base.setdefault("plain", row[False])
         base.setdefault("adjoint", row[True])
         print(f"{steps:>5}  {nfe:>13}  {row[False] / MiB:>12.2f}  {row[True] / MiB:>11.2f}  "
@@ -94,7 +111,10 @@ def main() -> None:
     ap.add_argument("--d-model", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--threads", type=int, default=1, help="intra-op threads (1: stable timings on a shared CPU)")
+    ap.add_argument("--quick", action="store_true", help="batch 2, length 16, d_model 16, 2 repeats")
     args = ap.parse_args()
+    if args.quick:
+        args.batch, args.length, args.d_model, args.repeats = 2, 16, 16, 2
     torch.set_num_threads(args.threads)
     memory_table(args)
     time_table(args)
