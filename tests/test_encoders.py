@@ -3,12 +3,12 @@ import pytest
 import torch
 from torch import nn
 
-from hybridseq import IrregularBatch, assemble, describe
+from hybridseq import IrregularBatch, assemble, describe, registry
 from hybridseq.blocks.encoders.contiformer import _PairField
 from hybridseq.blocks.encoders.ncde import control_knots
 from hybridseq.testing import block_config, example_input
 
-ENCODERS = ["ode_rnn", "gru_ode", "ncde", "mtan", "contiformer"]
+ENCODERS = sorted(n for n in registry.blocks.names() if registry.blocks.get(n).accepts == "irregular")   # plugins' too
 ODE_ENCODERS = ["ode_rnn", "gru_ode", "ncde", "contiformer"]
 VARIANTS = [("ncde", {"interpolation": "cubic"}), ("ncde", {"interpolation": "linear"})]
 
@@ -142,9 +142,23 @@ def test_nfe_is_counted_per_block_and_shown_by_describe(name, expected):
     batch = example_input(type(model.nodes["encoder"]), model.nodes["encoder"].cfg, batch=2, length=8)
     model(batch)
     assert model.stats() == {"encoder": {"nfe": expected}}      # rk4: 4 evaluations per interval / node
-    assert "nfe" in describe(model)
+    header, row = (line.split() for line in describe(model).splitlines() if line.split()[:1] in (["name"], ["encoder"]))
+    assert row[header.index("nfe")] == str(expected)                # describe shows the count in the encoder's row
     model(batch)
     assert model.stats()["encoder"]["nfe"] == expected          # reset at every forward
+
+
+def test_training_metrics_report_the_encoders_nfe():
+    from omegaconf import OmegaConf
+
+    from hybridseq.train import train
+
+    cfg = {"data": {"name": "spirals", "n_train": 10, "n_test": 4, "points": 6, "batch_size": 4},
+           "model": {"d_model": 8, "encoder": {"type": "ode_rnn", "hidden": 4, "field_width": 8},
+                     "head": {"type": "classify"}},
+           "train": {"epochs": 2, "progress": False}}
+    results = train(OmegaConf.create(cfg), None)
+    assert results["nfe"] == 4 * 5          # rk4, no adjoint: 4 evaluations per interval, 6 points per series
 
 
 def test_mtan_outputs_at_increasing_reference_times():
