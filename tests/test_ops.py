@@ -8,10 +8,8 @@ import pytest
 import torch
 
 import hybridseq as hs
-
-from hybridseq.ops import (cauchy_sum, fft_conv, linear_scan, nplr_dense, nplr_kernel, selective_scan, ssd_chunked,
-                           vandermonde_kernel)
-from hybridseq.ops import dispatch
+from hybridseq.ops import (cauchy_sum, dispatch, fft_conv, linear_scan, nplr_dense, nplr_kernel, selective_scan,
+                           ssd_chunked, vandermonde_kernel)
 from hybridseq.ops.scan import scan_
 
 F64 = torch.float64
