@@ -2,8 +2,9 @@
 
 The reference below loops over every (series, query i, key j) and integrates that one pair's key/value
 ODE on its own, with the same parameters, solver and Gauss–Legendre nodes; the outputs must agree. Both
-run forward + backward, interleaved, and the script prints median times and the bytes autograd keeps for
-backward (deduplicated saved tensors), plus the CUDA peak memory when run on a GPU.
+run forward + backward, interleaved, and the script prints median times and the bytes of activations
+autograd keeps for backward (saved tensors, each storage once, parameters excluded), plus the CUDA peak
+memory when run on a GPU.
 
     python bench/contiformer.py [--batch 4] [--length 16] [--d-model 16] [--repeats 3] [--device cpu]
 """
@@ -11,15 +12,18 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
-import time
+import sys
+from pathlib import Path
 
 import torch
 
-from hybridseq import build_block
-from hybridseq.blocks.encoders.common import clean_inputs
-from hybridseq.blocks.encoders.contiformer import _PairField
-from hybridseq.testing import example_input
+sys.path.insert(0, str(Path(__file__).parent))
+from _timing import interleaved  # noqa: E402
+
+from hybridseq import build_block  # noqa: E402
+from hybridseq.blocks.encoders.common import clean_inputs  # noqa: E402
+from hybridseq.blocks.encoders.contiformer import _PairField  # noqa: E402
+from hybridseq.testing import example_input  # noqa: E402
 
 
 def per_pair_forward(block, batch):
@@ -51,27 +55,29 @@ def per_pair_forward(block, batch):
     return x + block.proj(torch.stack(rows))
 
 
-def saved_bytes(fn) -> tuple[torch.Tensor, int]:
-    """Run ``fn`` and count the bytes of distinct tensors autograd saves for backward."""
+def saved_bytes(fn, params) -> int:
+    """Bytes of the distinct non-parameter storages autograd saves for backward while ``fn`` runs."""
     seen: dict = {}
+    skip = {p.untyped_storage().data_ptr() for p in params}
 
     def pack(t):
-        seen[(t.untyped_storage().data_ptr(), t.dtype)] = t.untyped_storage().nbytes()
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in skip:
+            seen[storage.data_ptr()] = storage.nbytes()
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = fn()
-    return out, sum(seen.values())
+        fn()
+    return sum(seen.values())
 
 
-def timed(fn, device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    fn().square().sum().backward()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
+def train_step(fn, device):
+    """Forward + backward of ``fn``, finished on the device when the call returns."""
+    def run():
+        fn().square().sum().backward()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    return run
 
 
 def main() -> None:
@@ -92,26 +98,27 @@ def main() -> None:
 
     ours, reference = (lambda: block(batch).x[valid]), (lambda: per_pair_forward(block, batch)[valid])
     with torch.no_grad():
-        torch.testing.assert_close(ours(), reference(), rtol=1e-4, atol=1e-5)
-    print(f"outputs agree (B={args.batch}, N={args.length}, d_model={args.d_model}, "
+        a, b = ours(), reference()
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    print(f"outputs agree, max |difference| {(a - b).abs().max().item():.1e} (B={args.batch}, N={args.length}, "
+          f"d_model={args.d_model}, "
           f"{int(valid.sum())} valid observations, {block.cfg.quadrature} Gauss-Legendre nodes, "
           f"solver {block.cfg.solver.method})")
 
-    times = {"batched": [], "per-pair": []}
-    for _ in range(args.repeats):                         # interleaved repeats
-        times["batched"].append(timed(ours, device))
-        times["per-pair"].append(timed(reference, device))
-    memory = {"batched": saved_bytes(ours)[1], "per-pair": saved_bytes(reference)[1]}
-    for name in times:
-        print(f"{name:>9}: forward+backward median {statistics.median(times[name]) * 1e3:9.1f} ms, "
-              f"saved for backward {memory[name] / 2**20:8.2f} MiB")
-    print(f"speed-up (per-pair / batched): {statistics.median(times['per-pair']) / statistics.median(times['batched']):.1f}x; "
-          f"saved-memory ratio (batched / per-pair): {memory['batched'] / memory['per-pair']:.2f}")
+    fns = {"batched": ours, "per-pair": reference}
+    times = interleaved({name: train_step(fn, device) for name, fn in fns.items()}, repeats=args.repeats, warmup=1)
+    memory = {name: saved_bytes(fn, list(block.parameters())) for name, fn in fns.items()}
+    for name in fns:
+        print(f"{name:>9}: forward+backward median {times[name] * 1e3:9.1f} ms, "
+              f"activations saved for backward {memory[name] / 2**20:8.2f} MiB")
+    print(f"speed-up (per-pair / batched): {times['per-pair'] / times['batched']:.1f}x; "
+          f"saved-memory ratio (batched / per-pair): {memory['batched'] / memory['per-pair']:.2f} "
+          f"(median of {args.repeats} interleaved repeats, {torch.get_num_threads()} thread(s))")
     if device.type == "cuda":
         peaks = {}
-        for name, fn in (("batched", ours), ("per-pair", reference)):
+        for name, fn in fns.items():
             torch.cuda.reset_peak_memory_stats()
-            timed(fn, device)
+            train_step(fn, device)()
             peaks[name] = torch.cuda.max_memory_allocated()
         print(f"CUDA peak memory ratio (batched / per-pair): {peaks['batched'] / peaks['per-pair']:.2f}")
 
