@@ -1,11 +1,11 @@
-"""Data-parallel training: two CPU processes (gloo) follow the single-process loss curve."""
+"""Data-parallel training: ``hybridseq train`` under torchrun with two CPU processes (gloo) follows the
+single-process loss curve."""
 import json
 import os
-import socket
+import subprocess
+import sys
 
 import pytest
-import torch
-import torch.multiprocessing as mp
 from omegaconf import OmegaConf
 
 from hybridseq.train.trainer import train
@@ -21,22 +21,17 @@ def config():
     }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _worker(rank: int, world: int, port: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
-                      LOCAL_RANK=str(rank))
-    torch.set_num_threads(1)
-    train(OmegaConf.create(config()), out)
-
-
 def test_two_processes_match_one(tmp_path):
     single = train(OmegaConf.create(config()), tmp_path / "single")
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path / "ddp")), nprocs=2, join=True)
+    (tmp_path / "tiny.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(config())))
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env["OMP_NUM_THREADS"] = "1"
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "hybridseq.cli", "train", str(tmp_path / "tiny.yaml"), "--out",
+                           str(tmp_path / "ddp"), "--no-progress"], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("run directory:") == 1                # rank 0 alone reports
     ddp = json.loads((tmp_path / "ddp" / "results.json").read_text())
     assert ddp["world_size"] == 2
     # same samples per global step, gradients averaged over equal halves: the same optimisation
