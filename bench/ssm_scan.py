@@ -2,6 +2,7 @@
 
     pip install -e ".[bench]"          # mambapy: used by this script only
     python bench/ssm_scan.py [--lengths 1024 4096] [--repeats 5]
+    python bench/ssm_scan.py --quick   # smoke run: L = 256, one repeat, s4d at L = 256 and 1024
 
 One residual Mamba layer (d_model 128, d_state 16, expand 2, conv width 4, dt_rank ceil(128/16) = 8,
 the same for both), batch 8. Times are medians of interleaved repeats in one process. Peak memory:
@@ -109,23 +110,24 @@ def compare(lengths, repeats: int, device: str) -> None:
                   f"memory x{mem['ours'] / max(mem['cuda'], 1e-9):.2f}")
 
 
-def s4d_scaling(repeats: int, device: str) -> None:
+def s4d_scaling(lengths, repeats: int, device: str) -> None:
     print(f"s4d fwd+bwd, batch {BATCH}, d_model {D_MODEL}, d_state 64")
     model = hs.build_block("s4d", d_model=D_MODEL, d_state=64).to(device)
     base = None
-    for length in (1024, 4096, 16384):
+    for length in lengths:
         x = torch.randn(BATCH, length, D_MODEL, device=device, requires_grad=True)
         run_once(model, x, True)
         t = statistics.median(run_once(model, x, True) for _ in range(repeats))
         per = t / (length * math.log2(length))
         base = base or per
-        print(f"  L={length:6d} time {t * 1e3:9.1f} ms   time / (L log L) relative to L=1024: {per / base:.2f}")
+        print(f"  L={length:6d} time {t * 1e3:9.1f} ms   time / (L log L) relative to L={lengths[0]}: {per / base:.2f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 4096])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="smoke run: L=256, one repeat, s4d at 256 and 1024")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU threads (default 1: on a shared machine a second thread that is descheduled "
@@ -135,8 +137,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if args.child:
         return child(args.child[0], int(args.child[1]))
+    if args.quick:
+        args.lengths, args.repeats = [256], 1
     compare(args.lengths, args.repeats, args.device)
-    s4d_scaling(max(1, args.repeats // 2), args.device)
+    s4d_scaling((256, 1024) if args.quick else (1024, 4096, 16384), max(1, args.repeats // 2), args.device)
 
 
 if __name__ == "__main__":
