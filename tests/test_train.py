@@ -158,6 +158,9 @@ def test_cli_train_and_evaluate(tmp_path, capsys):
     assert cli.main(["evaluate", str(out), "--split", "val"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["split"] == "val" and "accuracy" in printed
+    assert cli.main(["evaluate", str(out), "--data", "irregular.drop=0.7", "--data", "seed=3"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["split"] == "test" and printed["data_overrides"] == ["irregular.drop=0.7", "seed=3"]
     assert cli.main(["train", "--resume", "--out", str(out), "train.epochs=2", "--no-progress"]) == 0
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
 
