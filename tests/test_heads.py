@@ -1,4 +1,5 @@
-"""ode_transformer and neural_ode_transformer: schemes, depth hypernetwork, adaptive depth, errors."""
+"""ode_transformer and neural_ode_transformer: schemes, depth hypernetwork, adaptive depth, errors; CPU/GPU
+agreement of every reasoning head."""
 import pytest
 import torch
 import torchdiffeq
@@ -270,3 +271,28 @@ def test_adaptive_solver_error_control_ignores_padding():
     with torch.no_grad():
         clean, noisy = block(Seq(x=x, mask=mask)), block(Seq(x=junk, mask=mask))
     torch.testing.assert_close(clean.x[mask], noisy.x[mask], atol=1e-6, rtol=0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name, options", [
+    ("ode_transformer", {"scheme": "gated_rk2", "layers": 2}),
+    ("neural_ode_transformer", {"hyper": "full", "solver": {"method": "rk4", "adjoint": True}}),
+    ("neural_ode_transformer", {"solver": {"method": "dopri5"}}),
+    ("pde_attention", {"pde": "wave", "causal": True}),
+    ("pde_attention", {"solver": "spectral", "target": "weights"}),
+    ("pde_attention", {"pde": "advection_diffusion", "target": "weights"}),
+])
+def test_heads_agree_on_cpu_and_gpu(name, options):
+    torch.manual_seed(0)
+    block = build_block(name, d_model=D, heads=2, **options)
+    valid = torch.tensor([[True] * 7, [True] * 4 + [False] * 3])
+    seq = Seq(x=_x(n=7), mask=valid)
+    cpu = block(seq).x[valid]
+    cpu.square().sum().backward()
+    grads = [p.grad.clone() for p in block.parameters()]
+    block.zero_grad()
+    gpu = block.cuda()(seq.to("cuda")).x[valid.cuda()]
+    gpu.square().sum().backward()
+    torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-4, rtol=1e-4)
+    for g, p in zip(grads, block.parameters()):
+        torch.testing.assert_close(p.grad.cpu(), g, atol=1e-4, rtol=1e-3)
