@@ -42,6 +42,18 @@ def test_shards_partition_the_runs():
         shard(runs, "4/4")
 
 
+def test_shards_run_apart_and_merge_in_the_summary(tmp_path, capsys):
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(sweep(seeds=[0, 1])))
+    out = str(tmp_path / "out")
+    for i in (0, 1):                                      # two machines sharing one output folder
+        assert cli.main(["ablate", str(path), "--workers", "0", "--out", out, "--shard", f"{i}/2"]) == 0
+        assert len(ResultStore(out).latest()) == i + 1
+    capsys.readouterr()
+    assert cli.main(["ablate", str(path), "--out", out, "--summary-only"]) == 0
+    assert "| base | 2 |" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("bad, message", [
     ({"axis": {}}, "sweep.axis: unknown key 'axis'; did you mean 'axes'?"),
     ({"seeds": "0"}, "sweep.seeds: expected a non-empty list of integers"),
