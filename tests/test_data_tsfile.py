@@ -96,3 +96,23 @@ def test_percent_comment_lines_are_skipped(tmp_path):
     f.write_text("% cut down version of a problem\n%\n" + HEADER + "1,2:3,4:b\n")
     data = read_ts(f)
     assert data.name == "Toy" and data.labels == ["b"]
+
+
+def test_date_time_stamps_become_seconds_since_the_first(tmp_path):
+    f = tmp_path / "dated.ts"
+    f.write_text(HEADER.replace("@timeStamps false", "@timeStamps true")
+                 + "(2007-01-01 00:00:00,1),(2007-01-01 00:02:00,2):(2007-01-01 00:01:30,7):a\n")
+    data = read_ts(f)
+    assert data.times[0].tolist() == [0.0, 90.0, 120.0] and data.labels == ["a"]
+    assert data.values[0][1, 1] == 7 and data.values[0][2, 0] == 2 and data.values[0][1, 0].isnan()
+
+
+@pytest.mark.parametrize("stamps,message", [("(yesterday,1):(1,2):a", "neither a number nor a date-time"),
+                                            ("(NaN,1):(1,2):a", "neither a number nor a date-time"),
+                                            ("(2007-01-01 00:00:00,1):(1,2):a", "mix numbers and date-times")])
+def test_bad_time_stamps_name_file_and_line(tmp_path, stamps, message):
+    f = tmp_path / "bad.ts"
+    f.write_text(HEADER.replace("@timeStamps false", "@timeStamps true") + stamps + "\n")
+    with pytest.raises(TSFormatError, match=message) as err:
+        read_ts(f)
+    assert err.value.line == 9 and str(err.value).startswith(f"{f}:9:")

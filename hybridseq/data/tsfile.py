@@ -6,6 +6,8 @@ A file has ``#`` (or ARFF-style ``%``) comment lines, ``@key value`` header line
 separated by ``:``, values by ``,``, ``?`` (or ``NaN``) for a missing value, and the class label or
 regression target as the last ``:`` field. With ``@timeStamps true`` each dimension is a list of
 ``(time,value)`` tuples; dimensions may have different time stamps, which become per-channel missingness.
+Time stamps are numbers or ISO date-times (``2007-01-01 00:00:00``); date-times become seconds since the
+case's first stamp.
 Errors name the file and the line.
 """
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import torch
@@ -21,6 +24,7 @@ from torch import Tensor
 COMMENT = ("#", "%")                 # comment markers ("%" as in ARFF, used by some archive files)
 _BOOL_KEYS = ("timestamps", "missing", "univariate", "equallength")
 _TUPLE = re.compile(r"\(([^(),]+),([^(),]+)\)")
+_FIELD_SEP = re.compile(r":(?![^()]*\))")          # a ':' outside any (time,value) tuple (date-times hold ':')
 
 
 class TSFormatError(ValueError):
@@ -91,7 +95,7 @@ def _header(key: str, rest: str, header: dict, path, line: int) -> None:
         header[key] = rest
 
 
-def _dimension(text: str, stamped: bool, path, line: int) -> tuple[list[float], list[float]]:
+def _dimension(text: str, stamped: bool, path, line: int) -> tuple[list, list[float]]:
     """(times, values) of one dimension's text."""
     text = text.strip()
     if not stamped:
@@ -100,10 +104,34 @@ def _dimension(text: str, stamped: bool, path, line: int) -> tuple[list[float], 
     pairs = _TUPLE.findall(text)
     if text and _TUPLE.sub("", text).replace(",", "").strip():
         raise TSFormatError(path, line, "with @timeStamps true every value must be a (time,value) tuple")
-    times = [_number(t, path, line) for t, _ in pairs]
-    if any(math.isnan(t) for t in times):
-        raise TSFormatError(path, line, "time stamps must be numbers")
-    return times, [_number(v, path, line) for _, v in pairs]
+    return [_stamp(t, path, line) for t, _ in pairs], [_number(v, path, line) for _, v in pairs]
+
+
+def _stamp(text: str, path, line: int) -> float | datetime:
+    """A time stamp: a number or an ISO date-time (missing stamps are errors)."""
+    text = text.strip()
+    try:
+        value = float(text)
+        if not math.isnan(value):
+            return value
+    except ValueError:
+        try:
+            return datetime.fromisoformat(text)
+        except ValueError:
+            pass
+    raise TSFormatError(path, line, f"time stamp {text!r} is neither a number nor a date-time")
+
+
+def _seconds(dims: list[tuple[list, list[float]]], path, line: int) -> list[tuple[list[float], list[float]]]:
+    """Date-time stamps of a case -> seconds since its first stamp; numeric stamps stay as they are."""
+    stamps = [t for times, _ in dims for t in times]
+    dated = sum(isinstance(t, datetime) for t in stamps)
+    if dated == 0:
+        return dims
+    if dated < len(stamps):
+        raise TSFormatError(path, line, "time stamps mix numbers and date-times")
+    origin = min(stamps)
+    return [([(t - origin).total_seconds() for t in times], values) for times, values in dims]
 
 
 def _case(dims: list[tuple[list[float], list[float]]], stamped: bool) -> tuple[Tensor, Tensor]:
@@ -148,7 +176,7 @@ def read_ts(path) -> TSData:
             else:
                 _header(key, rest.strip(), header, path, number)
             continue
-        fields = text.split(":")
+        fields = _FIELD_SEP.split(text)
         labelled = header.get("classlabel") or header.get("targetlabel")
         label = fields.pop().strip() if labelled else None
         if not fields:                                   # only the label's field: a labelled line lacks its label
@@ -159,6 +187,7 @@ def read_ts(path) -> TSData:
             raise TSFormatError(path, number, f"expected {dims} dimension(s) separated by ':'{then}, "
                                 f"got {len(fields)}")
         per_dim = [_dimension(f, bool(header.get("timestamps")), path, number) for f in fields]
+        per_dim = _seconds(per_dim, path, number)
         lengths = {len(v) for _, v in per_dim}
         if header.get("equallength") and not header.get("timestamps"):
             want = header.get("serieslength", next(iter(lengths)))
