@@ -249,3 +249,15 @@ def test_every_builtin_block_has_a_model_config():
     used = {name for path in (ROOT / "configs" / "models").glob("*.yaml")
             for name in re.findall(r"\btype:\s*(\w+)", path.read_text())}
     assert not builtin - used, f"built-in blocks without a config in configs/models: {sorted(builtin - used)}"
+
+
+def test_every_dataset_has_an_experiment_and_every_config_file_is_documented():
+    from hybridseq import registry
+    from hybridseq.data.archive import embedded_names
+
+    data = [OmegaConf.load(p).data for p in (ROOT / "configs" / "experiments").glob("*.yaml")]
+    assert set(registry.datasets.names()) <= {d.name for d in data}
+    assert set(embedded_names()) <= {d.get("dataset") for d in data if d.name == "uea"}
+    doc = (ROOT / "docs" / "training.md").read_text()
+    missing = [p.name for p in (ROOT / "configs").glob("*/*.yaml") if f"{p.name}`" not in doc]
+    assert not missing, f"configs not described in docs/training.md: {missing}"
