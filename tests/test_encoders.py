@@ -57,6 +57,20 @@ def test_a_series_alone_equals_it_in_a_padded_batch(name, over):
         torch.testing.assert_close(single.x[0], together.x[k, :n], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("name,over", [("ode_rnn", {}), ("gru_ode", {}), ("ncde", {"interpolation": "hermite"}),
+                                       ("ncde", {"interpolation": "linear"})])
+def test_causal_encoders_ignore_later_observations(name, over):
+    block = _build(name, **over)
+    batch = example_input(type(block), block.cfg, batch=3, length=8)
+    values = batch.values.clone()
+    values[:, 5:] += 3.0                                             # change every observation from step 5 on
+    later = IrregularBatch(values, batch.times, batch.mask, batch.lengths)
+    with torch.no_grad():
+        before, after = block(batch).x, block(later).x
+    torch.testing.assert_close(after[:, :5], before[:, :5], rtol=0, atol=1e-6)
+    assert not torch.allclose(after[:, 5:][batch.valid[:, 5:]], before[:, 5:][batch.valid[:, 5:]])
+
+
 class _DiagonalLinearField(nn.Module):
     """f(z)[h, p] = A[h, p] z[h]: dz_h = z_h Σ_p A_hp dX_p, so z(t) = z(0) exp(A (X(t) - X(0)))."""
 
