@@ -7,6 +7,7 @@ autograd keeps for backward (saved tensors, each storage once, parameters exclud
 memory when run on a GPU.
 
     python bench/contiformer.py [--batch 4] [--length 16] [--d-model 16] [--repeats 3] [--device cpu]
+    python bench/contiformer.py --quick   # smoke run: B=1, N=4, one repeat
 """
 from __future__ import annotations
 
@@ -88,7 +89,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--quick", action="store_true", help="smoke run: B=1, N=4, one repeat")
     args = parser.parse_args()
+    if args.quick:
+        args.batch, args.length, args.repeats = 1, 4, 1
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     torch.manual_seed(0)
