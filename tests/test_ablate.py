@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hybridseq import ConfigError, cli
+from hybridseq import ConfigError, cli, plugins
 from hybridseq.ablate import ablate, load_sweep, shard, summarize
 from hybridseq.ablate.store import ResultStore
 from hybridseq.ablate.summary import to_markdown
@@ -112,6 +112,34 @@ def test_failing_variant_is_recorded_and_the_sweep_goes_on(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "FAILED ConfigError" in printed and "heads=3 | 0 (+1 failed)" in printed
     assert "Failed runs:" in (out / "summary.md").read_text()
+
+
+DYING_DATASET = """
+import os
+import hybridseq as hs
+
+@hs.hookimpl
+def hybridseq_register_datasets(register):
+    register("dies", lambda **options: os._exit(9))     # the process vanishes, as when killed for memory
+"""
+
+
+def test_a_run_that_kills_its_worker_fails_alone(tmp_path, monkeypatch):
+    site = tmp_path / "site"                            # a dataset plugin the spawned workers find
+    (site / "hs_dies-0.1.dist-info").mkdir(parents=True)
+    (site / "hs_dies.py").write_text(DYING_DATASET)
+    (site / "hs_dies-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: hs-dies\nVersion: 0.1\n")
+    (site / "hs_dies-0.1.dist-info" / "entry_points.txt").write_text("[hybridseq]\nhs-dies = hs_dies\n")
+    plugins.load()                                      # this process keeps the plugins it has
+    monkeypatch.syspath_prepend(str(site))              # spawned workers start with this sys.path
+    monkeypatch.delenv("HYBRIDSEQ_LOAD_PLUGINS", raising=False)
+    # one worker: the dying run breaks the pool while the good run still waits in its queue
+    records, _ = ablate(sweep(variants={"dies": ["data={name: dies}"], "good": []}), tmp_path / "out", workers=1,
+                        echo=lambda line: None)
+    status = {r["variant"]: r["status"] for r in records}
+    assert status == {"dies": "failed", "good": "ok"}
+    assert records[0]["error"]["type"] == "BrokenProcessPool"
+    assert len(ResultStore(tmp_path / "out").latest()) == 2
 
 
 def test_summary_is_mean_and_std_over_seeds():

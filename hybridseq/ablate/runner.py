@@ -3,7 +3,9 @@
 Each run trains into ``<out>/runs/<run_id>/`` (a normal run directory, so an interrupted run resumes from
 its last epoch). A run that raises is recorded with its error and the sweep goes on. Only the parent
 process appends to ``results.jsonl``, one line per run, so a kill at any moment loses at most the runs
-in flight; a re-run skips every run already recorded.
+in flight; a re-run skips every run already recorded. A worker process that dies (killed, out of memory)
+breaks the whole pool; its runs are then tried again one by one, each in a fresh worker, so only the run
+that kills its worker is recorded as failed.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import os
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import yaml
@@ -79,22 +82,38 @@ def run_sweep(sweep: Sweep, out_dir, *, workers: int = 1, shard_spec: str | None
     if len(todo) < len(mine):
         echo(f"{len(mine) - len(todo)} of {len(mine)} runs already recorded in {store.path}; running {len(todo)}")
     threads = max(1, (os.cpu_count() or 1) // max(workers, 1))
+    done_count = 0
+
+    def finish(record: dict) -> None:
+        nonlocal done_count
+        store.append(record)
+        done_count += 1
+        echo(_line(done_count, len(todo), record, sweep.metric))
+
     if workers <= 0:
-        for k, run in enumerate(todo, 1):
-            record = run_one(sweep, run, str(out))
-            store.append(record)
-            echo(_line(k, len(todo), record, sweep.metric))
+        for run in todo:
+            finish(run_one(sweep, run, str(out)))
     elif todo:
         ctx = multiprocessing.get_context("spawn")
+        crashed = []
         with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx) as pool:
             futures = {pool.submit(run_one, sweep, run, str(out), threads): run for run in todo}
-            for k, fut in enumerate(as_completed(futures), 1):
+            for fut in as_completed(futures):
                 run = futures[fut]
                 try:
                     record = fut.result()
-                except Exception as err:  # the worker died (killed, out of memory): record it, go on
+                except BrokenProcessPool:     # a worker died: every run in flight or queued fails with it
+                    crashed.append(run)
+                    continue
+                except Exception as err:      # the run could not reach its worker or come back from it
                     record = {**run.as_dict(), **failure(err), "wall_s": None}
-                store.append(record)
-                echo(_line(k, len(todo), record, sweep.metric))
+                finish(record)
+        for run in crashed:                   # alone in a fresh worker each: only the run that kills it fails
+            with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+                try:
+                    record = pool.submit(run_one, sweep, run, str(out), threads).result()
+                except Exception as err:
+                    record = {**run.as_dict(), **failure(err), "wall_s": None}
+            finish(record)
     latest = store.latest()
     return [latest[r.run_id] for r in mine if r.run_id in latest]
