@@ -42,8 +42,6 @@ class Mamba(SSMBlock):
         expand: int = 2                            # inner width E = expand * d_model
         d_conv: int = 4                            # causal convolution width
         dt_rank: int = 0                           # rank of the Δ projection; 0 = ceil(d_model / 16)
-        dt_min: float = 1e-3                       # initial Δ log-uniform in [dt_min, dt_max]
-        dt_max: float = 1e-1
         dt_floor: float = 1e-4
         impl: str = choice(*IMPLS)
 

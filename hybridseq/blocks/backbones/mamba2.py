@@ -34,8 +34,6 @@ class Mamba2(SSMBlock):
         n_groups: int = 1                          # groups of heads sharing B and C
         d_conv: int = 4                            # causal convolution width
         chunk_size: int = 64                       # SSD chunk length
-        dt_min: float = 1e-3                       # initial Δ log-uniform in [dt_min, dt_max]
-        dt_max: float = 1e-1
         dt_floor: float = 1e-4
         impl: str = choice(*IMPLS)
 

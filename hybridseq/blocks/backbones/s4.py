@@ -16,10 +16,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ...errors import ConfigError
 from ...ops import fft_conv, nplr_kernel
 from ...seq import Seq
-from .ssm_common import SSMBlock, SSMConfig, log_uniform, reverse_gaps, time_gaps
+from .ssm_common import ModalSSMConfig, SSMBlock, gated_output, log_uniform, reverse_gaps, time_gaps
 
 
 def hippo_legs_nplr(state: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -58,18 +57,8 @@ def bilinear_step(h: Tensor, u: Tensor, dt: Tensor, lam: Tensor, p: Tensor, b: T
 
 class S4(SSMBlock):
     @dataclass
-    class Config(SSMConfig):
-        d_state: int = 64              # state size N per channel (N/2 complex conjugate pairs stored)
-        bidirectional: bool = False    # add an anti-causal SSM (no recurrent mode)
-        dt_min: float = 1e-3           # initial steps Δ are log-uniform in [dt_min, dt_max]
-        dt_max: float = 1e-1
-
-        def validate(self, path: str) -> None:
-            super().validate(path)
-            if self.d_state < 2 or self.d_state % 2:
-                raise ConfigError(f"{path}.d_state", f"must be an even number >= 2, got {self.d_state!r}")
-            if not 0 < self.dt_min <= self.dt_max:
-                raise ConfigError(f"{path}.dt_min", f"need 0 < dt_min <= dt_max, got {self.dt_min}, {self.dt_max}")
+    class Config(ModalSSMConfig):
+        """d_state, bidirectional, dt_min, dt_max, dropout, time_unit: the keys every modal SSM has."""
 
     def __init__(self, cfg: Config):
         super().__init__(cfg)
@@ -84,7 +73,7 @@ class S4(SSMBlock):
         c = torch.randn(dirs, h, m, dtype=torch.cfloat) * 0.5 ** 0.5
         self.c = nn.Parameter(torch.view_as_real(c))                                     # [dirs, H, M, 2]
         self.d = nn.Parameter(torch.ones(h))
-        self.out = nn.Sequential(nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(h, 2 * h), nn.GLU(dim=-1))
+        self.out = gated_output(h, cfg.dropout)
 
     def params(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Λ, p, b [H, M] and c [dirs, H, M], complex."""

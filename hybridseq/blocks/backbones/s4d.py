@@ -15,11 +15,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ...errors import ConfigError
 from ...ops import fft_conv, linear_scan, vandermonde_kernel
 from ...seq import Seq
 from ..base import choice
-from .ssm_common import SSMBlock, SSMConfig, log_uniform, reverse_gaps, time_gaps
+from .ssm_common import ModalSSMConfig, SSMBlock, gated_output, log_uniform, reverse_gaps, time_gaps
 
 
 def s4d_init(kind: str, channels: int, state: int) -> tuple[Tensor, Tensor]:
@@ -44,20 +43,9 @@ def discretise(dt: Tensor, A: Tensor, method: str) -> tuple[Tensor, Tensor]:
 
 class S4D(SSMBlock):
     @dataclass
-    class Config(SSMConfig):
-        d_state: int = 64                          # state size N per channel (N/2 complex conjugate pairs)
+    class Config(ModalSSMConfig):
         init: str = choice("lin", "inv", "real")   # S4D-Lin, S4D-Inv or S4D-Real eigenvalues
         disc: str = choice("zoh", "bilinear")      # discretisation
-        bidirectional: bool = False                # add an anti-causal SSM (no recurrent mode)
-        dt_min: float = 1e-3                       # initial steps Δ are log-uniform in [dt_min, dt_max]
-        dt_max: float = 1e-1
-
-        def validate(self, path: str) -> None:
-            super().validate(path)
-            if self.d_state < 2 or self.d_state % 2:
-                raise ConfigError(f"{path}.d_state", f"must be an even number >= 2, got {self.d_state!r}")
-            if not 0 < self.dt_min <= self.dt_max:
-                raise ConfigError(f"{path}.dt_min", f"need 0 < dt_min <= dt_max, got {self.dt_min}, {self.dt_max}")
 
     def __init__(self, cfg: Config):
         super().__init__(cfg)
@@ -69,7 +57,7 @@ class S4D(SSMBlock):
         dirs = 2 if cfg.bidirectional else 1
         self.c = nn.Parameter(torch.view_as_real(torch.randn(dirs, h, m, dtype=torch.cfloat)))  # [dirs, H, M, 2]
         self.d = nn.Parameter(torch.ones(h))
-        self.out = nn.Sequential(nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(h, 2 * h), nn.GLU(dim=-1))
+        self.out = gated_output(h, cfg.dropout)
 
     def eigenvalues(self) -> Tensor:
         return torch.complex(-torch.exp(self.a_log_re), self.a_im)                        # [H, M]

@@ -25,10 +25,31 @@ class SSMConfig:
     d_model: int = MISSING     # stream width (injected)
     dropout: float = 0.0       # on the layer's output, before the residual
     time_unit: float = 1.0     # the observation gap that counts as one step of the learned Δ
+    dt_min: float = 1e-3       # initial steps Δ are log-uniform in [dt_min, dt_max]
+    dt_max: float = 1e-1
 
     def validate(self, path: str) -> None:
         if not self.time_unit > 0:
             raise ConfigError(f"{path}.time_unit", f"must be > 0, got {self.time_unit!r}")
+        if not 0 < self.dt_min <= self.dt_max:
+            raise ConfigError(f"{path}.dt_min", f"need 0 < dt_min <= dt_max, got {self.dt_min}, {self.dt_max}")
+
+
+@dataclass
+class ModalSSMConfig(SSMConfig):
+    """Keys shared by the convolutional SSMs (s4d, s4), whose N-dimensional state is N/2 complex modes."""
+    d_state: int = 64              # state size N per channel (N/2 complex conjugate pairs)
+    bidirectional: bool = False    # add an anti-causal SSM (no recurrent mode)
+
+    def validate(self, path: str) -> None:
+        super().validate(path)
+        if self.d_state < 2 or self.d_state % 2:
+            raise ConfigError(f"{path}.d_state", f"must be an even number >= 2, got {self.d_state!r}")
+
+
+def gated_output(width: int, dropout: float) -> nn.Sequential:
+    """The output stage of s4d and s4: GELU, dropout, then a linear layer into a GLU gate."""
+    return nn.Sequential(nn.GELU(), nn.Dropout(dropout), nn.Linear(width, 2 * width), nn.GLU(dim=-1))
 
 
 def time_gaps(t: Tensor, valid: Tensor, unit: float) -> Tensor:
