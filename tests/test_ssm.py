@@ -238,6 +238,7 @@ def model_cfg(block: dict) -> dict:
     ({"type": "mamba", "impl": "triton"}, "model.blocks[0].impl", "torch"),
     ({"type": "mamba2", "head_dim": 5}, "model.blocks[0].head_dim", "divide"),
     ({"type": "s4", "d_state": 5}, "model.blocks[0].d_state", "even"),
+    ({"type": "mamba", "dt_min": 0.5}, "model.blocks[0].dt_min", "dt_min <= dt_max"),
 ])
 def test_config_errors_name_the_key(block, key, text):
     with pytest.raises(hs.ConfigError) as err:
