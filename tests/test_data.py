@@ -208,3 +208,17 @@ def test_problem_loads_by_name_from_an_installed_aeon_or_sktime():
     data = load_data({"name": "uea", "dataset": train.name[: -len("_TRAIN.ts")], "val_fraction": 0.0})
     assert (len(data.train), len(data.test)) == (_cases(train), _cases(train.with_name(
         train.name.replace("_TRAIN.ts", "_TEST.ts"))))
+
+
+def test_a_package_problem_without_its_test_file_names_the_dataset_key(tmp_path, monkeypatch):
+    import importlib.machinery
+
+    folder = tmp_path / "sktime" / "datasets" / "data" / "Lonely"
+    folder.mkdir(parents=True)
+    shutil.copy(EMBEDDED_DIR / "BasicMotions" / "BasicMotions_TRAIN.ts", folder / "Lonely_TRAIN.ts")
+    spec = importlib.machinery.ModuleSpec("sktime", None, is_package=True)
+    spec.submodule_search_locations = [str(tmp_path / "sktime")]
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: spec if name == "sktime" else None)
+    with pytest.raises(ConfigError, match="no partner file Lonely_TEST.ts") as err:
+        load_data({"name": "uea", "dataset": "Lonely"})
+    assert err.value.path == "data.dataset"

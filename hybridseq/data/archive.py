@@ -41,7 +41,8 @@ def embedded_names() -> list[str]:
     return sorted(p.name for p in EMBEDDED_DIR.iterdir() if p.is_dir())
 
 
-def _pair_in(folder: Path, dataset: str | None) -> tuple[Path, Path] | None:
+def _pair_in(folder: Path, dataset: str | None, key: str = "data.path") -> tuple[Path, Path] | None:
+    """The (train, test) files in ``folder`` (of ``dataset`` if named); ``key`` is the option that led here."""
     trains = sorted(folder.glob("*_TRAIN.ts"))
     if dataset is not None:
         trains = [p for p in trains if p.name.lower() == f"{dataset}_train.ts".lower()]
@@ -52,7 +53,7 @@ def _pair_in(folder: Path, dataset: str | None) -> tuple[Path, Path] | None:
         return None
     test = trains[0].with_name(trains[0].name[: -len("_TRAIN.ts")] + "_TEST.ts")
     if not test.exists():
-        raise ConfigError("data.path", f"{trains[0]} has no partner file {test.name} beside it")
+        raise ConfigError(key, f"{trains[0]} has no partner file {test.name} beside it")
     return trains[0], test
 
 
@@ -81,7 +82,7 @@ def _from_packages(dataset: str) -> tuple[Path, Path]:
         root = Path(next(iter(spec.submodule_search_locations))) / "datasets"
         found[package] = root
         for train in root.rglob(f"{dataset}_TRAIN.ts"):
-            return _pair_in(train.parent, dataset)
+            return _pair_in(train.parent, dataset, "data.dataset")
     shipped = ", ".join(embedded_names())
     if not found:
         raise ConfigError("data.dataset", f"dataset {dataset!r} is not shipped with hybridseq (shipped: {shipped}). "
