@@ -47,6 +47,7 @@ def test_bf16_autocast_on_cuda():
     assert all(torch.isfinite(torch.tensor(results["curves"]["train_loss"])))
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")   # torch's own
 def test_compile_is_opt_in_and_skips_blocks_that_are_not_compile_safe():
     plain = Trainer(OmegaConf.create(tiny_config()))
     assert plain.net is plain.model and plain.cfg.train.compile is False
