@@ -1,9 +1,11 @@
-"""Side-by-side timing helpers for the benchmarks: interleaved repeats, medians, ratios."""
+"""Helpers shared by the benchmarks: interleaved timing (medians) and the activation memory autograd holds."""
 from __future__ import annotations
 
 import statistics
 import time
 from typing import Callable
+
+import torch
 
 
 def interleaved(fns: dict[str, Callable[[], object]], repeats: int = 20, warmup: int = 3) -> dict[str, float]:
@@ -18,3 +20,36 @@ def interleaved(fns: dict[str, Callable[[], object]], repeats: int = 20, warmup:
             fn()
             samples[name].append(time.perf_counter() - start)
     return {name: statistics.median(s) for name, s in samples.items()}
+
+
+def peak_saved_bytes(run: Callable[[], object], params) -> int:
+    """Peak bytes of the distinct non-parameter storages autograd holds for backward while ``run`` (a
+    forward, and usually its backward) executes: a storage counts from when a graph saves it until the
+    last graph holding it is freed. The count is the same on every device."""
+    skip = {p.untyped_storage().data_ptr() for p in params}
+    live: dict[int, list[int]] = {}                          # storage pointer -> [references, bytes]
+    total = {"now": 0, "peak": 0}
+
+    class Held:
+        """A saved tensor; its storage counts while any graph still holds it."""
+
+        def __init__(self, t):
+            self.t, self.ptr = t.detach(), t.untyped_storage().data_ptr()     # no cycle via t.grad_fn
+            entry = live.setdefault(self.ptr, [0, t.untyped_storage().nbytes()])
+            if entry[0] == 0:
+                total["now"] += entry[1]
+                total["peak"] = max(total["peak"], total["now"])
+            entry[0] += 1
+
+        def __del__(self):
+            entry = live[self.ptr]
+            entry[0] -= 1
+            if entry[0] == 0:
+                total["now"] -= entry[1]
+                del live[self.ptr]
+
+    with torch.autograd.graph.saved_tensors_hooks(
+            lambda t: t if t.untyped_storage().data_ptr() in skip else Held(t),
+            lambda h: h.t if isinstance(h, Held) else h):
+        run()
+    return total["peak"]

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _timing import interleaved  # noqa: E402
+from _timing import interleaved, peak_saved_bytes  # noqa: E402
 
 from hybridseq import build_block  # noqa: E402
 from hybridseq.blocks.encoders.common import clean_inputs  # noqa: E402
@@ -54,22 +54,6 @@ def per_pair_forward(block, batch):
             outs.append(torch.einsum("hj,jhe->he", attn, torch.stack(means)).reshape(d))
         rows.append(torch.stack(outs))
     return x + block.proj(torch.stack(rows))
-
-
-def saved_bytes(fn, params) -> int:
-    """Bytes of the distinct non-parameter storages autograd saves for backward while ``fn`` runs."""
-    seen: dict = {}
-    skip = {p.untyped_storage().data_ptr() for p in params}
-
-    def pack(t):
-        storage = t.untyped_storage()
-        if storage.data_ptr() not in skip:
-            seen[storage.data_ptr()] = storage.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn()
-    return sum(seen.values())
 
 
 def train_step(fn, device):
@@ -111,10 +95,10 @@ def main() -> None:
 
     fns = {"batched": ours, "per-pair": reference}
     times = interleaved({name: train_step(fn, device) for name, fn in fns.items()}, repeats=args.repeats, warmup=1)
-    memory = {name: saved_bytes(fn, list(block.parameters())) for name, fn in fns.items()}
+    memory = {name: peak_saved_bytes(train_step(fn, device), list(block.parameters())) for name, fn in fns.items()}
     for name in fns:
         print(f"{name:>9}: forward+backward median {times[name] * 1e3:9.1f} ms, "
-              f"activations saved for backward {memory[name] / 2**20:8.2f} MiB")
+              f"peak activations held for backward {memory[name] / 2**20:8.2f} MiB")
     print(f"speed-up (per-pair / batched): {times['per-pair'] / times['batched']:.1f}x; "
           f"saved-memory ratio (batched / per-pair): {memory['batched'] / memory['per-pair']:.2f} "
           f"(median of {args.repeats} interleaved repeats, {torch.get_num_threads()} thread(s))")

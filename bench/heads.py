@@ -19,46 +19,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _timing import interleaved  # noqa: E402
+from _timing import interleaved, peak_saved_bytes  # noqa: E402
 
 import hybridseq as hs  # noqa: E402
 
 MiB = 2**20
-
-
-def peak_saved_bytes(block, seq, params) -> tuple[int, int]:
-    """(peak bytes of the distinct non-parameter storages autograd holds during one forward + backward of
-    ``block``, function evaluations of the forward)."""
-    skip = {p.untyped_storage().data_ptr() for p in params}
-    live: dict[int, list[int]] = {}                          # storage pointer -> [references, bytes]
-    total = {"now": 0, "peak": 0}
-
-    class Held:
-        """A saved tensor; its storage counts while any graph still holds it."""
-
-        def __init__(self, t):
-            self.t, self.ptr = t.detach(), t.untyped_storage().data_ptr()     # no cycle via t.grad_fn
-            entry = live.setdefault(self.ptr, [0, t.untyped_storage().nbytes()])
-            if entry[0] == 0:
-                total["now"] += entry[1]
-                total["peak"] = max(total["peak"], total["now"])
-            entry[0] += 1
-
-        def __del__(self):
-            entry = live[self.ptr]
-            entry[0] -= 1
-            if entry[0] == 0:
-                total["now"] -= entry[1]
-                del live[self.ptr]
-
-    block.solver.reset()
-    with torch.autograd.graph.saved_tensors_hooks(
-            lambda t: t if t.untyped_storage().data_ptr() in skip else Held(t),
-            lambda h: h.t if isinstance(h, Held) else h):
-        out = block(seq).x
-        nfe = block.stats()["nfe"]
-        out.sum().backward()
-    return total["peak"], nfe
 
 
 def memory_table(args) -> None:
@@ -73,10 +38,17 @@ def memory_table(args) -> None:
             torch.manual_seed(0)
             block = hs.build_block("neural_ode_transformer", d_model=args.d_model, heads=4, steps=steps,
                                    solver={"method": "rk4", "adjoint": adjoint})
-            row[adjoint], nfe = peak_saved_bytes(block, seq, list(block.parameters()))
+            stats = {}
+
+            def forward_backward():
+                block.solver.reset()
+                out = block(seq).x
+                stats.update(block.stats())                   # forward NFE, before backward adds any
+                out.sum().backward()
+            row[adjoint] = peak_saved_bytes(forward_backward, list(block.parameters()))
         base.setdefault("plain", row[False])
         base.setdefault("adjoint", row[True])
-        print(f"{steps:>5}  {nfe:>13}  {row[False] / MiB:>12.2f}  {row[True] / MiB:>11.2f}  "
+        print(f"{steps:>5}  {stats['nfe']:>13}  {row[False] / MiB:>12.2f}  {row[True] / MiB:>11.2f}  "
               f"{row[False] / row[True]:>6.1f}x")
     print("growth 4 -> 32 steps: backprop {:.1f}x, adjoint {:.2f}x".format(
         row[False] / base["plain"], row[True] / base["adjoint"]))
