@@ -33,6 +33,13 @@ def test_expansion_is_variants_by_grid_by_seeds_with_stable_ids():
     assert len({r.run_id for r in runs}) == len(runs)
 
 
+def test_editing_the_base_config_makes_every_run_new():
+    ids = [r.run_id for r in load_sweep(sweep(seeds=[0, 1])).runs()]
+    assert ids == [r.run_id for r in load_sweep(sweep(seeds=[0, 1])).runs()]
+    edited = {**BASE, "train": {**BASE["train"], "lr": 0.01}}
+    assert not set(ids) & {r.run_id for r in load_sweep({**sweep(seeds=[0, 1]), "base": edited}).runs()}
+
+
 def test_shards_partition_the_runs():
     runs = load_sweep(sweep(axes={"train.lr": [1e-3, 2e-3, 3e-3]}, seeds=[0, 1, 2])).runs()
     parts = [shard(runs, f"{i}/4") for i in range(4)]

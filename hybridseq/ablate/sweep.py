@@ -13,9 +13,10 @@ axes:                                # grid: every combination of these values
 seeds: [0, 1, 2]
 metric: test_accuracy                # the summary's headline metric (default: the task's test metric)
 ```
-Runs are variants x axes grid x seeds. A run's id is a stable hash of its overrides and seed, so a
-re-run finds its finished runs whatever the order, and ``--shard i/n`` takes the runs at positions
-``k`` with ``k % n == i`` in the expansion order.
+Runs are variants x axes grid x seeds. A run's id is a stable hash of the base config's content, its
+overrides and its seed, so a re-run finds its finished runs whatever the order, and an edited base config
+makes every run new. ``--shard i/n`` takes the runs at positions ``k`` with ``k % n == i`` in the
+expansion order.
 """
 from __future__ import annotations
 
@@ -59,26 +60,28 @@ class Sweep:
         """Every run in expansion order: variants, then the axes grid (last axis fastest), then seeds."""
         variants = list(self.variants.items()) or [("", [])]
         keys = list(self.axes)
+        base = hashlib.sha1(OmegaConf.to_yaml(self.config(None)).encode()).hexdigest()
         out = []
         for (vname, vover), combo in itertools.product(variants, itertools.product(*self.axes.values())):
             over = [*self.overrides, *vover, *(f"{k}={_text(v)}" for k, v in zip(keys, combo))]
             label = "/".join([vname] * bool(vname) + [f"{_short(k, keys)}={_label(v)}" for k, v in zip(keys, combo)])
             for seed in self.seeds:
-                out.append(Run(run_id(over, seed), label or "base", seed, [*over, f"train.seed={seed}"]))
+                out.append(Run(run_id(over, seed, base), label or "base", seed, [*over, f"train.seed={seed}"]))
         return out
 
-    def config(self, run: Run) -> DictConfig:
+    def config(self, run: Run | None) -> DictConfig:
+        """The config of ``run`` (None: the base config alone)."""
         base = OmegaConf.create(self.base) if isinstance(self.base, dict) else self.base
-        return compose(base, run.overrides)
+        return compose(base, run.overrides if run else ())
 
     def as_dict(self) -> dict:
         return {"name": self.name, "base": self.base, "overrides": self.overrides, "variants": self.variants,
                 "axes": self.axes, "seeds": self.seeds, "metric": self.metric}
 
 
-def run_id(overrides: list[str], seed: int) -> str:
-    """Stable id of one run: a hash of its overrides and seed (12 hex digits)."""
-    text = json.dumps({"overrides": list(overrides), "seed": int(seed)}, sort_keys=True)
+def run_id(overrides: list[str], seed: int, base: str = "") -> str:
+    """Stable id of one run: a hash of its overrides, seed and base config digest (12 hex digits)."""
+    text = json.dumps({"overrides": list(overrides), "seed": int(seed), "base": base}, sort_keys=True)
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
