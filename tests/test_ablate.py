@@ -102,6 +102,9 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_runs(tmp_path):
     assert "| transformer | 1 |" in table and "| mlp | 1 |" in table
     for name in ("summary.md", "summary.csv", "plots/test_accuracy.png", "plots/curves.png"):
         assert (tmp_path / name).is_file(), name
+    for name in ("test_accuracy.png", "curves.png"):
+        assert (tmp_path / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    assert (tmp_path / "summary.csv").read_text().splitlines()[0].startswith("variant,runs,failed,test_accuracy_mean")
 
 
 def test_failing_variant_is_recorded_and_the_sweep_goes_on(tmp_path, capsys):
