@@ -7,7 +7,7 @@ import yaml
 from hybridseq import ConfigError, cli, plugins
 from hybridseq.ablate import ablate, load_sweep, shard, summarize
 from hybridseq.ablate.store import ResultStore
-from hybridseq.ablate.summary import to_markdown
+from hybridseq.ablate.summary import metric_keys, to_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = {
@@ -159,6 +159,8 @@ def test_summary_is_mean_and_std_over_seeds():
     row = summarize(records, "test_accuracy")[0]
     assert row["runs"] == 3 and row["test_accuracy"] == pytest.approx((0.7, 0.2))
     assert "0.7000 ± 0.2000" in to_markdown([row], records)
+    regress = [{"variant": "v", "seed": 0, "status": "ok", "test_mae": 0.1, "test_mse": 0.2, "monitor": "val_mse"}]
+    assert metric_keys(regress) == ["test_mse", "test_mae", "val_mse"]    # the selection metric leads
 
 
 def test_shipped_sweeps_expand():

@@ -22,10 +22,12 @@ def _stats(values: list[float]) -> tuple[float, float]:
 
 
 def metric_keys(records: list[dict], headline: str | None = None) -> list[str]:
-    """Test metrics of the ok records (headline first), then the validation metric used to select."""
+    """Test metrics of the ok records (headline first; by default the test value of the metric that
+    selected the checkpoints), then that validation metric."""
     ok = [r for r in records if r.get("status") == "ok"]
     keys = sorted({k for r in ok for k in r if k.startswith("test_") and k != "test_loss"})
     monitors = sorted({r["monitor"] for r in ok if r.get("monitor")})
+    headline = headline or (f"test_{monitors[0].removeprefix('val_')}" if monitors else None)
     if headline in keys:
         keys.remove(headline)
         keys.insert(0, headline)
