@@ -7,12 +7,20 @@ import tempfile
 from pathlib import Path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path, data: bytes) -> Path:
-    """Write ``data`` to a temporary file beside ``path``, fsync it, then rename it over ``path``."""
+    """Write ``data`` to a temporary file beside ``path``, fsync it, then rename it over ``path``. The file
+    gets the permissions of an ordinary new file (0666 less the umask), not the temporary file's 0600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -38,14 +46,17 @@ def atomic_save_safetensors(tensors: dict, path) -> Path:
 def append_jsonl(path, record: dict) -> None:
     """Append one JSON line with a single write, flushed and fsynced.
 
-    A reader should skip a trailing partial line (see `read_jsonl`), which only a kill during the write
-    can leave.
+    A kill during the write can leave a partial last line, which `read_jsonl` skips; the next append
+    starts on a new line so that the record after it is whole.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     line = (json.dumps(record, default=str) + "\n").encode("utf-8")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o666)
     try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":          # torn last line
+            line = b"\n" + line
         os.write(fd, line)
         os.fsync(fd)
     finally:

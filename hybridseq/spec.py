@@ -11,7 +11,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from . import registry
+from . import plugins, registry
 from .errors import ConfigError
 from .schema import build_config
 
@@ -268,8 +268,9 @@ SECTION_VALIDATORS: dict = {"model": validate_model}
 
 def validate_config(cfg) -> list[str]:
     """Validate every known top-level section present in ``cfg``; returns the section names checked."""
+    plugins.load()                     # built-in plugins add their sections' validators as they load
     done = []
-    for key, validator in SECTION_VALIDATORS.items():
+    for key, validator in list(SECTION_VALIDATORS.items()):
         if key in cfg:
             validator(cfg[key], key)
             done.append(key)

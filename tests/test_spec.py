@@ -1,4 +1,7 @@
 """Config mistakes fail at validation with the key path, the bad value and the valid choices."""
+import subprocess
+import sys
+
 import pytest
 
 import hybridseq as hs
@@ -89,3 +92,12 @@ def test_cli_prints_the_message_and_exits_nonzero(tmp_path, capsys):
     assert main(["validate", str(cfg)]) == 2
     err = capsys.readouterr().err
     assert "model.blocks[0].type" in err and "transformer" in err and "Traceback" not in err
+
+
+def test_validate_config_in_a_fresh_interpreter():
+    code = ("from hybridseq.config import load_config; from hybridseq.spec import validate_config; "
+            "print(validate_config(load_config({'model': {'d_model': 8, 'input': {'kind': 'sequence', 'channels': 2}, "
+            "'blocks': [{'type': 'mlp'}]}, 'train': {'epochs': 1}})))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "['model', 'train']"
