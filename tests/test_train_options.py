@@ -1,10 +1,14 @@
 """Training options: console progress, bf16 autocast (CUDA only), opt-in torch.compile, device choice."""
+import json
+
 import pytest
 import torch
 from omegaconf import OmegaConf
+from safetensors.torch import load_file
 from test_train import tiny_config
 
 from hybridseq import ConfigError
+from hybridseq.cli import main
 from hybridseq.train.config import train_config
 from hybridseq.train.ddp import pick_device
 from hybridseq.train.evaluate import autocast
@@ -70,3 +74,34 @@ def test_device_choice_errors_name_the_key():
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match=r"train\.device: 'cuda' asked for, but CUDA is not available"):
             pick_device("cuda")
+
+
+def depth_config(**train_over):
+    cfg = tiny_config(epochs=1, **train_over)
+    cfg["model"]["blocks"] = [{"type": "neural_ode_transformer", "heads": 2, "steps": 2}]
+    return cfg
+
+
+def test_adaptive_depth_from_the_command_line(tmp_path, capsys):
+    """Trained with 2 steps; evaluated with 8 and fine-tuned with 4 by config alone (same weights)."""
+    train(OmegaConf.create(depth_config()), tmp_path / "n2")
+    assert main(["evaluate", str(tmp_path / "n2"), "model.blocks[0].steps=8"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["overrides"] == ["model.blocks[0].steps=8"] and result["nfe"] == 8 * 4   # rk4: 4 per step
+    assert main(["evaluate", str(tmp_path / "n2"), "model.d_model=16"]) == 2
+    assert "overrides: the weights in" in capsys.readouterr().err
+
+    cfg = depth_config(init_from=str(tmp_path / "n2"))
+    cfg["model"]["blocks"][0]["steps"] = 4
+    start = Trainer(OmegaConf.create(cfg), None).model.state_dict()
+    saved = load_file(str(tmp_path / "n2" / "best.safetensors"))
+    assert saved.keys() == start.keys() and all(torch.equal(start[k], saved[k]) for k in saved)
+    assert train(OmegaConf.create(cfg), tmp_path / "n4")["nfe"] == 4 * 4
+
+
+def test_init_from_errors_name_the_key(tmp_path):
+    with pytest.raises(ConfigError, match=r"train\.init_from: .*not found"):
+        Trainer(OmegaConf.create(depth_config(init_from=str(tmp_path / "nowhere"))), None)
+    train(OmegaConf.create(tiny_config(epochs=1)), tmp_path / "plain")
+    with pytest.raises(ConfigError, match=r"train\.init_from: the weights in .* do not fit this model"):
+        Trainer(OmegaConf.create(depth_config(init_from=str(tmp_path / "plain"))), None)

@@ -7,6 +7,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..assemble import HybridModel, assemble
 from ..config import load_config
+from ..errors import ConfigError
 from ..io import atomic_save_safetensors, atomic_write_text
 
 CONFIG_FILE = "config.yaml"
@@ -22,14 +23,8 @@ def save_run(run_dir, cfg, model: HybridModel, name: str = "best") -> Path:
     return atomic_save_safetensors(module.state_dict(), run_dir / f"{name}.safetensors")
 
 
-def load_run(path, name: str = "best", overrides=None, map_location: str = "cpu"):
-    """Load ``(cfg, model)`` from a run directory or a ``.safetensors`` file with config.yaml beside it.
-
-    ``overrides`` (dotlist) apply to the saved config before the model is assembled, e.g.
-    ``["model.blocks[2].steps=16"]`` to evaluate a continuous-depth head with more steps.
-    """
-    from safetensors.torch import load_file
-
+def run_files(path, name: str = "best") -> tuple[Path, Path]:
+    """(weights, config) of a run directory, or of a ``.safetensors`` file with config.yaml beside it."""
     path = Path(path)
     weights = path if path.suffix == ".safetensors" else path / f"{name}.safetensors"
     config = weights.parent / CONFIG_FILE
@@ -37,7 +32,30 @@ def load_run(path, name: str = "best", overrides=None, map_location: str = "cpu"
         if not needed.is_file():
             raise FileNotFoundError(f"{needed} not found: expected a run directory with {CONFIG_FILE} and "
                                     f"{name}.safetensors, or a .safetensors file with {CONFIG_FILE} beside it")
+    return weights, config
+
+
+def load_weights(model: HybridModel, weights, key: str) -> None:
+    """Load a safetensors file into ``model``; weights that do not fit are a `ConfigError` at ``key``."""
+    from safetensors.torch import load_file
+
+    try:
+        model.load_state_dict(load_file(str(weights), device="cpu"))
+    except RuntimeError as err:
+        detail = " ".join(str(err).split())
+        raise ConfigError(key, f"the weights in {weights} do not fit this model: {detail}; only changes that "
+                          "keep every parameter's name and shape apply to saved weights (e.g. a head's steps "
+                          "or solver)") from None
+
+
+def load_run(path, name: str = "best", overrides=None):
+    """Load ``(cfg, model)`` from a run directory or a ``.safetensors`` file with config.yaml beside it.
+
+    ``overrides`` (dotlist) apply to the saved config before the model is assembled, e.g.
+    ``["model.blocks[2].steps=16"]`` to evaluate a continuous-depth head with more steps.
+    """
+    weights, config = run_files(path, name)
     cfg = load_config(config, overrides)
     model = assemble(cfg.model)
-    model.load_state_dict(load_file(str(weights), device=map_location))
+    load_weights(model, weights, "overrides" if overrides else str(weights))
     return cfg, model

@@ -35,7 +35,7 @@ def cmd_train(args) -> int:
 def cmd_evaluate(args) -> int:
     from .evaluate import evaluate_run
 
-    result = evaluate_run(args.run_dir, args.data or (), args.split, args.checkpoint)
+    result = evaluate_run(args.run_dir, args.data or (), args.split, args.checkpoint, overrides=args.overrides)
     print(json.dumps(result, indent=2))
     return 0
 
@@ -54,6 +54,8 @@ def hybridseq_register_commands(cli):
 
     p = cli.add_parser("evaluate", help="score a run's checkpoint on a data split; prints JSON")
     p.add_argument("run_dir", help="run directory written by `hybridseq train`")
+    p.add_argument("overrides", nargs="*", help="dotlist overrides of the saved config that keep the weights' "
+                   "shapes, e.g. model.blocks[0].steps=16 (a continuous-depth head at another depth)")
     p.add_argument("--data", action="append", metavar="KEY=VALUE",
                    help="override data.KEY for evaluation (repeatable), e.g. --data irregular.drop=0.7")
     p.add_argument("--split", default="test", help="train, val or test (default: test)")

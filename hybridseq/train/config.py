@@ -31,6 +31,7 @@ class TrainConfig:
     num_workers: int = 0                       # DataLoader worker processes
     monitor: Optional[str] = None              # validation metric to select on; None = the task's
     progress: bool = True                      # tqdm progress bar
+    init_from: Optional[str] = None            # start from these weights: a run dir or a .safetensors file
 
     def validate(self, path: str) -> None:
         if self.epochs < 1:

@@ -53,16 +53,18 @@ def total_nfe(model: HybridModel) -> int:
     return sum(int(s.get("nfe", 0)) for s in model.stats().values())
 
 
-def evaluate_run(run_dir, data_overrides=(), split: str = "test", name: str = "best", *, splits=None,
-                 collate=None, write: bool = True) -> dict:
+def evaluate_run(run_dir, data_overrides=(), split: str = "test", name: str = "best", *, overrides=(),
+                 splits=None, collate=None, write: bool = True) -> dict:
     """Metrics of run ``run_dir``'s ``name`` checkpoint on ``split``.
 
     ``data_overrides`` are ``key=value`` items applied under ``data.`` (e.g. ``irregular.drop=0.7`` to
-    score at another drop ratio). The result is also written to ``eval_<split>.json`` in the run dir.
+    score at another drop ratio); ``overrides`` are full dotlist items applied to the saved config before
+    the model is built, e.g. ``model.blocks[0].steps=16`` for a continuous-depth head evaluated at another
+    depth (they must keep every parameter's shape). The result is also written to ``eval_<split>.json``.
     """
     if split not in SPLITS:
         raise ConfigError("--split", f"invalid value {split!r}", choices=SPLITS, got=split)
-    cfg, model = load_run(run_dir, name)
+    cfg, model = load_run(run_dir, name, list(overrides))
     apply_overrides(cfg, [f"data.{item.lstrip('+')}" for item in data_overrides])
     if splits is None or collate is None:
         from .. import data
@@ -81,7 +83,7 @@ def evaluate_run(run_dir, data_overrides=(), split: str = "test", name: str = "b
     loader = DataLoader(dataset, batch_size=batch_size(tcfg, cfg.get("data")), collate_fn=collate)
     metrics = evaluate(model.to(device), task, loader, getattr(splits.info, task.width_key), device, tcfg.bf16)
     result = {"run": str(run_dir), "checkpoint": name, "split": split, "task": task.name,
-              "data_overrides": list(data_overrides), **metrics}
+              "overrides": list(overrides), "data_overrides": list(data_overrides), **metrics}
     if write:
         atomic_write_text(Path(run_dir) / f"eval_{split}.json", json.dumps(result, indent=2))
     return result

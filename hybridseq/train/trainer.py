@@ -23,7 +23,7 @@ from ..assemble import assemble
 from ..errors import ConfigError
 from ..io import append_jsonl, atomic_write_text
 from . import ddp
-from .checkpoint import CONFIG_FILE, save_run
+from .checkpoint import CONFIG_FILE, load_weights, run_files, save_run
 from .config import as_dict, batch_size, train_config
 from .ddp import pick_device
 from .evaluate import autocast, evaluate, model_input, total_nfe
@@ -75,7 +75,10 @@ class Trainer:
         self._check_run_dir()
 
         seed_everything(t.seed)
-        self.model = assemble(self.cfg.model).to(self.device)
+        self.model = assemble(self.cfg.model)
+        if t.init_from:                                   # fine-tuning; a resumed state replaces these
+            load_weights(self.model, self._init_weights(t.init_from), "train.init_from")
+        self.model.to(self.device)
         check_output(self.model, self.task, self.info)
         self.net = self.model
         if self.dist.active:
@@ -105,6 +108,13 @@ class Trainer:
                       "history": []}
         if resume and self.run_dir is not None:
             self._restore()
+
+    @staticmethod
+    def _init_weights(path: str) -> Path:
+        try:
+            return run_files(path)[0]
+        except FileNotFoundError as err:
+            raise ConfigError("train.init_from", str(err), got=path) from None
 
     # -- run directory ---------------------------------------------------------------------------
     def _check_run_dir(self) -> None:
