@@ -11,15 +11,6 @@ from hybridseq.cli import main
 from hybridseq.train.checkpoint import save_run
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: intra-op threads only add overhead (and contend on a shared machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _linear_system(eigen_blocks, seed):
     """A = P J P⁻¹ with J block-diagonal (real eigenvalues, or [[a, -w], [w, a]] for a ± iw)."""
     J = torch.block_diag(*[torch.tensor(b, dtype=torch.float64) for b in eigen_blocks])

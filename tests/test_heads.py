@@ -13,15 +13,6 @@ from hybridseq.train.checkpoint import load_run, save_run
 D = 8
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: intra-op threads only add overhead (and contend on a shared machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _x(b=2, n=5, seed=0):
     return torch.randn(b, n, D, generator=torch.Generator().manual_seed(seed))
 

@@ -10,14 +10,6 @@ from hybridseq.blocks.heads.pde_attention import PDES
 
 D = 8
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: intra-op threads only add overhead (and contend on a shared machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 LENGTHS = torch.tensor([9, 6, 1])
 
 

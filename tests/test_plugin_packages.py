@@ -39,15 +39,6 @@ train: {epochs: 1, max_steps_per_epoch: 3, lr: 1.0e-2, progress: false}
 """
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny models run faster on one thread, and do not fight other processes for cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("name", sorted(PACKAGES))
 def test_package_is_complete(name):
     folder = ROOT / "plugins" / name
@@ -76,7 +67,7 @@ def test_entry_points_register_through_the_hooks():
 
 
 @installed
-def test_yaml_model_with_plugin_block_and_solver_trains(tmp_path, one_thread):
+def test_yaml_model_with_plugin_block_and_solver_trains(tmp_path):
     from hybridseq.train.checkpoint import load_run
     from hybridseq.train.trainer import train
 
@@ -108,7 +99,7 @@ def solver_fields() -> list[tuple[str, str]]:
 
 @installed
 @pytest.mark.parametrize("block,key", solver_fields())
-def test_every_ode_block_runs_a_plugin_solver(block, key, one_thread):
+def test_every_ode_block_runs_a_plugin_solver(block, key):
     out = check_block(block, {key: {"method": "torchode_tsit5", "rtol": 1e-2, "atol": 1e-3}})
     assert torch.isfinite(out.x).all()
 
