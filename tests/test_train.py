@@ -222,8 +222,9 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
     path.write_text(OmegaConf.to_yaml(OmegaConf.create(cfg)))
     full = train(OmegaConf.create(cfg), tmp_path / "full")
     run = tmp_path / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}    # same reductions, same bits
     proc = subprocess.Popen([sys.executable, "-m", "hybridseq.cli", "train", str(path), "--out", str(run),
-                             "--no-progress"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             "--no-progress"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     metrics = run / "metrics.jsonl"
     deadline = time.time() + 60
     while time.time() < deadline and proc.poll() is None:
