@@ -90,15 +90,16 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_runs(tmp_path):
         ablate(spec, tmp_path, workers=0, echo=stop_after_first)
     first = ResultStore(tmp_path).latest()
     assert len(first) == 1
-    done_id = next(iter(first))
-    before = (tmp_path / "runs" / done_id / "results.json").stat().st_mtime_ns
+    done = next(iter(first.values()))
+    assert done["run_dir"] == str(tmp_path / "runs" / f"{done['variant']}-seed0-{done['run_id']}")
+    before = (Path(done["run_dir"]) / "results.json").stat().st_mtime_ns
 
     lines.clear()
     records, table = ablate(spec, tmp_path, workers=0, echo=lines.append)
     assert lines[0].startswith("1 of 2 runs already recorded")
     assert len(records) == 2 and all(r["status"] == "ok" for r in records)
     assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 2
-    assert (tmp_path / "runs" / done_id / "results.json").stat().st_mtime_ns == before
+    assert (Path(done["run_dir"]) / "results.json").stat().st_mtime_ns == before
     assert "| transformer | 1 |" in table and "| mlp | 1 |" in table
     for name in ("summary.md", "summary.csv", "plots/test_accuracy.png", "plots/curves.png"):
         assert (tmp_path / name).is_file(), name

@@ -1,6 +1,6 @@
 """Running a sweep: worker processes (spawned) train the runs; the parent records each result.
 
-Each run trains into ``<out>/runs/<run_id>/`` (a normal run directory, so an interrupted run resumes from
+Each run trains into ``<out>/runs/<variant>-seed<k>-<run_id>/`` (a normal run directory, so an interrupted run resumes from
 its last epoch). A run that raises is recorded with its error and the sweep goes on. Only the parent
 process appends to ``results.jsonl``, one line per run, so a kill at any moment loses at most the runs
 in flight; a re-run skips every run already recorded. A worker process that dies (killed, out of memory)
@@ -43,7 +43,7 @@ def run_one(sweep: Sweep, run: Run, out_dir: str, threads: int | None = None) ->
     if threads:
         torch.set_num_threads(threads)
     start = time.perf_counter()
-    run_dir = Path(out_dir) / "runs" / run.run_id
+    run_dir = Path(out_dir) / "runs" / run.dir_name
     record = {**run.as_dict(), "run_dir": str(run_dir)}
     try:
         cfg = sweep.config(run)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,6 +45,12 @@ class Run:
 
     def as_dict(self) -> dict:
         return {"run_id": self.run_id, "variant": self.variant, "seed": self.seed, "overrides": self.overrides}
+
+    @property
+    def dir_name(self) -> str:
+        """``<variant>-seed<k>-<run_id>``: readable in a listing, unique by the id."""
+        label = re.sub(r"[^A-Za-z0-9_.+=-]+", "_", self.variant).strip("_.")[:60] or "run"
+        return f"{label}-seed{self.seed}-{self.run_id}"
 
 
 @dataclass
