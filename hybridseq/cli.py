@@ -71,25 +71,16 @@ def cmd_plugins(args) -> int:
 
 
 def _load(args):
+    """The command's config composed from its files and overrides, checked as training would check it."""
     from .config import compose, split_args
+    from .train.tasks import check_config
 
     files, overrides = split_args(args.overrides)
-    cfg = compose([args.config, *files], overrides)
-    if "data" in cfg:                      # loading checks the data section
-        from .data import load_data
-        from .train.tasks import resolve
-
-        info = load_data(cfg.data).info
-        if "model" in cfg:                 # the widths training takes from the data, filled alike
-            cfg, _ = resolve(cfg, info)
-    return cfg
+    return check_config(compose([args.config, *files], overrides))
 
 
 def cmd_validate(args) -> int:
-    from .spec import validate_config
-
-    cfg = _load(args)
-    done = (["data"] if "data" in cfg else []) + validate_config(cfg)
+    _, done = _load(args)
     print(f"{args.config}: OK ({', '.join(done)} valid)")
     return 0
 
@@ -97,7 +88,7 @@ def cmd_validate(args) -> int:
 def cmd_describe(args) -> int:
     from .assemble import assemble, describe
 
-    cfg = _load(args)
+    cfg, _ = _load(args)
     model = assemble(cfg.model)
     if args.forward:
         from .testing import example_input
@@ -141,7 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     warnings.simplefilter("default")
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:                          # overrides given after options: `ablate S.yaml --workers 2 a.b=1`
+        if not hasattr(args, "overrides") or any(e.startswith("-") for e in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 0

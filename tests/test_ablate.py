@@ -125,6 +125,18 @@ def test_failing_variant_is_recorded_and_the_sweep_goes_on(tmp_path, capsys):
     assert "Failed runs:" in (out / "summary.md").read_text()
 
 
+def test_a_mistake_every_run_shares_fails_the_sweep_before_any_trains(tmp_path, capsys):
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(sweep(variants={"a": [], "b": ["model.d_model=16"]})))
+    out = tmp_path / "out"
+    assert cli.main(["ablate", str(path), "--out", str(out), "--workers", "0", "train.epohcs=2"]) == 2
+    err = capsys.readouterr().err
+    assert "train.epohcs: unknown key 'epohcs' for train (sweep variant 'a', seed 0); did you mean 'epochs'?" in err
+    assert not out.exists()                                         # nothing trained, nothing written
+    assert cli.main(["ablate", str(path), "--out", str(out), "--workers", "0", "train.epochs=1"]) == 0
+    assert all(r["epochs"] == 1 for r in ResultStore(out).latest().values())
+
+
 DYING_DATASET = """
 import os
 import hybridseq as hs

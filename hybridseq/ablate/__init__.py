@@ -27,14 +27,15 @@ def report(sweep: Sweep, out_dir, records: list[dict]) -> str:
     return table
 
 
-def ablate(source, out_dir=None, *, workers: int = 1, shard_spec: str | None = None, retry_failed: bool = False,
-           summary_only: bool = False, echo=print) -> tuple[list[dict], str]:
+def ablate(source, out_dir=None, *, overrides=(), workers: int = 1, shard_spec: str | None = None,
+           retry_failed: bool = False, summary_only: bool = False, echo=print) -> tuple[list[dict], str]:
     """Run (or resume) the sweep ``source`` (a YAML path or a mapping) into ``out_dir`` and report it.
 
-    Returns the latest record of each run and the Markdown summary table. With ``summary_only`` nothing
-    is trained: the table covers every run recorded in ``out_dir`` (e.g. after shards were merged).
+    ``overrides`` (dotlist) apply to every run. Returns the latest record of each run and the Markdown
+    summary table. With ``summary_only`` nothing is trained: the table covers every run recorded in
+    ``out_dir`` (e.g. after shards were merged).
     """
-    sweep = load_sweep(source)
+    sweep = load_sweep(source, overrides=overrides)
     out = Path(out_dir or Path("runs") / "ablate" / sweep.name)
     if summary_only:
         latest = ResultStore(out).latest()

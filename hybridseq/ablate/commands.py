@@ -11,10 +11,10 @@ def cmd_ablate(args) -> int:
     from . import ablate
     from .sweep import load_sweep
 
-    out = args.out or str(Path("runs") / "ablate" / load_sweep(args.sweep).name)
+    out = args.out or str(Path("runs") / "ablate" / load_sweep(args.sweep, overrides=args.overrides).name)
     print(f"sweep {args.sweep} -> {out}")
     workers = args.workers if args.workers is not None else default_workers()
-    records, table = ablate(args.sweep, out, workers=workers, shard_spec=args.shard,
+    records, table = ablate(args.sweep, out, overrides=args.overrides, workers=workers, shard_spec=args.shard,
                             retry_failed=args.retry_failed, summary_only=args.summary_only)
     print()
     print(table)
@@ -31,6 +31,8 @@ def default_workers() -> int:
 def hybridseq_register_commands(cli):
     p = cli.add_parser("ablate", help="run a sweep of configs (variants x axes x seeds) and summarise it")
     p.add_argument("sweep", help="sweep YAML file (base config, variants, axes, seeds)")
+    p.add_argument("overrides", nargs="*", help="dotlist overrides for every run, after the sweep's own, "
+                   "e.g. train.epochs=2 (they change the run ids: a different config is a different run)")
     p.add_argument("--workers", type=int, default=None,
                    help="parallel worker processes (default: CPU cores, at most 4; 0 = in this process)")
     p.add_argument("--shard", metavar="i/n", help="run only shard i of n (0 <= i < n), for many machines")

@@ -21,7 +21,7 @@ import yaml
 
 from ..io import atomic_write_text
 from .store import ResultStore
-from .sweep import Run, Sweep, shard
+from .sweep import Run, Sweep, check_runs, shard
 
 TRACEBACK_LINES = 15     # lines of traceback kept in a failure record
 
@@ -72,11 +72,12 @@ def run_sweep(sweep: Sweep, out_dir, *, workers: int = 1, shard_spec: str | None
     ``workers=0`` runs in this process (no isolation; handy for debugging). Returns the latest record
     of every run of this shard that has one.
     """
+    mine = shard(sweep.runs(), shard_spec)
+    check_runs(sweep, mine)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "sweep.yaml", yaml.safe_dump(sweep.as_dict(), sort_keys=False))
     store = ResultStore(out)
-    mine = shard(sweep.runs(), shard_spec)
     done = store.finished(retry_failed)
     todo = [r for r in mine if r.run_id not in done]
     if len(todo) < len(mine):

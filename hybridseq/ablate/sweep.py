@@ -20,16 +20,19 @@ expansion order.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
+from .. import registry
 from ..config import compose
 from ..errors import ConfigError
 
@@ -109,8 +112,9 @@ def _short(key: str, keys: list[str]) -> str:
     return leaf if sum(k.rsplit(".", 1)[-1] == leaf for k in keys) == 1 else key
 
 
-def load_sweep(source, base_dir=None) -> Sweep:
-    """A `Sweep` from a YAML file path or a mapping; config paths resolve against the file's folder."""
+def load_sweep(source, base_dir=None, overrides=()) -> Sweep:
+    """A `Sweep` from a YAML file path or a mapping; config paths resolve against the file's folder.
+    ``overrides`` (dotlist) apply to every run after the sweep's own, e.g. ``train.epochs=2`` for a smoke run."""
     if isinstance(source, (str, Path)):
         path = Path(source)
         if not path.is_file():
@@ -135,7 +139,7 @@ def load_sweep(source, base_dir=None) -> Sweep:
                 raise ConfigError("sweep.base", f"config file not found: {b}")
     elif not isinstance(base, dict):
         raise ConfigError("sweep.base", "expected a config path, a list of paths, or an inline config mapping")
-    overrides = _strings(raw.get("overrides", []), "sweep.overrides")
+    overrides = _strings(raw.get("overrides", []), "sweep.overrides") + list(overrides)
     variants = raw.get("variants") or {}
     if not isinstance(variants, dict):
         raise ConfigError("sweep.variants", "expected a mapping from variant name to a list of overrides")
@@ -150,13 +154,49 @@ def load_sweep(source, base_dir=None) -> Sweep:
     sweep = Sweep(str(raw.get("name") or default_name), base, overrides, variants, axes, seeds, raw.get("metric"))
     runs = sweep.runs()
     for run in runs:                       # fail fast on overrides that do not apply to the base config
-        try:
+        with in_variant(run):
             sweep.config(run)
-        except ConfigError as err:
-            raise ConfigError(err.path, f"{err.reason} (sweep variant '{run.variant}')") from None
     if len({r.run_id for r in runs}) != len(runs):
         raise ConfigError("sweep", "two runs of the sweep are identical (repeated variant, axis value or seed)")
     return sweep
+
+
+@contextmanager
+def in_variant(run: Run):
+    """Re-raise a `ConfigError` with the sweep variant it belongs to."""
+    try:
+        yield
+    except ConfigError as err:
+        raise ConfigError(err.path, f"{err.reason} (sweep variant '{run.variant}', seed {run.seed})",
+                          choices=err.choices, got=err.got) from None
+
+
+def check_runs(sweep: Sweep, runs: list[Run]) -> None:
+    """Check the runs' ``model`` and ``train`` sections before any trains (widths the data would fill get
+    placeholders; the data are not loaded). If every run fails, the sweep itself is wrong (a misspelt
+    key in the base or the overrides): raise the first error. Runs that fail alone are left to fail and
+    be recorded while the others train."""
+    from ..spec import validate_config
+
+    errors = []
+    for run in runs:
+        cfg = sweep.config(run)
+        model = cfg.get("model")
+        if isinstance(model, DictConfig):
+            OmegaConf.update(model, "input.channels", model.get("input", {}).get("channels") or 1, merge=True)
+            head = model.get("head")
+            if isinstance(head, DictConfig) and "type" in head and head.type in registry.blocks.names():
+                fields = {f.name for f in dataclasses.fields(registry.blocks.get(head.type, "model.head.type").Config)}
+                for key in ("classes", "outputs", "channels"):
+                    if key in fields and head.get(key) is None:
+                        head[key] = 2
+        try:
+            with in_variant(run):
+                validate_config(cfg)
+        except ConfigError as err:
+            errors.append(err)
+    if errors and len(errors) == len(runs):
+        raise errors[0]
 
 
 def _strings(value, path: str) -> list[str]:

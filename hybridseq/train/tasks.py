@@ -107,6 +107,25 @@ def resolve(cfg: DictConfig, info) -> tuple[DictConfig, Task]:
     return cfg, task
 
 
+def check_config(cfg: DictConfig, cache: dict | None = None) -> tuple[DictConfig, list[str]]:
+    """Everything a run's config is checked for before training: the data section by loading it (its
+    `DataInfo` kept in ``cache`` by the section's content), the widths the data fills in, then every
+    section's schema. Returns the resolved config and the names of the sections checked."""
+    from ..data import load_data
+    from ..spec import validate_config
+
+    checked = []
+    if "data" in cfg:
+        key = OmegaConf.to_yaml(cfg.data)
+        cache = {} if cache is None else cache
+        if key not in cache:
+            cache[key] = load_data(cfg.data).info
+        checked.append("data")
+        if "model" in cfg:
+            cfg, _ = resolve(cfg, cache[key])
+    return cfg, checked + validate_config(cfg)
+
+
 def _fill(section: DictConfig, key: str, value: int, path: str, why: str) -> None:
     """Set ``section[key] = value`` when absent; a different value is a `ConfigError`."""
     have = section.get(key)
