@@ -75,7 +75,7 @@ class _Counted(nn.Module):
         self.owner = [owner]  # a list so the owner is not registered as a submodule (no cycle)
 
     def forward(self, t, y):
-        self.owner[0].nfe += 1
+        self.owner[0].count += 1          # a tensor: traced by torch.compile without recompiling
         return self.func(t, y)
 
 
@@ -83,16 +83,21 @@ class ODESolver(nn.Module):
     """Runs the configured solver: ``solver(func, y0, t) -> [len(t), *y0.shape]``.
 
     ``nfe`` counts vector-field evaluations since the last `reset` (the model resets it at the start of
-    each forward, so it covers that forward and its backward).
+    each forward, so it covers that forward and its backward). The count lives in a tensor buffer (not in
+    the state_dict) so that it follows the module's device and compiled code updates it in place.
     """
 
     def __init__(self, cfg: SolverConfig):
         super().__init__()
         self.cfg = cfg
-        self.nfe = 0
+        self.register_buffer("count", torch.zeros((), dtype=torch.long), persistent=False)
+
+    @property
+    def nfe(self) -> int:
+        return int(self.count)
 
     def reset(self) -> None:
-        self.nfe = 0
+        self.count.zero_()
 
     def forward(self, func: nn.Module, y0: Tensor, t: Tensor) -> Tensor:
         solve = registry.solvers.get(self.cfg.method, "solver.method")
