@@ -36,8 +36,9 @@ def hybridseq_register_solvers(register) -> None:
 def hybridseq_register_datasets(register) -> None:
     """Register datasets.
 
-    :param register: ``register(name: str, factory: Callable[..., Dataset])``; ``factory(**options)``
-        receives the ``data:`` config section (less ``name``) and returns the dataset splits.
+    :param register: ``register(name: str, factory: Callable[..., DataSplits])``; ``factory(**options)``
+        receives the ``data:`` config section (less ``name``) and returns `hybridseq.data.DataSplits`:
+        train/val/test datasets of sample dicts and a `DataInfo` (channels, task, classes, ...).
     """
 
 
