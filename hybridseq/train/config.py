@@ -32,6 +32,7 @@ class TrainConfig:
     monitor: Optional[str] = None              # validation metric to select on; None = the task's
     progress: bool = True                      # tqdm progress bar
     init_from: Optional[str] = None            # start from these weights: a run dir or a .safetensors file
+    find_unused_parameters: bool = False       # DDP: let a step leave some parameters without gradient
 
     def validate(self, path: str) -> None:
         if self.epochs < 1:

@@ -12,6 +12,7 @@ import json
 import math
 import time
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -83,8 +84,8 @@ class Trainer:
         self.net = self.model
         if self.dist.active:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.net = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids,
-                                                                 find_unused_parameters=True)
+            self.net = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=ids, find_unused_parameters=t.find_unused_parameters)
         if t.compile:
             unsafe = sorted({n.type for n in self.model.spec.nodes if not n.cls.compile_safe})
             if unsafe:
@@ -115,6 +116,19 @@ class Trainer:
             return run_files(path)[0]
         except FileNotFoundError as err:
             raise ConfigError("train.init_from", str(err), got=path) from None
+
+    @contextmanager
+    def _unused_parameters_hint(self):
+        """DDP reports parameters left without gradient at the next forward; name the setting."""
+        try:
+            yield
+        except RuntimeError as err:
+            if self.dist.active and "find_unused_parameters" in str(err):
+                raise ConfigError("train.find_unused_parameters", "some model parameters got no gradient in "
+                                  "a training step (a node whose output nothing uses, or a block that skips "
+                                  "parameters), which data-parallel training must be told: set "
+                                  "train.find_unused_parameters=true") from err
+            raise
 
     # -- run directory ---------------------------------------------------------------------------
     def _check_run_dir(self) -> None:
@@ -175,7 +189,7 @@ class Trainer:
         loss_sum, nfe_sum, steps = 0.0, 0.0, 0
         for batch, targets in bar:
             batch, targets = batch.to(device), {k: v.to(device) for k, v in targets.items()}
-            with autocast(device, t.bf16):
+            with self._unused_parameters_hint(), autocast(device, t.bf16):
                 pred = self.net(model_input(self.model, batch)).x
             loss = self.task.loss(pred, targets)
             self.opt.zero_grad(set_to_none=True)
