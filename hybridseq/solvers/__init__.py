@@ -75,7 +75,11 @@ class _Counted(nn.Module):
         self.owner = [owner]  # a list so the owner is not registered as a submodule (no cycle)
 
     def forward(self, t, y):
-        self.owner[0].count += 1          # a tensor: traced by torch.compile without recompiling
+        owner = self.owner[0]
+        if torch.compiler.is_compiling():
+            owner.count += 1              # in place on a tensor: compiled code does not specialise on it
+        else:
+            owner.calls += 1              # eager: a Python int, no tensor op per evaluation
         return self.func(t, y)
 
 
@@ -83,20 +87,23 @@ class ODESolver(nn.Module):
     """Runs the configured solver: ``solver(func, y0, t) -> [len(t), *y0.shape]``.
 
     ``nfe`` counts vector-field evaluations since the last `reset` (the model resets it at the start of
-    each forward, so it covers that forward and its backward). The count lives in a tensor buffer (not in
-    the state_dict) so that it follows the module's device and compiled code updates it in place.
+    each forward, so it covers that forward and its backward). Eager evaluations count in a Python int;
+    compiled ones in a tensor buffer (not in the state_dict), which torch.compile updates in place instead
+    of recompiling for every new value of an int.
     """
 
     def __init__(self, cfg: SolverConfig):
         super().__init__()
         self.cfg = cfg
+        self.calls = 0
         self.register_buffer("count", torch.zeros((), dtype=torch.long), persistent=False)
 
     @property
     def nfe(self) -> int:
-        return int(self.count)
+        return self.calls + int(self.count)
 
     def reset(self) -> None:
+        self.calls = 0
         self.count.zero_()
 
     def forward(self, func: nn.Module, y0: Tensor, t: Tensor) -> Tensor:
