@@ -137,6 +137,15 @@ def test_a_mistake_every_run_shares_fails_the_sweep_before_any_trains(tmp_path, 
     assert all(r["epochs"] == 1 for r in ResultStore(out).latest().values())
 
 
+def test_command_line_overrides_win_over_variants_and_axes():
+    s = load_sweep(sweep(variants={"a": ["model.d_model=16"]}, axes={"train.lr": [0.1]}),
+                   overrides=["model.d_model=8", "train.lr=0.01"])
+    (run,) = s.runs()
+    assert run.overrides[-3:] == ["model.d_model=8", "train.lr=0.01", "train.seed=0"]
+    assert s.config(run).model.d_model == 8 and s.config(run).train.lr == 0.01
+    assert [r.run_id for r in load_sweep(s.as_dict()).runs()] == [run.run_id]
+
+
 DYING_DATASET = """
 import os
 import hybridseq as hs

@@ -4,7 +4,8 @@
 name: encoders                       # optional; names the default output folder
 base: [../experiments/japanese_vowels.yaml, ../models/ode_rnn_mamba.yaml]   # path(s) relative to this
                                      # file (a later model section replaces an earlier one), or a mapping
-overrides: [train.epochs=10]         # applied to every run
+overrides: [train.epochs=10]         # applied to every run, before its variant and axes
+final_overrides: []                  # applied to every run last (what the command line adds)
 variants:                            # named sets of overrides, applied together (zipped)
   linear+transformer: [model.encoder.type=linear]
   ode_rnn+mamba: [model.encoder.type=ode_rnn, "model.blocks[0].type=mamba"]
@@ -20,7 +21,6 @@ expansion order.
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import itertools
 import json
@@ -32,11 +32,10 @@ from pathlib import Path
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from .. import registry
 from ..config import compose
 from ..errors import ConfigError
 
-SWEEP_KEYS = ("name", "base", "overrides", "variants", "axes", "seeds", "metric")
+SWEEP_KEYS = ("name", "base", "overrides", "variants", "axes", "seeds", "metric", "final_overrides")
 
 
 @dataclass
@@ -65,6 +64,7 @@ class Sweep:
     axes: dict[str, list] = field(default_factory=dict)
     seeds: list[int] = field(default_factory=lambda: [0])
     metric: str | None = None
+    final_overrides: list[str] = field(default_factory=list)    # after variants and axes: they win
 
     def runs(self) -> list[Run]:
         """Every run in expansion order: variants, then the axes grid (last axis fastest), then seeds."""
@@ -73,7 +73,8 @@ class Sweep:
         base = hashlib.sha1(OmegaConf.to_yaml(self.config(None)).encode()).hexdigest()
         out = []
         for (vname, vover), combo in itertools.product(variants, itertools.product(*self.axes.values())):
-            over = [*self.overrides, *vover, *(f"{k}={_text(v)}" for k, v in zip(keys, combo))]
+            over = [*self.overrides, *vover, *(f"{k}={_text(v)}" for k, v in zip(keys, combo)),
+                    *self.final_overrides]
             label = "/".join([vname] * bool(vname) + [f"{_short(k, keys)}={_label(v)}" for k, v in zip(keys, combo)])
             for seed in self.seeds:
                 out.append(Run(run_id(over, seed, base), label or "base", seed, [*over, f"train.seed={seed}"]))
@@ -86,7 +87,7 @@ class Sweep:
 
     def as_dict(self) -> dict:
         return {"name": self.name, "base": self.base, "overrides": self.overrides, "variants": self.variants,
-                "axes": self.axes, "seeds": self.seeds, "metric": self.metric}
+                "axes": self.axes, "seeds": self.seeds, "metric": self.metric, "final_overrides": self.final_overrides}
 
 
 def run_id(overrides: list[str], seed: int, base: str = "") -> str:
@@ -114,7 +115,8 @@ def _short(key: str, keys: list[str]) -> str:
 
 def load_sweep(source, base_dir=None, overrides=()) -> Sweep:
     """A `Sweep` from a YAML file path or a mapping; config paths resolve against the file's folder.
-    ``overrides`` (dotlist) apply to every run after the sweep's own, e.g. ``train.epochs=2`` for a smoke run."""
+    ``overrides`` (dotlist) apply to every run after everything the sweep sets (its overrides, variants
+    and axes), so they win: e.g. ``train.epochs=2`` for a smoke run."""
     if isinstance(source, (str, Path)):
         path = Path(source)
         if not path.is_file():
@@ -139,7 +141,8 @@ def load_sweep(source, base_dir=None, overrides=()) -> Sweep:
                 raise ConfigError("sweep.base", f"config file not found: {b}")
     elif not isinstance(base, dict):
         raise ConfigError("sweep.base", "expected a config path, a list of paths, or an inline config mapping")
-    overrides = _strings(raw.get("overrides", []), "sweep.overrides") + list(overrides)
+    final = _strings(raw.get("final_overrides", []), "sweep.final_overrides") + list(overrides)
+    overrides = _strings(raw.get("overrides", []), "sweep.overrides")
     variants = raw.get("variants") or {}
     if not isinstance(variants, dict):
         raise ConfigError("sweep.variants", "expected a mapping from variant name to a list of overrides")
@@ -151,7 +154,8 @@ def load_sweep(source, base_dir=None, overrides=()) -> Sweep:
     seeds = raw.get("seeds", [0])
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
         raise ConfigError("sweep.seeds", f"expected a non-empty list of integers, got {seeds!r}")
-    sweep = Sweep(str(raw.get("name") or default_name), base, overrides, variants, axes, seeds, raw.get("metric"))
+    sweep = Sweep(str(raw.get("name") or default_name), base, overrides, variants, axes, seeds, raw.get("metric"),
+                  final)
     runs = sweep.runs()
     for run in runs:                       # fail fast on overrides that do not apply to the base config
         with in_variant(run):
@@ -172,27 +176,18 @@ def in_variant(run: Run):
 
 
 def check_runs(sweep: Sweep, runs: list[Run]) -> None:
-    """Check the runs' ``model`` and ``train`` sections before any trains (widths the data would fill get
-    placeholders; the data are not loaded). If every run fails, the sweep itself is wrong (a misspelt
-    key in the base or the overrides): raise the first error. Runs that fail alone are left to fail and
-    be recorded while the others train."""
+    """Check the runs' ``model`` and ``train`` sections before any trains, without loading the data (the
+    widths they fill get placeholders). If every run fails, the sweep itself is wrong (a misspelt key in
+    the base or the overrides): raise the first error. Runs that fail alone are left to fail and be
+    recorded while the others train."""
     from ..spec import validate_config
+    from ..train.tasks import with_placeholder_widths
 
     errors = []
     for run in runs:
-        cfg = sweep.config(run)
-        model = cfg.get("model")
-        if isinstance(model, DictConfig):
-            OmegaConf.update(model, "input.channels", model.get("input", {}).get("channels") or 1, merge=True)
-            head = model.get("head")
-            if isinstance(head, DictConfig) and "type" in head and head.type in registry.blocks.names():
-                fields = {f.name for f in dataclasses.fields(registry.blocks.get(head.type, "model.head.type").Config)}
-                for key in ("classes", "outputs", "channels"):
-                    if key in fields and head.get(key) is None:
-                        head[key] = 2
         try:
             with in_variant(run):
-                validate_config(cfg)
+                validate_config(with_placeholder_widths(sweep.config(run)))
         except ConfigError as err:
             errors.append(err)
     if errors and len(errors) == len(runs):

@@ -107,23 +107,41 @@ def resolve(cfg: DictConfig, info) -> tuple[DictConfig, Task]:
     return cfg, task
 
 
-def check_config(cfg: DictConfig, cache: dict | None = None) -> tuple[DictConfig, list[str]]:
-    """Everything a run's config is checked for before training: the data section by loading it (its
-    `DataInfo` kept in ``cache`` by the section's content), the widths the data fills in, then every
-    section's schema. Returns the resolved config and the names of the sections checked."""
+def check_config(cfg: DictConfig) -> tuple[DictConfig, list[str]]:
+    """Everything a run's config is checked for before training: the data section by loading it, the
+    widths the data fill in, then every section's schema. Returns the resolved config and the names of
+    the sections checked."""
     from ..data import load_data
     from ..spec import validate_config
 
     checked = []
     if "data" in cfg:
-        key = OmegaConf.to_yaml(cfg.data)
-        cache = {} if cache is None else cache
-        if key not in cache:
-            cache[key] = load_data(cfg.data).info
+        info = load_data(cfg.data).info
         checked.append("data")
         if "model" in cfg:
-            cfg, _ = resolve(cfg, cache[key])
+            cfg, _ = resolve(cfg, info)
     return cfg, checked + validate_config(cfg)
+
+
+def with_placeholder_widths(cfg: DictConfig) -> DictConfig:
+    """A copy of ``cfg`` in which the widths `resolve` would take from the data, where left out, hold
+    placeholders (1 input channel; 2 for the head's width key), so the model can be validated without
+    loading the data."""
+    cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+    model = cfg.get("model")
+    if not isinstance(model, DictConfig):
+        return cfg
+    if not isinstance(model.get("input"), DictConfig):
+        model.input = {"kind": "irregular"}
+    if model.input.get("channels") is None:
+        model.input.channels = 1
+    head = model.get("head")
+    if isinstance(head, DictConfig) and head.get("type") in registry.blocks.names():
+        fields = {f.name for f in dataclasses.fields(registry.blocks.get(head.type, "model.head.type").Config)}
+        for key in {task.width_key for task in TASKS.values()} & fields:
+            if head.get(key) is None:
+                head[key] = 2
+    return cfg
 
 
 def _fill(section: DictConfig, key: str, value: int, path: str, why: str) -> None:
