@@ -9,7 +9,7 @@ import torch
 from hybridseq import ConfigError, registry
 from hybridseq.data import collate, load_data
 from hybridseq.data.archive import EMBEDDED_DIR, OPTIONAL_PACKAGES, embedded_names
-from hybridseq.data.transforms import drop_channels, drop_points, sample
+from hybridseq.data.transforms import drop_channels, drop_grid_points, drop_points, sample
 
 INSTALLED = [p for p in OPTIONAL_PACKAGES if importlib.util.find_spec(p) is not None]
 SPIRALS = {"name": "spirals", "n_train": 24, "n_test": 8, "points": 20, "queries": 5}
@@ -51,6 +51,59 @@ def test_drop_protocol_fraction_and_reproducibility(drop):
     other = load_data({**cfg, "irregular": {"drop": drop, "seed": 2}})
     assert not all(torch.equal(x["times"], y["times"]) for x, y in zip(a.train, other.train))
     assert all((s["times"].diff() > 0).all() for s in a.train)                      # kept points stay in order
+
+
+JV_RAW = {"name": "uea", "dataset": "JapaneseVowels", "normalise_time": False, "standardise": False}
+
+
+@pytest.mark.parametrize("drop,changed", [(0.3, 328), (0.5, 170), (0.7, 258)])
+def test_contiformer_protocol_drops_floor_of_each_series_length(drop, changed):
+    raw = load_data({**JV_RAW, "val_fraction": 0.0})
+    cut = load_data({**JV_RAW, "val_fraction": 0.0, "irregular": {"drop": drop, "protocol": "contiformer2023"}})
+    before = [s["times"].shape[0] for s in list(raw.train) + list(raw.test)]
+    after = [s["times"].shape[0] for s in list(cut.train) + list(cut.test)]
+    assert len(before) == 640 and (len(cut.train), len(cut.test)) == (270, 370)        # the archive split
+    assert after == [n - int(n * drop) for n in before]
+    # the counts differ from rounding N(1 - f) on this many of the 640 series
+    assert sum(a != round(n * (1 - drop)) for n, a in zip(before, after)) == changed
+    for a, b in zip(list(raw.train) + list(raw.test), list(cut.train) + list(cut.test)):
+        rows = b["times"].long()                                       # raw times are the row numbers 0..N-1
+        assert torch.equal(b["values"], a["values"][rows])
+
+
+@pytest.mark.parametrize("drop", [0.3, 0.5, 0.7])
+def test_kidger_protocol_merges_drops_on_the_longest_grid_and_resplits(drop):
+    raw = load_data({**JV_RAW, "val_fraction": 0.0})
+    merged = list(raw.train) + list(raw.test)
+    cut = load_data({**JV_RAW, "irregular": {"drop": drop, "protocol": "kidger2020", "seed": 56789}})
+    assert (len(cut.train), len(cut.val), len(cut.test)) == (448, 96, 96)              # 70/15/15 of 640
+    labels = torch.stack([s["label"] for s in cut.train])
+    assert torch.bincount(labels).min() > 0
+    # the authors' draws: one generator seeded 56789, randperm(29)[:int(29 f)] per series in merged order
+    g = torch.Generator().manual_seed(56789)
+    expected = []
+    for s in merged:
+        removed = set(torch.randperm(29, generator=g)[:int(29 * drop)].tolist())
+        kept = [i for i in range(s["times"].shape[0]) if i not in removed] or [s["times"].shape[0] - 1]
+        expected.append((int(s["label"]), tuple(kept), float(s["values"][kept[0], 0])))
+    got = [(int(s["label"]), tuple(s["times"].long().tolist()), float(s["values"][0, 0]))
+           for s in list(cut.train) + list(cut.val) + list(cut.test)]
+    assert sorted(got) == sorted(expected)
+
+
+def test_grid_drop_on_equal_lengths_removes_floor_of_the_length():
+    s = sample(torch.randn(10, 2), torch.arange(10.0))
+    for drop in (0.3, 0.5, 0.7):
+        out = drop_grid_points(s, drop, 10, torch.Generator().manual_seed(0))
+        assert out["times"].shape[0] == 10 - int(10 * drop)
+    short = drop_grid_points(sample(torch.randn(3, 2), torch.arange(3.0)), 0.9, 40, torch.Generator().manual_seed(0))
+    assert short["times"].shape[0] >= 1                                 # never emptied
+
+
+def test_unknown_protocol_names_the_key_path():
+    with pytest.raises(ConfigError, match="kidger2020") as err:
+        load_data({"name": "spirals", "irregular": {"protocol": "kidger"}})
+    assert err.value.path == "data.irregular.protocol"
 
 
 def test_drop_points_keeps_original_rows():

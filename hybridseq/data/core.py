@@ -1,9 +1,9 @@
 """The data contract: `load_data` -> `DataSplits` (train/val/test datasets + `DataInfo`), and `collate`.
 
 Every dataset factory builds its raw train/test samples and hands them to `make_splits`, which applies
-the options all datasets share, in this order: a seeded (stratified, for classification) validation split
-carved from train; the time scale taken from train; the irregular protocol (``irregular.drop`` of the
-time points of every series, ``irregular.channel_drop`` of single entries; drawn once, seeded, so the same
+the options all datasets share, in this order: the splits and the drop of ``irregular.drop`` of the time
+points of every series, by the protocol named in ``irregular.protocol`` (see `PROTOCOLS`); the time scale
+taken from train; ``irregular.channel_drop`` of single entries (every draw made once, seeded, so the same
 seed gives the same data); time normalisation (train times map to [0, 1]); standardisation of values with
 train statistics.
 """
@@ -24,13 +24,23 @@ from . import transforms as T
 
 TASKS = ("classify", "regress", "interpolate", "extrapolate")
 _SPLIT_STREAM = {"train": 1, "val": 2, "test": 3}   # one generator stream per split for the drop protocol
+PROTOCOLS = {
+    # the dataset's own train/test split, a seeded (stratified) validation share carved from train, and
+    # ⌊N·f⌋ of each series' N points dropped (Chen et al. 2023, PhysioPro's mask_ts dataset)
+    "contiformer2023": "archive split; each series of N points loses floor(N*drop) of them",
+    # train and test merged (in that order), ⌊L·f⌋ positions of the longest length L dropped from every
+    # series with one generator, then a seeded stratified 70/15/15 split (Kidger et al. 2020, datasets/uea.py)
+    "kidger2020": "train+test merged and re-split 70/15/15; floor(L*drop) positions of the longest length L dropped",
+}
+KIDGER_SPLIT = (0.7, 0.5)                  # train share; then the val share of the rest (test: the others)
 
 
 @dataclass
 class IrregularOptions:
     drop: float = 0.0           # fraction of time points removed from every series (0.3 / 0.5 / 0.7 protocol)
     channel_drop: float = 0.0   # probability of hiding each remaining (time, channel) entry
-    seed: int = 0               # seed of both draws
+    seed: int = 0               # seed of both draws (kidger2020 with seed 56789 draws the authors' positions)
+    protocol: str = field(default="contiformer2023", metadata={"choices": tuple(PROTOCOLS)})
 
     def validate(self, path: str) -> None:
         for key in ("drop", "channel_drop"):
@@ -131,42 +141,81 @@ def collate(samples: list[dict]) -> tuple[IrregularBatch, dict[str, Tensor]]:
     return batch, targets
 
 
-def _val_split(train: list[dict], fraction: float, seed: int, stratify: bool) -> tuple[list[dict], list[dict]]:
+def _split(samples: list[dict], fraction: float, seed: int, stratify: bool,
+           total: int | None = None) -> tuple[list[int], list[int]]:
+    """Indices (kept, taken) with ``fraction`` of ``samples`` taken at random, per class when ``stratify``.
+
+    Each class gives ``round(n_c * fraction)``, or, when ``total`` is given, ⌊n_c * fraction⌋ plus one
+    for the classes with the largest remainders until exactly ``total`` are taken."""
     g = torch.Generator().manual_seed(seed)
     groups: dict = {}
-    for i, s in enumerate(train):
+    for i, s in enumerate(samples):
         groups.setdefault(int(s["label"]) if stratify else 0, []).append(i)
-    val_idx = []
-    for key in sorted(groups):
+    keys = sorted(groups)
+    shares = [len(groups[k]) * fraction for k in keys]
+    takes = [round(x) for x in shares] if total is None else [int(x) for x in shares]
+    if total is not None:
+        by_remainder = sorted(range(len(keys)), key=lambda c: takes[c] - shares[c])
+        for c in by_remainder[:total - sum(takes)]:
+            takes[c] += 1
+    taken = []
+    for key, take in zip(keys, takes):
         idx = groups[key]
-        take = round(len(idx) * fraction)
-        val_idx += [idx[j] for j in torch.randperm(len(idx), generator=g)[:take].tolist()]
-    chosen = set(val_idx)
-    return [s for i, s in enumerate(train) if i not in chosen], [train[i] for i in sorted(val_idx)]
+        taken += [idx[j] for j in torch.randperm(len(idx), generator=g)[:take].tolist()]
+    chosen = set(taken)
+    return [i for i in range(len(samples)) if i not in chosen], sorted(taken)
 
 
-def _irregular(samples: list[dict], opts: IrregularOptions, split: str) -> list[dict]:
-    if opts.drop == 0.0 and opts.channel_drop == 0.0:
+def _pick(samples: list[dict], idx: list[int]) -> list[dict]:
+    return [samples[i] for i in idx]
+
+
+def _contiformer_splits(train, test, opts: DataOptions, stratify: bool) -> tuple[dict, dict]:
+    """(raw parts, parts after the drop): the archive split, validation carved from train."""
+    keep, val = _split(train, opts.val_fraction, opts.seed, stratify)
+    raw = {"train": _pick(train, keep), "val": _pick(train, val), "test": test}
+    if opts.irregular.drop == 0.0:
+        return raw, raw
+    dropped = {}
+    for split, samples in raw.items():
+        g = torch.Generator().manual_seed(opts.irregular.seed * 1000 + _SPLIT_STREAM[split])
+        dropped[split] = [T.drop_points(s, opts.irregular.drop, g) for s in samples]
+    return raw, dropped
+
+
+def _kidger_splits(train, test, opts: DataOptions, stratify: bool) -> tuple[dict, dict]:
+    """(raw parts, parts after the drop): train + test merged, dropped on one grid, re-split 70/15/15."""
+    merged = train + test
+    dropped = merged
+    if opts.irregular.drop > 0.0:
+        grid = max(s["times"].shape[0] for s in merged)
+        g = torch.Generator().manual_seed(opts.irregular.seed)
+        dropped = [T.drop_grid_points(s, opts.irregular.drop, grid, g) for s in merged]
+    share, val_share = KIDGER_SPLIT
+    n_rest = len(merged) - int(len(merged) * share)
+    keep, rest = _split(merged, 1.0 - share, opts.seed, stratify, total=n_rest)
+    rest_samples = _pick(merged, rest)
+    n_val = int(len(rest) * val_share)
+    test_in, val_in = _split(rest_samples, val_share, opts.seed + 1, stratify, total=n_val)
+    idx = {"train": keep, "val": [rest[i] for i in val_in], "test": [rest[i] for i in test_in]}
+    return ({k: _pick(merged, v) for k, v in idx.items()}, {k: _pick(dropped, v) for k, v in idx.items()})
+
+
+def _channel_drop(samples: list[dict], opts: IrregularOptions, split: str) -> list[dict]:
+    if opts.channel_drop == 0.0:
         return samples
-    g = torch.Generator().manual_seed(opts.seed * 1000 + _SPLIT_STREAM[split])
-    out = []
-    for s in samples:
-        if opts.drop > 0.0:
-            s = T.drop_points(s, opts.drop, g)
-        if opts.channel_drop > 0.0:
-            s = T.drop_channels(s, opts.channel_drop, g)
-        out.append(s)
-    return out
+    g = torch.Generator().manual_seed(opts.seed * 1000 + 10 + _SPLIT_STREAM[split])
+    return [T.drop_channels(s, opts.channel_drop, g) for s in samples]
 
 
 def make_splits(name: str, task: str, train: list[dict], test: list[dict], opts: DataOptions, *,
                 classes: list[str] | None = None, outputs: int | None = None) -> DataSplits:
     """Apply the shared options (see the module docstring) to raw samples and describe the result."""
-    train, val = _val_split(train, opts.val_fraction, opts.seed, stratify=task == "classify")
-    parts = {"train": train, "val": val, "test": test}
-    offset = min(float(s["times"][0]) for s in train)
-    span = max(float(s["times"][-1]) for s in train) - offset
-    parts = {k: _irregular(v, opts.irregular, k) for k, v in parts.items()}
+    splitter = _kidger_splits if opts.irregular.protocol == "kidger2020" else _contiformer_splits
+    raw, parts = splitter(train, test, opts, stratify=task == "classify")
+    offset = min(float(s["times"][0]) for s in raw["train"])
+    span = max(float(s["times"][-1]) for s in raw["train"]) - offset
+    parts = {k: _channel_drop(v, opts.irregular, k) for k, v in parts.items()}
     if opts.normalise_time and span > 0:
         parts = {k: [T.rescale_times(s, offset, span) for s in v] for k, v in parts.items()}
     if opts.standardise:

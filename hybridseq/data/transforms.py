@@ -1,8 +1,13 @@
-"""Transforms on one series sample (a dict of tensors): the irregular-sampling protocol and rescaling.
+"""Transforms on one series sample (a dict of tensors): the irregular-sampling protocols and rescaling.
 
-The drop protocol of the irregular UEA benchmarks (Kidger et al., 2020) removes a fixed fraction of the
-time points of every series at random; ``channel_drop`` further hides single (time, channel) entries.
-Both draw from a ``torch.Generator`` the caller seeds, so the same seed gives the same data.
+The drop protocols of the irregular UEA benchmarks remove a fraction f of the time points of every series
+at random, with the counting of the authors' code (``floor`` of the float product, as Python's ``int``):
+- `drop_points` (ContiFormer, Chen et al. 2023): a series of N points loses ⌊N·f⌋ of its own points;
+- `drop_grid_points` (Neural CDE, Kidger et al. 2020): every series is seen on the grid of the longest
+  one, L points, and loses ⌊L·f⌋ grid positions drawn by ``randperm(L)``; a shorter series keeps its
+  points at the positions not drawn, so its count varies.
+``drop_channels`` further hides single (time, channel) entries. All draw from a ``torch.Generator`` the
+caller seeds, so the same seed gives the same data.
 """
 from __future__ import annotations
 
@@ -29,12 +34,30 @@ def _select(s: dict, rows: Tensor) -> dict:
     return out
 
 
+def dropped_count(n: int, fraction: float) -> int:
+    """⌊n·f⌋ computed as the authors' code does (``int`` of the float product)."""
+    return int(n * fraction)
+
+
 def drop_points(s: dict, fraction: float, generator: torch.Generator) -> dict:
-    """Keep ``round(N * (1 - fraction))`` (at least one) of the N time points, chosen at random, in order."""
+    """Remove ⌊N·f⌋ of the N time points, chosen at random (at least one point stays); order is kept."""
     n = s["times"].shape[0]
-    keep = max(1, round(n * (1.0 - fraction)))
+    keep = max(1, n - dropped_count(n, fraction))
     rows = torch.randperm(n, generator=generator)[:keep].sort().values
     return _select(s, rows)
+
+
+def drop_grid_points(s: dict, fraction: float, grid: int, generator: torch.Generator) -> dict:
+    """Remove the positions ``randperm(grid)[:⌊grid·f⌋]`` from a series of N ≤ ``grid`` points.
+
+    Positions ≥ N (the padded tail of the authors' arrays) remove nothing. A series that would lose every
+    point keeps its last one (the value the padded tail carries)."""
+    n = s["times"].shape[0]
+    removed = torch.randperm(grid, generator=generator)[:dropped_count(grid, fraction)]
+    keep = torch.ones(grid, dtype=torch.bool)
+    keep[removed] = False
+    rows = keep[:n].nonzero().squeeze(1)
+    return _select(s, rows if rows.numel() else torch.tensor([n - 1]))
 
 
 def drop_channels(s: dict, fraction: float, generator: torch.Generator) -> dict:
