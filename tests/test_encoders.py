@@ -10,7 +10,8 @@ from hybridseq.testing import block_config, example_input
 
 ENCODERS = sorted(n for n in registry.blocks.names() if registry.blocks.get(n).accepts == "irregular")   # plugins' too
 ODE_ENCODERS = ["ode_rnn", "gru_ode", "ncde", "contiformer"]
-VARIANTS = [("ncde", {"interpolation": "cubic"}), ("ncde", {"interpolation": "linear"})]
+VARIANTS = [("ncde", {"interpolation": "cubic"}), ("ncde", {"interpolation": "linear"}),
+            ("ncde", {"interpolation": "rectilinear", "counts": False})]
 
 
 def _build(name, d_in=3, **over):
@@ -58,7 +59,7 @@ def test_a_series_alone_equals_it_in_a_padded_batch(name, over):
 
 
 @pytest.mark.parametrize("name,over", [("ode_rnn", {}), ("gru_ode", {}), ("ncde", {"interpolation": "hermite"}),
-                                       ("ncde", {"interpolation": "linear"})])
+                                       ("ncde", {"interpolation": "linear"}), ("ncde", {"interpolation": "rectilinear"})])
 def test_causal_encoders_ignore_later_observations(name, over):
     block = _build(name, **over)
     batch = example_input(type(block), block.cfg, batch=3, length=8)
@@ -82,7 +83,7 @@ class _DiagonalLinearField(nn.Module):
         return self.a * z[..., None]
 
 
-@pytest.mark.parametrize("interpolation", ["hermite", "cubic", "linear"])
+@pytest.mark.parametrize("interpolation", ["hermite", "cubic", "linear", "rectilinear"])
 def test_ncde_matches_the_closed_form_of_a_linear_cde(interpolation):
     block = _build("ncde", d_in=2, hidden=4, interpolation=interpolation,
                    solver={"method": "dopri5", "rtol": 1e-10, "atol": 1e-12}).double()
@@ -93,6 +94,50 @@ def test_ncde_matches_the_closed_form_of_a_linear_cde(interpolation):
     z = block.states(batch)                                              # [B, N, 4]
     expected = block.initial(knots[:, :1]) * torch.exp((knots - knots[:, :1]) @ a.T)
     torch.testing.assert_close(z[valid], expected[valid], rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", ["ode_rnn", "gru_ode"])
+def test_a_time_point_with_nothing_observed_takes_no_update(name):
+    block = _build(name, solver={"method": "dopri5", "rtol": 1e-10, "atol": 1e-10}).double()
+    batch = example_input(type(block), block.cfg, batch=1, length=6).to(dtype=torch.float64)
+    mask = batch.mask.clone()
+    mask[0, 3] = False                                               # time point 3: no channel observed
+    empty = IrregularBatch(batch.values, batch.times, mask, batch.lengths)
+    keep = [0, 1, 2, 4, 5]
+    without = IrregularBatch(batch.values[:, keep], batch.times[:, keep], mask[:, keep], torch.tensor([5]))
+    with torch.no_grad():
+        a, b = block(empty).x, block(without).x
+    torch.testing.assert_close(a[:, keep], b, rtol=1e-7, atol=1e-8)  # the flow passes through t_3 untouched
+
+
+@pytest.mark.parametrize("interpolation", ["hermite", "cubic", "linear", "rectilinear"])
+def test_ncde_stays_finite_on_repeated_time_stamps(interpolation):
+    block = _build("ncde", d_in=2, interpolation=interpolation)
+    times = torch.tensor([[0.0, 0.3, 0.3, 0.5, 0.5, 0.5, 0.9]])
+    values = torch.tensor([[[0.0, 1.0], [1.0, 0.0], [-1.0, 2.0], [0.5, 0.5], [2.0, -2.0], [0.0, 0.0], [1.0, 1.0]]])
+    batch = IrregularBatch(values, times, torch.ones(1, 7, 2, dtype=torch.bool), torch.tensor([7]))
+    out = block(batch).x
+    out.square().sum().backward()
+    assert torch.isfinite(out).all() and out.abs().max() < 10
+    assert all(torch.isfinite(p.grad).all() for p in block.parameters())
+
+
+def test_ncde_rectilinear_path_moves_time_then_values():
+    from hybridseq.blocks.encoders.ncde import path_derivative_coeffs, rectilinear_knots
+
+    knots = torch.tensor([[[0.0, 1.0], [0.5, 3.0], [2.0, -1.0]]])        # (t, x) at three observations
+    rect, valid = rectilinear_knots(knots, torch.ones(1, 3, dtype=torch.bool))
+    assert rect[0].tolist() == [[0.0, 1.0], [0.5, 1.0], [0.5, 3.0], [2.0, 3.0], [2.0, -1.0]]
+    coeffs = path_derivative_coeffs(rect, valid, "rectilinear")          # [1, 4, 2, 3]: straight pieces
+    assert coeffs[0, :, :, 0].tolist() == [[0.5, 0.0], [0.0, 2.0], [1.5, 0.0], [0.0, -4.0]]
+    assert (coeffs[..., 1:] == 0).all()
+
+
+def test_ncde_count_channels_are_optional():
+    with_counts, without = _build("ncde", d_in=3), _build("ncde", d_in=3, counts=False)
+    assert with_counts.initial.in_features == 7 and without.initial.in_features == 4
+    batch = example_input(type(without), without.cfg, batch=2, length=5)
+    assert torch.isfinite(without(batch).x).all()
 
 
 def test_ncde_interpolations_agree_on_a_straight_path():

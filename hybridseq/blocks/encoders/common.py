@@ -69,7 +69,9 @@ class JumpODE(nn.Module):
     """Runs a state through the observations: ODE flow over each gap, then a jump at each observation.
 
     ``forward(batch, jump)`` returns the states after each observation [B, N, H]; ``jump(h, x, m)`` maps
-    the state [B, H], values [B, C] and observed mask [B, C] to the updated state.
+    the state [B, H], values [B, C] and observed mask [B, C] to the updated state. A time point where no
+    channel was observed takes no jump: the state there is the flow's (as in Rubanova et al.'s and De
+    Brouwer et al.'s code).
     """
 
     def __init__(self, field: nn.Module, solver: nn.Module, hidden: int):
@@ -78,12 +80,13 @@ class JumpODE(nn.Module):
 
     def forward(self, batch: IrregularBatch, jump) -> Tensor:
         values, observed, times, valid = clean_inputs(batch)
+        update = observed.any(-1)                                           # [B, N]: some channel seen
         dt = gaps(times)                                                    # [B, N]
         h = values.new_zeros(values.shape[0], self.hidden)                  # [B, H]
         states = []
         for i in range(values.shape[1]):                                    # over time steps, not series
             if i > 0:
                 h = evolve(self.solver, self.field, h, dt[:, i])
-            h = torch.where(valid[:, i, None], jump(h, values[:, i], observed[:, i]), h)
+            h = torch.where(update[:, i, None], jump(h, values[:, i], observed[:, i]), h)
             states.append(h)
         return torch.stack(states, dim=1)                                   # [B, N, H]

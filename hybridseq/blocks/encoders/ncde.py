@@ -2,13 +2,17 @@
 Irregular Time Series", NeurIPS 2020).
 
 The control path X interpolates, per series, the knots (t, x̃, c) at the observation times: time itself,
-the values with each channel carried forward from its last observation, and each channel's cumulative
-observation count (the observational intensity). The state solves dz = f(z) dX, i.e. dz/dt = f(z) dX/dt,
-with f an MLP giving a [hidden, 1 + 2C] matrix. Interpolations (``interpolation``): ``cubic`` (natural
-cubic spline), ``hermite`` (cubic Hermite with backward differences: each knot's slope is the previous
-interval's, so the path up to a knot never looks at later observations) or ``linear``. Each interval is
-solved in normalised time σ ∈ [0, 1] where dX/dσ is a quadratic in σ, the whole batch at once; padded
-intervals have dX/dσ = 0. Outputs are projections of z at the observation times.
+the values with each channel carried forward from its last observation, and (``counts: true``) each
+channel's cumulative observation count (the observational intensity). The state solves dz = f(z) dX, i.e.
+dz/dt = f(z) dX/dt, with f an MLP giving a [hidden, P] matrix, P = 1 + C (+ C). Interpolations
+(``interpolation``): ``cubic`` (natural cubic spline), ``hermite`` (cubic Hermite with backward
+differences: each knot's slope is the previous interval's, so the path up to a knot never looks at later
+observations), ``linear``, or ``rectilinear`` (torchcde's: over each interval time moves first with the
+other channels held, then they jump to the next knot with time held — two linear pieces, causal). Each
+piece is solved in normalised time σ ∈ [0, 1] where dX/dσ is a quadratic in σ, the whole batch at once;
+padded pieces have dX/dσ = 0. A repeated time stamp (a zero-length interval) is a jump of the path along
+a straight line in σ, so nothing divides by its length: Hermite slopes after it start at 0 and the cubic
+spline restarts (natural ends) on each side. Outputs are projections of z at the observation times.
 """
 from __future__ import annotations
 
@@ -23,26 +27,33 @@ from ...solvers import ODESolver, SolverConfig
 from ..base import Block, choice
 from .common import clean_inputs, unit_interval
 
-MIN_GAP = 1e-6                       # floor on interval lengths (repeated time stamps)
-
-
-def control_knots(batch: IrregularBatch) -> tuple[Tensor, Tensor]:
-    """Knots X [B, N, 1 + 2C] = (t, forward-filled values, cumulative counts), and valid [B, N]."""
+def control_knots(batch: IrregularBatch, counts: bool = True) -> tuple[Tensor, Tensor]:
+    """Knots X [B, N, P] = (t, forward-filled values[, cumulative counts]), and valid [B, N]."""
     values, observed, times, valid = clean_inputs(batch)
     n = values.shape[1]
     steps = torch.arange(n, device=values.device)[None, :, None].expand_as(observed)     # [B, N, C]
     last_seen = torch.where(observed, steps, torch.full_like(steps, -1)).cummax(dim=1).values
     filled = values.gather(1, last_seen.clamp_min(0))
     filled = torch.where(last_seen >= 0, filled, torch.zeros_like(filled))             # 0 before the first one
-    counts = observed.to(values.dtype).cumsum(dim=1)
-    return torch.cat([times[..., None], filled, counts], dim=-1), valid
+    parts = [times[..., None], filled] + ([observed.to(values.dtype).cumsum(dim=1)] if counts else [])
+    return torch.cat(parts, dim=-1), valid
+
+
+def rectilinear_knots(knots: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+    """[B, 2N-1, P] knots k_0, (t_1, rest of k_0), k_1, (t_2, rest of k_1), k_2, …, and their valid mask."""
+    b, n, p = knots.shape
+    moved = torch.cat([knots[:, 1:, :1], knots[:, :-1, 1:]], -1)             # [B, N-1, P]: time moved only
+    out = torch.stack([knots[:, :-1], moved], 2).reshape(b, 2 * (n - 1), p)  # [B, 2(N-1), P]
+    both = torch.stack([valid[:, :-1], valid[:, 1:]], 2).reshape(b, 2 * (n - 1))
+    return torch.cat([out, knots[:, -1:]], 1), torch.cat([both, valid[:, -1:]], 1)
 
 
 def _natural_second_derivatives(x: Tensor, dt: Tensor, pieces: Tensor) -> Tensor:
     """Second derivatives M [B, N, P] of the natural cubic spline through knots x [B, N, P].
 
-    dt [B, N-1] interval lengths, pieces [B, N-1] valid intervals; M = 0 at the first and last valid
-    knot and beyond. Tridiagonal system solved by the Thomas algorithm, vectorised over series/channels.
+    dt [B, N-1] interval lengths (1 where an interval has zero length), pieces [B, N-1] valid intervals of
+    positive length; M = 0 at the ends of each run of such pieces and beyond. Tridiagonal system solved by
+    the Thomas algorithm, vectorised over series/channels.
     """
     b, n, p = x.shape
     slope = (x[:, 1:] - x[:, :-1]) / dt[..., None]                           # [B, N-1, P]
@@ -67,19 +78,24 @@ def _natural_second_derivatives(x: Tensor, dt: Tensor, pieces: Tensor) -> Tensor
 def path_derivative_coeffs(knots: Tensor, valid: Tensor, kind: str) -> Tensor:
     """Per interval i, coefficients [B, N-1, P, 3] of dX/dσ = a0 + a1 σ + a2 σ² on σ ∈ [0, 1]."""
     pieces = valid[:, 1:]                                                    # [B, N-1]: interval i ends at a valid knot
-    dt = (knots[:, 1:, 0] - knots[:, :-1, 0]).clamp_min(MIN_GAP)            # [B, N-1]
+    gap = knots[:, 1:, 0] - knots[:, :-1, 0]                                 # [B, N-1]
+    positive = gap > 0
+    dt = torch.where(positive, gap, torch.ones_like(gap))                    # no division by a zero length
     dx = knots[:, 1:] - knots[:, :-1]                                        # [B, N-1, P]: X(σ=1) - X(σ=0)
     zero = torch.zeros_like(dx)
-    if kind == "linear":
-        coeffs = torch.stack([dx, zero, zero], -1)
+    line = torch.stack([dx, zero, zero], -1)                                 # [B, N-1, P, 3]
+    if kind in ("linear", "rectilinear"):
+        coeffs = line
     elif kind == "hermite":
-        start = torch.cat([dx[:, :1], dx[:, :-1] / dt[:, :-1, None] * dt[:, 1:, None]], 1)   # Δ_i · slope_{i-1}
+        slope = torch.where(positive[..., None], dx / dt[..., None], zero)  # [B, N-1, P]
+        start = torch.cat([dx[:, :1], slope[:, :-1] * gap[:, 1:, None]], 1)   # Δ_i · slope_{i-1}
         coeffs = torch.stack([start, 4 * (dx - start), 3 * (start - dx)], -1)
     else:                                                                    # natural cubic spline in real time
-        m = _natural_second_derivatives(knots, dt, pieces)                   # [B, N, P]
+        m = _natural_second_derivatives(knots, dt, pieces & positive)        # [B, N, P]
         h = dt[..., None]
         beta = dx / h - h * (2 * m[:, :-1] + m[:, 1:]) / 6                   # dX/dt at the interval start
-        coeffs = torch.stack([h * beta, h * h * m[:, :-1], h * h * (m[:, 1:] - m[:, :-1]) / 2], -1)
+        cubic = torch.stack([h * beta, h * h * m[:, :-1], h * h * (m[:, 1:] - m[:, :-1]) / 2], -1)
+        coeffs = torch.where(positive[..., None, None], cubic, line)
     return coeffs * pieces[..., None, None].to(coeffs.dtype)
 
 
@@ -115,7 +131,8 @@ class NCDEEncoder(Block):
         d_model: int = MISSING           # output width (injected)
         hidden: int = 32                 # CDE state size
         field_width: int = 64            # width of the vector field's hidden layer
-        interpolation: str = choice("hermite", "cubic", "linear")
+        interpolation: str = choice("hermite", "cubic", "linear", "rectilinear")
+        counts: bool = True              # cumulative observation counts as control channels
         solver: SolverConfig = field(default_factory=lambda: SolverConfig(method="rk4"))
 
     accepts = "irregular"
@@ -123,7 +140,7 @@ class NCDEEncoder(Block):
 
     def __init__(self, cfg: Config):
         super().__init__(cfg)
-        channels = 1 + 2 * cfg.d_in
+        channels = 1 + (2 if cfg.counts else 1) * cfg.d_in
         self.solver = ODESolver(cfg.solver)
         self.initial = nn.Linear(channels, cfg.hidden)
         self.field = CDEField(cfg.hidden, channels, cfg.field_width)
@@ -134,14 +151,17 @@ class NCDEEncoder(Block):
 
     def states(self, batch: IrregularBatch) -> Tensor:
         """z at each observation time [B, N, H] (held constant over padding)."""
-        knots, valid = control_knots(batch)                                  # [B, N, P]
-        coeffs = path_derivative_coeffs(knots, valid, self.cfg.interpolation)   # [B, N-1, P, 3]
+        knots, valid = control_knots(batch, self.cfg.counts)                 # [B, N, P]
+        stride = 1
+        if self.cfg.interpolation == "rectilinear":
+            knots, valid, stride = *rectilinear_knots(knots, valid), 2       # [B, 2N-1, P]
+        coeffs = path_derivative_coeffs(knots, valid, self.cfg.interpolation)   # [B, pieces, P, 3]
         z = self.initial(knots[:, 0])                                        # [B, H]
         states = [z]
-        for i in range(coeffs.shape[1]):                                     # over intervals, not series
+        for i in range(coeffs.shape[1]):                                     # over pieces, not series
             z = self.solver(_Controlled(self.field, coeffs[:, i]), z, unit_interval(z))[-1]
             states.append(z)
-        return torch.stack(states, dim=1)
+        return torch.stack(states[::stride], dim=1)
 
     def forward(self, batch: IrregularBatch) -> Seq:
         return batch.seq(self.out(self.states(batch)))                      # [B, N, D]
