@@ -2,10 +2,11 @@
 
 Every dataset factory builds its raw train/test samples and hands them to `make_splits`, which applies
 the options all datasets share, in this order: the splits and the drop of ``irregular.drop`` of the time
-points of every series, by the protocol named in ``irregular.protocol`` (see `PROTOCOLS`); the time scale
-taken from train; ``irregular.channel_drop`` of single entries (every draw made once, seeded, so the same
-seed gives the same data); time normalisation (train times map to [0, 1]); standardisation of values with
-train statistics.
+points of every series, by the protocol named in ``irregular.protocol`` (see `PROTOCOLS`; the default's
+validation split is 20% of train when that is at least 30 cases, else none: the trainer then keeps the
+last epoch's weights); the time scale taken from train; ``irregular.channel_drop`` of single entries
+(every draw made once, seeded, so the same seed gives the same data); time normalisation (train times map
+to [0, 1]); standardisation of values with train statistics.
 """
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ from ..seq import IrregularBatch
 from . import transforms as T
 
 TASKS = ("classify", "regress", "interpolate", "extrapolate")
+AUTO_VAL_FRACTION = 0.2    # data.val_fraction: null takes this share of train for validation ...
+MIN_VAL_CASES = 30         # ... when it holds at least this many cases; fewer make best-epoch selection noise
 _SPLIT_STREAM = {"train": 1, "val": 2, "test": 3}   # one generator stream per split for the drop protocol
 PROTOCOLS = {
     # the dataset's own train/test split, a seeded (stratified) validation share carved from train, and
@@ -54,7 +57,7 @@ class DataOptions:
     """Options every dataset accepts; a dataset's schema subclasses this."""
 
     batch_size: int = 32
-    val_fraction: float = 0.2   # share of train carved out as the validation split (seeded)
+    val_fraction: Optional[float] = None   # share of train held out for validation (seeded); None = auto
     seed: int = 0               # seed of the validation split (and of synthetic generation)
     irregular: IrregularOptions = field(default_factory=IrregularOptions)
     normalise_time: bool = True  # map train observation times to [0, 1]
@@ -63,8 +66,8 @@ class DataOptions:
     def validate(self, path: str) -> None:
         if self.batch_size < 1:
             raise ConfigError(f"{path}.batch_size", f"must be >= 1, got {self.batch_size}", got=self.batch_size)
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ConfigError(f"{path}.val_fraction", f"must be in [0, 1), got {self.val_fraction}")
+        if self.val_fraction is not None and not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"{path}.val_fraction", f"must be in [0, 1) or null (auto), got {self.val_fraction}")
 
 
 @dataclass
@@ -141,6 +144,13 @@ def collate(samples: list[dict]) -> tuple[IrregularBatch, dict[str, Tensor]]:
     return batch, targets
 
 
+def val_fraction(option: float | None, n_train: int) -> float:
+    """The share of ``n_train`` cases to validate on: ``option``, or the automatic rule when it is None."""
+    if option is not None:
+        return option
+    return AUTO_VAL_FRACTION if round(n_train * AUTO_VAL_FRACTION) >= MIN_VAL_CASES else 0.0
+
+
 def _split(samples: list[dict], fraction: float, seed: int, stratify: bool,
            total: int | None = None) -> tuple[list[int], list[int]]:
     """Indices (kept, taken) with ``fraction`` of ``samples`` taken at random, per class when ``stratify``.
@@ -172,7 +182,7 @@ def _pick(samples: list[dict], idx: list[int]) -> list[dict]:
 
 def _contiformer_splits(train, test, opts: DataOptions, stratify: bool) -> tuple[dict, dict]:
     """(raw parts, parts after the drop): the archive split, validation carved from train."""
-    keep, val = _split(train, opts.val_fraction, opts.seed, stratify)
+    keep, val = _split(train, val_fraction(opts.val_fraction, len(train)), opts.seed, stratify)
     raw = {"train": _pick(train, keep), "val": _pick(train, val), "test": test}
     if opts.irregular.drop == 0.0:
         return raw, raw
