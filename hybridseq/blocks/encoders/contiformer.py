@@ -1,20 +1,22 @@
-"""ContiFormer encoder: continuous-time multi-head attention (Chen et al., "ContiFormer: Continuous-Time
-Transformer for Irregular Time Series Modeling", NeurIPS 2023).
+"""ContiFormer encoder: a stack of continuous-time attention layers (Chen et al., "ContiFormer:
+Continuous-Time Transformer for Irregular Time Series Modeling", NeurIPS 2023).
 
-Each observation j starts a key and a value trajectory, k_j(τ) and v_j(τ), that follow one neural ODE from
-(k_j, v_j) = (W_k x_j, W_v x_j) at τ = t_j. Query i attends to j with the score
-    α_ij = 1/(t_i - t_j) ∫_{t_j}^{t_i} q_i · k_j(τ) dτ = q_i · k̄_ij,   k̄_ij = mean of k_j over [t_j, t_i]
-(and q_i · k_i(t_i) when i = j), and receives the mean value v̄_ij over the same interval. All pairs are
-solved at once: pair (i, j) runs in normalised time s ∈ [0, 1], τ = t_j + s (t_i - t_j), so
-dy/ds = (t_i - t_j) f(τ, y) on a state [B, N, N, 2·d_model], and the means are Gauss–Legendre sums of the
-trajectories at the quadrature nodes (the solver's output times). Cost is quadratic in N in time and memory.
+The observations are embedded (values, mask, time encoding), then each of ``layers`` layers does, from
+its input x [B, N, D], q_i = W_q x_i, k_j = W_k x_j, v_j = W_v x_j and:
+- the query path q(τ): an interpolation through (t_i, q_i) (``query``: cubic Hermite or linear);
+- key and value trajectories k_j(τ), v_j(τ) from (k_j, v_j) at τ = t_j, each with its own dynamics
+  (``dynamics``: ``mlp`` neural fields solved by the configured solver, or ``linear`` complex diagonal
+  ODEs in closed form; see `contiformer_paths`);
+- per head, score_ij = mean of q(τ)·k_j(τ) over [t_j, t_i] / √d_head (q_i·k_j where t_i = t_j), a softmax
+  over the valid keys (and j ≤ i when ``causal``), and out_i = W_o Σ_j a_ij · mean of v_j over [t_j, t_i];
+- the Transformer layer around it: residual, LayerNorm (after each sublayer as PhysioPro's default, or
+  before with ``norm_first``) and a GELU feed-forward of width ``mlp_ratio`` · D.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 from omegaconf import MISSING
 from torch import Tensor, nn
@@ -22,38 +24,61 @@ from torch import Tensor, nn
 from ...errors import ConfigError
 from ...seq import IrregularBatch, Seq
 from ...solvers import ODESolver, SolverConfig
-from ..base import Block
+from ..base import Block, choice
 from .common import clean_inputs
+from .contiformer_paths import LinearDynamics, ODEDynamics, TimeField, query_path
 from .linear import TimeEncoding
 
 
-def gauss_legendre(points: int) -> tuple[Tensor, Tensor]:
-    """Nodes and weights of the ``points``-point Gauss–Legendre rule on [0, 1] (weights sum to 1)."""
-    nodes, weights = np.polynomial.legendre.leggauss(points)
-    return torch.tensor((nodes + 1) / 2), torch.tensor(weights / 2)
+class ContiAttention(nn.Module):
+    """Continuous-time multi-head attention of one layer: x [B, N, D] -> [B, N, D]."""
 
-
-class TimeField(nn.Module):
-    """f(τ, y) = W2 tanh(W1 y + w τ + b1) + b2; τ broadcasts against y's leading shape."""
-
-    def __init__(self, width: int, hidden: int):
+    def __init__(self, cfg):
         super().__init__()
-        self.inner = nn.Linear(width + 1, hidden)
-        self.outer = nn.Linear(hidden, width)
+        d = cfg.d_model
+        self.heads, self.query_kind, self.causal = cfg.heads, cfg.query, cfg.causal
+        self.q, self.k, self.v, self.out = (nn.Linear(d, d) for _ in range(4))
+        self.dynamics = (LinearDynamics(d, cfg.heads, cfg.zero_init) if cfg.dynamics == "linear"
+                         else ODEDynamics(TimeField(d, cfg.field_width, cfg.zero_init),
+                                          TimeField(d, cfg.field_width, cfg.zero_init)))
+        self.scale = 1.0 / math.sqrt(d // cfg.heads)
 
-    def forward(self, tau: Tensor, y: Tensor) -> Tensor:
-        return self.outer(torch.tanh(self.inner(torch.cat([y, tau[..., None].expand(*y.shape[:-1], 1)], -1))))
+    def integrals(self, x: Tensor, times: Tensor, valid: Tensor, solver) -> tuple[Tensor, Tensor]:
+        """Interval means: scores [B, N_i, N_j, H] (unscaled) and values [B, N_i, N_j, D]."""
+        q, k, v = self.q(x), self.k(x), self.v(x)                            # 3 x [B, N, D]
+        coeffs = query_path(q, times, valid, self.query_kind)                # [B, N-1, D, 4]
+        return self.dynamics.integrals(solver, coeffs, q, k, v, times, self.heads, self.causal)
+
+    def forward(self, x: Tensor, times: Tensor, valid: Tensor, solver) -> Tensor:
+        b, n, d = x.shape
+        scores, values = self.integrals(x, times, valid, solver)
+        keep = valid[:, None, :, None]                                       # [B, 1, N_j, 1]
+        if self.causal:
+            keep = keep & torch.ones(n, n, dtype=torch.bool, device=x.device).tril()[None, :, :, None]
+        scores = (scores * self.scale).masked_fill(~keep, torch.finfo(scores.dtype).min)
+        attn = torch.softmax(scores, dim=2)                                  # over keys j
+        out = torch.einsum("bijh,bijhe->bihe", attn, values.view(b, n, n, self.heads, -1))
+        return self.out(out.reshape(b, n, d))
 
 
-class _PairField(nn.Module):
-    """dy/ds = (t_i - t_j) f(t_j + s (t_i - t_j), y) for every pair; start, span [B, N, N]."""
+class ContiFormerLayer(nn.Module):
+    """Attention and feed-forward sublayers, each residual with LayerNorm (post- or pre-norm)."""
 
-    def __init__(self, field: nn.Module, start: Tensor, span: Tensor):
+    def __init__(self, cfg):
         super().__init__()
-        self.field, self.start, self.span = field, start, span
+        d, width = cfg.d_model, int(cfg.mlp_ratio * cfg.d_model)
+        self.attention = ContiAttention(cfg)
+        self.ff = nn.Sequential(nn.Linear(d, width), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(width, d))
+        self.norm1, self.norm2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.norm_first = cfg.norm_first
 
-    def forward(self, s: Tensor, y: Tensor) -> Tensor:
-        return self.span[..., None] * self.field(self.start + s * self.span, y)
+    def forward(self, x: Tensor, times: Tensor, valid: Tensor, solver) -> Tensor:
+        if self.norm_first:
+            x = x + self.drop(self.attention(self.norm1(x), times, valid, solver))
+            return x + self.drop(self.ff(self.norm2(x)))
+        x = self.norm1(x + self.drop(self.attention(x, times, valid, solver)))
+        return self.norm2(x + self.drop(self.ff(x)))
 
 
 class ContiFormerEncoder(Block):
@@ -62,8 +87,15 @@ class ContiFormerEncoder(Block):
         d_in: int = MISSING              # input channels (injected)
         d_model: int = MISSING           # output width (injected)
         heads: int = 2
-        field_width: int = 32            # hidden width of the key/value ODE
-        quadrature: int = 3              # Gauss–Legendre nodes per interval
+        layers: int = 1                  # stacked ContiFormer layers
+        dynamics: str = choice("mlp", "linear")   # key/value ODEs: neural fields, or closed-form linear
+        query: str = choice("hermite", "linear")  # interpolation of the queries between observations
+        causal: bool = False             # attend only to keys at or before the query
+        field_width: int = 32            # hidden width of each key/value field (dynamics: mlp)
+        zero_init: bool = False          # start with constant trajectories (fields' output layer / λ at 0)
+        mlp_ratio: float = 4.0           # feed-forward width / d_model
+        norm_first: bool = False         # pre-norm; false = post-norm (the paper's Transformer layer)
+        dropout: float = 0.0
         time_features: int = 8           # size of the learned time encoding of the inputs
         solver: SolverConfig = field(default_factory=lambda: SolverConfig(method="rk4"))
 
@@ -71,50 +103,30 @@ class ContiFormerEncoder(Block):
             if self.d_model % self.heads:
                 raise ConfigError(f"{path}.heads", f"d_model ({self.d_model}) must be divisible by heads "
                                   f"({self.heads})", got=self.heads)
-            if self.quadrature < 1:
-                raise ConfigError(f"{path}.quadrature", f"must be >= 1, got {self.quadrature}")
+            if self.dynamics == "linear" and (self.d_model // self.heads) % 2:
+                raise ConfigError(f"{path}.dynamics", f"'linear' pairs features into complex numbers: d_model / "
+                                  f"heads ({self.d_model // self.heads}) must be even", got=self.dynamics)
+            if self.layers < 1:
+                raise ConfigError(f"{path}.layers", f"must be >= 1, got {self.layers}", got=self.layers)
+            if not 0.0 <= self.dropout < 1.0:
+                raise ConfigError(f"{path}.dropout", f"must be in [0, 1), got {self.dropout}", got=self.dropout)
 
     accepts = "irregular"
     compile_safe = False             # Python loop over intervals / solver control flow
 
     def __init__(self, cfg: Config):
         super().__init__(cfg)
-        d = cfg.d_model
         self.solver = ODESolver(cfg.solver)
         self.time = TimeEncoding(cfg.time_features)
-        self.embed = nn.Linear(2 * cfg.d_in + cfg.time_features, d)
-        self.qkv = nn.Linear(d, 3 * d)
-        self.field = TimeField(2 * d, cfg.field_width)
-        self.proj = nn.Linear(d, d)
-        nodes, weights = gauss_legendre(cfg.quadrature)
-        self.register_buffer("nodes", nodes.float(), persistent=False)
-        self.register_buffer("weights", weights.float(), persistent=False)
+        self.embed = nn.Linear(2 * cfg.d_in + cfg.time_features, cfg.d_model)
+        self.layers = nn.ModuleList(ContiFormerLayer(cfg) for _ in range(cfg.layers))
 
     def stats(self) -> dict:
         return {"nfe": self.solver.nfe}
 
-    def interval_means(self, k: Tensor, v: Tensor, times: Tensor) -> tuple[Tensor, Tensor]:
-        """k̄, v̄ [B, N_i, N_j, D]: means of the trajectories from (k_j, v_j) [B, N, D] over [t_j, t_i]."""
-        b, n, d = k.shape
-        y0 = torch.cat([k, v], -1)[:, None].expand(b, n, n, 2 * d)             # [B, N_i, N_j, 2D]
-        start = times[:, None, :].expand(b, n, n)                               # t_j
-        span = times[:, :, None] - times[:, None, :]                            # t_i - t_j
-        grid = torch.cat([self.nodes.new_zeros(1), self.nodes]).to(k.dtype)    # [1 + Q]
-        path = self.solver(_PairField(self.field, start, span), y0, grid)[1:]   # [Q, B, N, N, 2D]
-        mean = torch.einsum("q,q...->...", self.weights.to(k.dtype), path)
-        return mean[..., :d], mean[..., d:]
-
     def forward(self, batch: IrregularBatch) -> Seq:
         values, observed, times, valid = clean_inputs(batch)
-        b, n, _ = values.shape
-        h = self.cfg.heads
         x = self.embed(torch.cat([values, observed.to(values.dtype), self.time(times)], -1))   # [B, N, D]
-        q, k, v = self.qkv(x).chunk(3, dim=-1)                                  # 3 x [B, N, D]
-        k_mean, v_mean = self.interval_means(k, v, times)                       # 2 x [B, N, N, D]
-        e = k.shape[-1] // h
-        q = q.view(b, n, h, e)
-        scores = torch.einsum("bihe,bijhe->bhij", q, k_mean.view(b, n, n, h, e)) / math.sqrt(e)   # [B, H, N, N]
-        scores = scores.masked_fill(~valid[:, None, None, :], torch.finfo(scores.dtype).min)
-        attn = torch.softmax(scores, dim=-1)
-        out = torch.einsum("bhij,bijhe->bihe", attn, v_mean.view(b, n, n, h, e)).reshape(b, n, h * e)
-        return batch.seq(x + self.proj(out))                                    # [B, N, D]
+        for layer in self.layers:
+            x = layer(x, times, valid, self.solver)
+        return batch.seq(x)
