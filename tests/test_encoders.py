@@ -12,7 +12,7 @@ from hybridseq.testing import block_config, example_input
 ENCODERS = sorted(n for n in registry.blocks.names() if registry.blocks.get(n).accepts == "irregular")   # plugins' too
 ODE_ENCODERS = ["ode_rnn", "gru_ode", "ncde", "contiformer"]
 VARIANTS = [("ncde", {"interpolation": "cubic"}), ("ncde", {"interpolation": "linear"}),
-            ("ncde", {"interpolation": "rectilinear", "counts": False})]
+            ("ncde", {"interpolation": "rectilinear", "counts": False}), ("mtan", {"reference": "fixed"})]
 
 
 def _build(name, d_in=3, **over):
@@ -314,6 +314,19 @@ def test_contiformer_layer_equals_physiopro_formula_on_a_tiny_case():
     torch.testing.assert_close(ours, physiopro, rtol=1e-6, atol=1e-7)
 
 
+def test_contiformer_checkpointed_intervals_give_the_same_outputs_and_gradients():
+    grads, outs = [], []
+    for checkpoint in (False, True):
+        block = _build("contiformer", checkpoint=checkpoint).double()
+        batch = example_input(type(block), block.cfg, batch=2, length=5).to(dtype=torch.float64)
+        out = block(batch).x[batch.valid]
+        out.square().sum().backward()
+        outs.append(out.detach())
+        grads.append(torch.cat([p.grad.flatten() for p in block.parameters()]))
+    torch.testing.assert_close(outs[1], outs[0])
+    torch.testing.assert_close(grads[1], grads[0])
+
+
 def test_adjoint_gradients_equal_direct_backprop():
     grads = []
     for adjoint in (False, True):
@@ -373,6 +386,15 @@ def test_mtan_outputs_at_increasing_reference_times():
     with torch.no_grad():
         block.raw_gaps.fill_(-30.0)                                    # gaps can shrink but never turn negative
     assert (block.reference_times().diff() >= 0).all()
+
+
+def test_mtan_fixed_reference_points_are_the_papers_even_grid():
+    block = _build("mtan", reference_points=128, reference="fixed")
+    assert not any("gaps" in n or n == "start" for n, _ in block.named_parameters())
+    batch = example_input(type(block), block.cfg, batch=2, length=5)
+    out = block(batch)
+    assert out.x.shape == (2, 128, 8)
+    torch.testing.assert_close(out.t[0], torch.linspace(0, 1, 128))
 
 
 def test_mtan_attends_to_each_channel_separately():

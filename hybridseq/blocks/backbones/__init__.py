@@ -1,5 +1,6 @@
 """Backbones: sequence → sequence."""
 from ...hookspecs import hookimpl
+from .gru import GRU
 from .mamba import Mamba
 from .mamba2 import Mamba2
 from .mlp import MLP
@@ -12,6 +13,7 @@ from .transformer import Transformer
 def hybridseq_register_blocks(register):
     register("transformer", Transformer)
     register("mlp", MLP)
+    register("gru", GRU)
     register("s4d", S4D)
     register("s4", S4)
     register("mamba", Mamba)

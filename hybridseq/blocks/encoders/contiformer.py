@@ -40,7 +40,7 @@ class ContiAttention(nn.Module):
         self.q, self.k, self.v, self.out = (nn.Linear(d, d) for _ in range(4))
         self.dynamics = (LinearDynamics(d, cfg.heads, cfg.zero_init) if cfg.dynamics == "linear"
                          else ODEDynamics(TimeField(d, cfg.field_width, cfg.zero_init),
-                                          TimeField(d, cfg.field_width, cfg.zero_init)))
+                                          TimeField(d, cfg.field_width, cfg.zero_init), cfg.checkpoint))
         self.scale = 1.0 / math.sqrt(d // cfg.heads)
 
     def integrals(self, x: Tensor, times: Tensor, valid: Tensor, solver) -> tuple[Tensor, Tensor]:
@@ -93,6 +93,7 @@ class ContiFormerEncoder(Block):
         causal: bool = False             # attend only to keys at or before the query
         field_width: int = 32            # hidden width of each key/value field (dynamics: mlp)
         zero_init: bool = False          # start with constant trajectories (fields' output layer / λ at 0)
+        checkpoint: bool = False         # dynamics mlp: re-solve each interval in backward (less memory)
         mlp_ratio: float = 4.0           # feed-forward width / d_model
         norm_first: bool = False         # pre-norm; false = post-norm (the paper's Transformer layer)
         dropout: float = 0.0

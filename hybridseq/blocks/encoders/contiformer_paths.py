@@ -9,13 +9,17 @@ and score_ij = q_i · k_j, v̄_ij = v_j where t_i = t_j (the trajectories have n
 
 - `ODEDynamics` (``dynamics: mlp``): dk/dτ = f_k(τ, k), dv/dτ = f_v(τ, v), two neural fields. One trajectory
   per key, not one per pair: a forward sweep carries the keys started so far across each observation
-  interval of the series (one solve per interval, the state augmented with the running integrals of
-  q·k per head and of v), and a backward sweep does the same towards earlier times; reading the
-  integrals at every observation gives all pairs. N trajectories instead of N².
+  interval of the series (one solve per interval, the state augmented with the moments ∫σ^p k and ∫v
+  over the interval, which the query's polynomial coefficients turn into the increments of ∫q·k), and a
+  backward sweep does the same towards earlier times; reading the running integrals at every
+  observation gives all pairs. N trajectories instead of N².
 - `LinearDynamics` (``dynamics: linear``): each head's k and v are complex pairs z with dz/dτ = λ z
   (Re λ < 0, one λ per pair, separate for keys and values), so k_j(τ) = z_j e^{λ(τ - t_j)} and both
   integrals have closed forms: no solver. Over interval m the query is a polynomial in σ ∈ [0, 1], and
-  ∫_0^1 σ^p e^{xσ} dσ (`exp_moments`) gives each interval's part; prefix sums over intervals give all pairs.
+  ∫_0^1 σ^p e^{xσ} dσ (`exp_moments`) gives each interval's part G_m. The sum over the intervals between
+  t_j and t_i (either direction) of e^{λ(t_m - t_j)} G_m is e^{-λ t_j} (C_i - C_j) with the prefix sums
+  C_i = Σ_{m<i} e^{λ t_m} G_m: separable, so the scores need no [N, N, D] tensor (computed in float64
+  from each series' first time against cancellation). The value means are z_j (e^{μΔ} - 1)/(μΔ).
 """
 from __future__ import annotations
 
@@ -24,12 +28,14 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from .common import unit_interval
 from .ncde import path_derivative_coeffs
 
 SERIES_RADIUS = 2.0                  # |x| below which exp_moments sums its Taylor series
 SERIES_TERMS = 24                    # enough for |x| < 2 in float64
+MEAN_EXP_RADIUS = 0.1                # |x| below which mean_exp sums 5 Taylor terms (error < 1e-8)
 MAX_DECAY = 10.0                     # cap on -Re λ per unit time (backward trajectories grow as e^{decay·span})
 POWERS = 4                           # coefficients of a cubic query polynomial in σ
 
@@ -71,6 +77,15 @@ def exp_moments(x: Tensor, orders: int = POWERS) -> Tensor:
     for p in range(orders):
         series.append(sum(t / (n + p + 1) for n, t in enumerate(terms)))
     return torch.where(small[..., None], torch.stack(series, -1), torch.stack(rec, -1))
+
+
+def mean_exp(x: Tensor) -> Tensor:
+    """(e^x - 1) / x, the mean of e^{xσ} over σ ∈ [0, 1], with a short Taylor series near 0 (complex x)."""
+    small = x.abs() < MEAN_EXP_RADIUS
+    xl = torch.where(small, torch.ones_like(x), x)
+    xs = torch.where(small, x, torch.zeros_like(x))
+    series = 1 + xs * (1 / 2 + xs * (1 / 6 + xs * (1 / 24 + xs / 120)))
+    return torch.where(small, series, (torch.exp(xl) - 1) / xl)
 
 
 def _finish(span: Tensor, integral: Tensor, at_start: Tensor) -> Tensor:
@@ -125,11 +140,12 @@ class _Interval(nn.Module):
 
 class ODEDynamics(nn.Module):
     """Keys and values follow their own fields ``key(τ, k)``, ``value(τ, v)``; integrals by one forward
-    and one backward sweep of the configured solver."""
+    and one backward sweep of the configured solver. ``checkpoint``: keep only each interval's starting
+    state for backward and solve the interval again there (memory of the states, not of the stages)."""
 
-    def __init__(self, key: nn.Module, value: nn.Module):
+    def __init__(self, key: nn.Module, value: nn.Module, checkpoint: bool = False):
         super().__init__()
-        self.key, self.value = key, value
+        self.key, self.value, self.checkpoint = key, value, checkpoint
 
     def _sweep(self, solver, coeffs, k, v, times, heads: int, backward: bool) -> Tensor:
         """Integrals [B, N_i, N_j, H + D] for the pairs the sweep reaches (j ≤ i forward, j ≥ i backward)."""
@@ -148,15 +164,26 @@ class ODEDynamics(nn.Module):
                 break
             nxt = i - 1 if backward else i + 1                               # the grid point reached next
             dt = times[:, nxt] - times[:, i]                                 # [B], signed
-            y0 = torch.cat([state, state.new_zeros(*state.shape[:2], (powers + 1) * d)], -1)
-            y1 = solver(_Interval(self, times[:, i], dt, powers, backward), y0, unit_interval(y0))[-1]
-            state = y1[..., :2 * d]
-            moments = y1[..., 2 * d:].unflatten(-1, (powers + 1, d))         # [B, J, P + 1, D]
-            c = coeffs[:, min(i, nxt), :, :powers]                           # [B, D, P]
-            qk = torch.einsum("bdp,bjpd->bjd", c, moments[:, :, :powers]).unflatten(-1, (heads, -1)).sum(-1)
-            sums = sums + dt[:, None, None] * torch.cat([qk, moments[:, :, powers]], -1)
+            step_args = (solver, _Interval(self, times[:, i], dt, powers, backward), heads)
+            c = coeffs[:, min(i, nxt)]                                       # [B, D, P]
+            if self.checkpoint and torch.is_grad_enabled():                   # recomputed in backward
+                state, gained = checkpoint(self._advance, *step_args, state, c, use_reentrant=False)
+            else:
+                state, gained = self._advance(*step_args, state, c)
+            sums = sums + gained
         pad = [F.pad(r, (0, 0, n - r.shape[1], 0) if backward else (0, 0, 0, n - r.shape[1])) for r in rows]
         return torch.stack(pad, 1)                                           # [B, N_i, N_j, H + D]
+
+    @staticmethod
+    def _advance(solver, field: _Interval, heads: int, state: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+        """One interval: the keys' state [B, J, 2D] at its end, and the gains of ∫q·k, ∫v [B, J, H + D]."""
+        b, j, width = state.shape
+        d, powers = width // 2, c.shape[-1]
+        y0 = torch.cat([state, state.new_zeros(b, j, (powers + 1) * d)], -1)
+        y1 = solver(field, y0, unit_interval(y0))[-1]
+        moments = y1[..., 2 * d:].unflatten(-1, (powers + 1, d))             # [B, J, P + 1, D]
+        qk = torch.einsum("bdp,bjpd->bjd", c, moments[:, :, :powers]).unflatten(-1, (heads, -1)).sum(-1)
+        return y1[..., :2 * d], field.dt[:, None, None] * torch.cat([qk, moments[:, :, powers]], -1)
 
     def integrals(self, solver, coeffs, q, k, v, times, heads: int, causal: bool) -> tuple[Tensor, Tensor]:
         n = k.shape[1]
@@ -214,18 +241,16 @@ class LinearDynamics(nn.Module):
         qc = self._complex(coeffs.transpose(-1, -2)).conj()                  # [B, N-1, powers, H, P]
         moments = exp_moments(lam * dt[..., None, None], coeffs.shape[-1])   # [B, N-1, H, P, powers]
         g = dt[..., None, None] * (qc.permute(0, 1, 3, 4, 2) * moments).sum(-1)   # [B, N-1, H, P]: ∫ over interval m
-        lag = t[:, None, :-1] - t[:, :, None]                                # [B, N_j, N-1]: t_m - t_j
-        terms = torch.exp(lam * lag[..., None, None]) * g[:, None]          # [B, N_j, M, H, P]
-        m_idx, j_idx = torch.arange(n - 1, device=k.device), torch.arange(n, device=k.device)
-        ahead = (m_idx[None, :] >= j_idx[:, None])[None, :, :, None, None]  # interval m after key j
-        zero = terms.new_zeros(b, n, 1, *terms.shape[3:])
-        fwd = torch.cat([zero, torch.where(ahead, terms, 0).cumsum(2)], 2)             # Σ_{j ≤ m < i}
-        behind = torch.where(ahead, 0, terms).flip(2).cumsum(2).flip(2)                  # Σ_{i ≤ m < j}
-        bwd = torch.cat([behind, zero], 2)
-        total = fwd if causal else fwd - bwd                                  # [B, N_j, N_i, H, P]
-        z = self._complex(k)                                                 # [B, N, H, P]
-        integral = (z[:, :, None] * total).real.sum(-1).transpose(1, 2)      # [B, N_i, N_j, H]
+        # Σ_{m from j to i} e^{λ(t_m - t_j)} G_m = e^{-λ t_j} (C_i - C_j) with C_i = Σ_{m<i} e^{λ t_m} G_m:
+        # separable, so no [N, N, D] tensor; in float64 from the series' first time, against cancellation
+        rel = (t - t[:, :1]).double()                                        # [B, N]
+        lam64 = lam.to(torch.complex128)
+        grown = torch.exp(lam64 * rel[:, :-1, None, None]) * g.to(torch.complex128)     # [B, N-1, H, P]
+        c = torch.cat([torch.zeros_like(grown[:, :1]), grown.cumsum(1)], 1)  # [B, N, H, P]: C_i
+        a = self._complex(k).to(torch.complex128) * torch.exp(-lam64 * rel[..., None, None])   # [B, N, H, P]
+        own = (a * c).sum(-1)                                                # [B, N_j, H]: a_j · C_j
+        integral = (torch.einsum("bjhp,bihp->bijh", a, c) - own[:, None]).real.to(t.dtype)   # [B, N_i, N_j, H]
         span = t[:, :, None] - t[:, None, :]                                 # t_i - t_j
         scores = _finish(span, integral, start_scores(q.to(t.dtype), k.to(t.dtype), heads))
-        w = self._complex(v)[:, None] * exp_moments(mu * span[..., None, None], 1)[..., 0]   # [B, N_i, N_j, H, P]
+        w = self._complex(v)[:, None] * mean_exp(mu * span[..., None, None])  # [B, N_i, N_j, H, P]
         return scores.to(q.dtype), self._real(w).to(v.dtype)

@@ -5,8 +5,10 @@ Queries are learned time embeddings of K reference times, keys are embeddings of
 and each channel's values are averaged with its own attention weights (softmax over the times at which
 that channel was observed). Output: one vector per reference time, ``x`` [B, K, d_model] with ``t`` the
 reference times, so every series becomes a regular sequence of the same length K whatever its number of
-observations. The reference times are learned but kept increasing (first time + cumulative softplus gaps),
-initialised evenly over [0, 1]; use ``data.normalise_time: true`` (the default) so observations lie there.
+observations. ``reference: learned`` (the default) learns the reference times but keeps them increasing
+(first time + cumulative softplus gaps), initialised evenly over [0, 1]; ``reference: fixed`` holds them
+at K evenly spaced points of [0, 1], as the paper and its code do (with K = 128 there). Use
+``data.normalise_time: true`` (the default) so observations lie in [0, 1].
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from omegaconf import MISSING
 from torch import Tensor, nn
 
 from ...seq import IrregularBatch, Seq
-from ..base import Block
+from ..base import Block, choice
 from .common import clean_inputs
 from .linear import TimeEncoding
 
@@ -33,7 +35,8 @@ class MTANEncoder(Block):
     class Config:
         d_in: int = MISSING              # input channels (injected)
         d_model: int = MISSING           # output width (injected)
-        reference_points: int = 16       # K, the output length
+        reference_points: int = 16       # K, the output length (the paper: 128)
+        reference: str = choice("learned", "fixed")   # learned increasing times, or K fixed even points
         heads: int = 2
         time_features: int = 16          # size of the learned time embedding
         key_width: int = 16              # per-head query/key width
@@ -43,9 +46,12 @@ class MTANEncoder(Block):
     def __init__(self, cfg: Config):
         super().__init__(cfg)
         k = cfg.reference_points
-        self.start = nn.Parameter(torch.zeros(()))
-        gap = 1.0 / max(k - 1, 1)
-        self.raw_gaps = nn.Parameter(torch.full((k - 1,), _inverse_softplus(gap)))
+        if cfg.reference == "fixed":
+            self.register_buffer("fixed", torch.linspace(0.0, 1.0, k))
+        else:
+            self.start = nn.Parameter(torch.zeros(()))
+            gap = 1.0 / max(k - 1, 1)
+            self.raw_gaps = nn.Parameter(torch.full((k - 1,), _inverse_softplus(gap)))
         self.time = TimeEncoding(cfg.time_features)
         self.query = nn.Linear(cfg.time_features, cfg.heads * cfg.key_width)
         self.key = nn.Linear(cfg.time_features, cfg.heads * cfg.key_width)
@@ -53,6 +59,8 @@ class MTANEncoder(Block):
 
     def reference_times(self) -> Tensor:
         """[K] increasing reference times."""
+        if self.cfg.reference == "fixed":
+            return self.fixed
         return torch.cat([self.start[None], self.start + torch.cumsum(F.softplus(self.raw_gaps), 0)])
 
     def forward(self, batch: IrregularBatch) -> Seq:
