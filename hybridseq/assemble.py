@@ -55,6 +55,11 @@ class HybridModel(nn.Module):
             outs[name] = self.nodes[name](_merge([outs[s] for s in srcs], how))
         return outs[self.spec.output]
 
+    def aux_loss(self) -> Tensor | None:
+        """The sum of the blocks' auxiliary losses of the last forward (`Block.aux_loss`), or None."""
+        terms = [loss for loss in (block.aux_loss() for block in self.nodes.values()) if loss is not None]
+        return torch.stack(terms).sum() if terms else None
+
     def stats(self) -> dict[str, dict]:
         """Per-node statistics of the last forward (``nfe`` for ODE blocks, …)."""
         return {name: block.stats() for name, block in self.nodes.items() if block.stats()}

@@ -450,3 +450,57 @@ def test_encoders_train_under_autocast(name, over, dtype):
     assert torch.isfinite(out.float()).all()
     assert all(p.grad is None or torch.isfinite(p.grad).all() for p in block.parameters())
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in block.parameters())
+
+
+def test_gru_bayes_loss_equals_a_hand_computation():
+    import math
+
+    from hybridseq.blocks.encoders.common import evolve
+
+    block = _build("gru_ode", d_in=2, hidden=3, mixing=0.5, obs_noise_std=0.1).double()
+    times = torch.tensor([[0.0, 0.4, 1.0]], dtype=torch.float64)
+    values = torch.tensor([[[0.5, -1.0], [2.0, 0.3], [0.0, 1.5]]], dtype=torch.float64)
+    mask = torch.tensor([[[True, False], [True, True], [False, True]]])
+    batch = IrregularBatch(values, times, mask, torch.tensor([3]))
+    block(batch)
+    states = block.flow(batch, block.jump)[0]                          # [N, H] after each update
+    total, h = 0.0, torch.zeros(3, dtype=torch.float64)
+    for i in range(3):
+        if i > 0:
+            h = evolve(block.solver, block.flow.field, states[i - 1][None], times[0, i:i + 1] - times[0, i - 1:i])[0]
+        mean, logvar = block.predict(h).chunk(2)
+        after_mean, after_logvar = block.predict(states[i]).chunk(2)
+        for c in range(2):
+            if not mask[0, i, c]:
+                continue
+            x, var = values[0, i, c], logvar[c].exp()
+            total += 0.5 * ((x - mean[c]) ** 2 / var + logvar[c] + math.log(2 * math.pi))           # NLL before
+            s1, s2 = (0.5 * after_logvar[c]).exp(), 0.1
+            kl = math.log(s2) - torch.log(s1) + (s1**2 + (after_mean[c] - x) ** 2) / (2 * s2**2) - 0.5
+            total += 0.5 * kl                                                                     # mixing × KL after
+    torch.testing.assert_close(block.aux_loss(), total)                # one series: divided by 1
+
+
+def test_a_block_aux_loss_reaches_the_model_and_training():
+    from omegaconf import OmegaConf
+
+    from hybridseq.train import train
+
+    model = assemble({"d_model": 8, "input": {"kind": "irregular", "channels": 3}, "encoder": {"type": "gru_ode"},
+                      "head": {"type": "classify", "classes": 2}})
+    batch = example_input(type(model.nodes["encoder"]), model.nodes["encoder"].cfg, batch=2, length=5)
+    model(batch)
+    torch.testing.assert_close(model.aux_loss(), model.nodes["encoder"].aux_loss())
+    assert _build("ode_rnn").aux_loss() is None
+    off = assemble({"d_model": 8, "input": {"kind": "irregular", "channels": 3},
+                    "encoder": {"type": "gru_ode", "loss_weight": 0.0}, "head": {"type": "classify", "classes": 2}})
+    off(batch)
+    assert off.aux_loss() is None
+    cfg = {"data": {"name": "spirals", "n_train": 8, "n_test": 4, "points": 6, "batch_size": 4, "val_fraction": 0.0},
+           "model": {"d_model": 8, "encoder": {"type": "gru_ode", "hidden": 4, "loss_weight": 1.0e3},
+                     "head": {"type": "classify"}},
+           "train": {"epochs": 1, "progress": False}}
+    heavy = train(OmegaConf.create(cfg), None)
+    cfg["model"]["encoder"]["loss_weight"] = 0.0
+    plain = train(OmegaConf.create(cfg), None)
+    assert heavy["curves"]["train_loss"][0] > 10 * plain["curves"]["train_loss"][0]   # the trainer adds it

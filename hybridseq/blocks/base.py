@@ -55,5 +55,10 @@ class Block(nn.Module):
         """Per-forward statistics shown by ``describe`` and logged in training (e.g. ``{"nfe": 26}``)."""
         return {}
 
+    def aux_loss(self):
+        """A scalar loss term of the last forward that training adds to the task's loss (e.g. an
+        observation likelihood), or None. A block that has one computes it in ``forward``."""
+        return None
+
     def forward(self, seq: Seq) -> Seq:  # pragma: no cover - abstract
         raise NotImplementedError

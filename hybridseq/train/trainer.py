@@ -208,6 +208,8 @@ class Trainer:
             with self._unused_parameters_hint(), autocast(device, t.bf16):
                 pred = self.net(model_input(self.model, batch)).x
             loss = self.task.loss(pred, targets)
+            aux = self.model.aux_loss()                      # blocks' auxiliary losses (Block.aux_loss)
+            loss = loss if aux is None else loss + aux
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             if t.grad_clip:
