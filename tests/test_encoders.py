@@ -1,4 +1,4 @@
-"""Irregular encoders: padding and per-channel-mask invariance, closed forms, quadrature, adjoint, NFE."""
+"""Irregular encoders: padding and per-channel-mask invariance, closed forms, references, adjoint, NFE, losses."""
 import pytest
 import torch
 from torch import nn
