@@ -55,7 +55,7 @@ class GRU(Block):
         return gaps[..., None]
 
     def forward(self, seq: Seq) -> Seq:
-        b, n, _ = seq.x.shape
+        n = seq.x.shape[1]
         valid = seq.valid()                                                     # [B, L]
         lengths = valid.sum(1)
         if not torch.equal(valid, torch.arange(n, device=valid.device)[None, :] < lengths[:, None]):

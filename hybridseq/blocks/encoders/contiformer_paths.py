@@ -97,8 +97,7 @@ def _finish(span: Tensor, integral: Tensor, at_start: Tensor) -> Tensor:
 
 def start_scores(q: Tensor, k: Tensor, heads: int) -> Tensor:
     """q_i · k_j per head [B, N_i, N_j, H] from q, k [B, N, D]."""
-    b, n, d = q.shape
-    return torch.einsum("bihe,bjhe->bijh", q.view(b, n, heads, -1), k.view(b, n, heads, -1))
+    return torch.einsum("bihe,bjhe->bijh", q.unflatten(-1, (heads, -1)), k.unflatten(-1, (heads, -1)))
 
 
 class TimeField(nn.Module):
@@ -233,7 +232,6 @@ class LinearDynamics(nn.Module):
         return self._real(self._rate(self.value_freq, self.value_decay, v) * self._complex(v)).to(v.dtype)
 
     def integrals(self, solver, coeffs, q, k, v, times, heads: int, causal: bool) -> tuple[Tensor, Tensor]:
-        b, n, _ = k.shape
         lam = self._rate(self.key_freq, self.key_decay, k)                  # [H, P]
         mu = self._rate(self.value_freq, self.value_decay, k)
         t = times.to(lam.real.dtype)
