@@ -1,6 +1,6 @@
 """hybridseq: declare hybrid sequence models in YAML and swap their blocks freely."""
-__version__ = "0.1.0"
-
+from . import plugins  # installs the registries' plugin loader
+from ._version import __version__
 from .assemble import HybridModel, assemble, build_block, describe
 from .blocks.base import Block, choice
 from .config import load_config

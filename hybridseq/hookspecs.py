@@ -43,6 +43,17 @@ def hybridseq_register_datasets(register) -> None:
 
 
 @hookspec
+def hybridseq_register_sections(register) -> None:
+    """Register top-level config sections (beside the built-in ``model``, ``data``, ``train``, ``task``).
+
+    :param register: ``register(name: str, validate: Callable | None)``; ``validate(section, path)``
+        checks the section's value (raising `hybridseq.ConfigError` naming the key path) and may return
+        it validated; ``None`` accepts the section unchecked. A top-level key that no plugin registered
+        is a `ConfigError` with the closest section name.
+    """
+
+
+@hookspec
 def hybridseq_register_commands(cli) -> None:
     """Add sub-commands to the ``hybridseq`` command line.
 

@@ -1,7 +1,8 @@
 """Plugin loading: one pluggy PluginManager for built-in and third-party plugins alike.
 
 Built-in features are the modules in `DEFAULT_PLUGINS`; third-party packages declare an entry point in
-the ``hybridseq`` group. ``HYBRIDSEQ_LOAD_PLUGINS`` (comma list; empty = none) selects which entry-point
+the ``hybridseq`` group. This module is the one place that loads plugins: it installs `load` as the
+registries' loader (`registry.set_loader`), so reading a table fills it. ``HYBRIDSEQ_LOAD_PLUGINS`` (comma list; empty = none) selects which entry-point
 plugins load. A plugin that fails to import, implements an unknown hook, or registers a name that is
 taken is reported with a `PluginWarning` naming it and skipped; the rest keeps working.
 """
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 import pluggy
 
 from . import hookspecs, registry
+from ._version import __version__
 from .errors import PluginWarning
 
 ENV_VAR = "HYBRIDSEQ_LOAD_PLUGINS"
@@ -28,13 +30,15 @@ DEFAULT_PLUGINS = (
     "hybridseq.blocks.heads",
     "hybridseq.blocks.tasks",
     "hybridseq.solvers.builtin",
-    "hybridseq.train.commands",
-    "hybridseq.ablate.commands",
-    "hybridseq.analysis.commands",
     "hybridseq.data",
+    "hybridseq.sections",
+    "hybridseq.commands.core",
+    "hybridseq.commands.train",
+    "hybridseq.commands.ablate",
+    "hybridseq.commands.analyze",
 )
 REGISTER_HOOKS = {"blocks": "hybridseq_register_blocks", "solvers": "hybridseq_register_solvers",
-                  "datasets": "hybridseq_register_datasets"}
+                  "datasets": "hybridseq_register_datasets", "sections": "hybridseq_register_sections"}
 
 
 @dataclass
@@ -77,7 +81,7 @@ def _registrar(kind: str, info: PluginInfo):
     def register(name, obj, **meta):
         if kind == "blocks":
             _check_block(obj)
-        elif not callable(obj):
+        elif not callable(obj) and not (kind == "sections" and obj is None):
             raise TypeError(f"{kind[:-1]} '{name}' must be callable, got {obj!r}")
         try:
             table.add(name, obj, owner=info.name, **meta)
@@ -159,8 +163,6 @@ def load() -> None:
         if _state["loaded"]:
             return
         _state["loaded"] = True
-        from . import __version__
-
         for module_name in DEFAULT_PLUGINS:
             _load_module(module_name, module_name, __version__, builtin=True)
         eps, missing = _selected_entry_points()
@@ -190,3 +192,6 @@ def call_commands_hook(subparsers) -> None:
         except Exception as err:
             info = infos.get(impl.plugin_name) or PluginInfo(impl.plugin_name, None, False)
             _warn(info, f"hybridseq_register_commands raised {type(err).__name__}: {err}")
+
+
+registry.set_loader(load)

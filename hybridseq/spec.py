@@ -11,7 +11,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from . import plugins, registry
+from . import registry
 from .errors import ConfigError
 from .schema import build_config
 
@@ -260,21 +260,3 @@ def validate_model(model, path: str = "model") -> ModelSpec:
         ports[node.name], widths[node.name] = node.cls.produces, node.width_out
         nodes.append(node)
     return ModelSpec(d_model, kind, channels, nodes, entries[-1].name)
-
-
-SECTION_VALIDATORS: dict = {"model": validate_model}
-"""Top-level config section -> ``validator(section, path)``; other modules add theirs (data, train)."""
-
-
-def validate_config(cfg) -> list[str]:
-    """Validate every known top-level section present in ``cfg``; returns the section names checked."""
-    plugins.load()                     # built-in plugins add their sections' validators as they load
-    done = []
-    for key, validator in list(SECTION_VALIDATORS.items()):
-        if key in cfg:
-            validator(cfg[key], key)
-            done.append(key)
-    if not done:
-        raise ConfigError("", "nothing to validate: the config has none of the sections "
-                          + ", ".join(SECTION_VALIDATORS))
-    return done

@@ -116,6 +116,32 @@ def test_hybridseq_register_commands(capsys):
     assert capsys.readouterr().out.strip() == "hello world"
 
 
+def check_logging(section, path):
+    if not isinstance(section, dict) or set(section) - {"every"}:
+        raise hs.ConfigError(path, "expected {every: N}")
+    return section
+
+
+class SectionPlugin:
+    @hs.hookimpl
+    def hybridseq_register_sections(self, register):
+        register("logging", check_logging)
+
+
+def test_hybridseq_register_sections():
+    from hybridseq.sections import validate_config
+
+    cfg = {"model": tiny_model(), "logging": {"every": 2}}
+    with pytest.raises(hs.ConfigError, match="unknown config section 'logging'"):
+        validate_config(cfg)
+    with register_plugin(SectionPlugin(), "test-sections") as info:
+        assert info.registered == {"sections": ["logging"]}
+        assert validate_config(cfg) == ["logging", "model"]
+        with pytest.raises(hs.ConfigError, match="^logging: expected"):
+            validate_config({**cfg, "logging": {"evry": 2}})
+    assert "logging" not in registry.sections
+
+
 class Clashing:
     @hs.hookimpl
     def hybridseq_register_blocks(self, register):

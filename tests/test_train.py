@@ -204,7 +204,7 @@ def test_every_model_config_runs_on_data_of_its_task(path):
 
 @pytest.mark.parametrize("path", sorted((ROOT / "configs" / "experiments").glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_experiment_config_is_valid(path):
-    from hybridseq.spec import validate_config
+    from hybridseq.sections import validate_config
     from hybridseq.config import compose
 
     assert validate_config(compose(path)) == ["model", "train"]

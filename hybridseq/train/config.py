@@ -9,7 +9,6 @@ from omegaconf import DictConfig, OmegaConf
 from ..blocks.base import choice
 from ..errors import ConfigError
 from ..schema import build_config
-from ..spec import SECTION_VALIDATORS
 
 DEFAULT_BATCH_SIZE = 32
 
@@ -72,5 +71,3 @@ def batch_size(tcfg: TrainConfig, data_cfg) -> int:
 def as_dict(tcfg: TrainConfig) -> dict:
     return asdict(tcfg)
 
-
-SECTION_VALIDATORS.setdefault("train", train_config)

@@ -112,7 +112,7 @@ def check_config(cfg: DictConfig) -> tuple[DictConfig, list[str]]:
     widths the data fill in, then every section's schema. Returns the resolved config and the names of
     the sections checked."""
     from ..data import load_data
-    from ..spec import validate_config
+    from ..sections import validate_config
 
     checked = []
     if "data" in cfg:

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from ..assemble import assemble
 from ..errors import ConfigError
 from ..io import append_jsonl, atomic_write_text
+from ..sections import check_sections
 from . import ddp
 from .checkpoint import CONFIG_FILE, load_weights, run_files, save_run
 from .config import as_dict, batch_size, train_config
@@ -48,6 +49,7 @@ class Trainer:
     def __init__(self, cfg, run_dir=None, *, splits=None, collate=None, resume: bool = False,
                  compile: bool | None = None, progress: bool | None = None, on_epoch_end=None):
         cfg = OmegaConf.create(cfg) if not isinstance(cfg, DictConfig) else cfg
+        check_sections(cfg)
         if splits is None or collate is None:
             from .. import data
 

@@ -8,8 +8,8 @@ from ..hookspecs import hookimpl
 
 
 def cmd_ablate(args) -> int:
-    from . import ablate
-    from .sweep import load_sweep
+    from ..ablate import ablate
+    from ..ablate.sweep import load_sweep
 
     out = args.out or str(Path("runs") / "ablate" / load_sweep(args.sweep, overrides=args.overrides).name)
     print(f"sweep {args.sweep} -> {out}")

@@ -11,9 +11,9 @@ from ..hookspecs import hookimpl
 
 
 def cmd_train(args) -> int:
-    from .checkpoint import CONFIG_FILE
+    from ..train.checkpoint import CONFIG_FILE
     from ..config import compose, split_args
-    from .trainer import train
+    from ..train.trainer import train
 
     if args.config is not None and "=" in args.config and not Path(args.config).exists():
         args.overrides, args.config = [args.config, *args.overrides], None   # `train --resume --out R k=v`
@@ -33,7 +33,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .evaluate import evaluate_run
+    from ..train.evaluate import evaluate_run
 
     result = evaluate_run(args.run_dir, args.data or (), args.split, args.checkpoint, overrides=args.overrides)
     print(json.dumps(result, indent=2))
