@@ -43,6 +43,17 @@ def hybridseq_register_datasets(register) -> None:
 
 
 @hookspec
+def hybridseq_register_tasks(register) -> None:
+    """Register learning tasks.
+
+    :param register: ``register(name: str, cls: type[hybridseq.tasks.Task])``; ``name`` is what a
+        dataset's `DataInfo.task` or a config's ``task:`` names. ``cls(name)`` owns the loss, the metric
+        meter, the monitored metric and each metric's direction, and declares what the task head must
+        produce (``port``) and which width it takes from the data (``width_key``).
+    """
+
+
+@hookspec
 def hybridseq_register_sections(register) -> None:
     """Register top-level config sections (beside the built-in ``model``, ``data``, ``train``, ``task``).
 

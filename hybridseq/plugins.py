@@ -31,6 +31,7 @@ DEFAULT_PLUGINS = (
     "hybridseq.blocks.tasks",
     "hybridseq.solvers.builtin",
     "hybridseq.data",
+    "hybridseq.tasks",
     "hybridseq.sections",
     "hybridseq.commands.core",
     "hybridseq.commands.train",
@@ -38,7 +39,8 @@ DEFAULT_PLUGINS = (
     "hybridseq.commands.analyze",
 )
 REGISTER_HOOKS = {"blocks": "hybridseq_register_blocks", "solvers": "hybridseq_register_solvers",
-                  "datasets": "hybridseq_register_datasets", "sections": "hybridseq_register_sections"}
+                  "datasets": "hybridseq_register_datasets", "tasks": "hybridseq_register_tasks",
+                  "sections": "hybridseq_register_sections"}
 
 
 @dataclass
@@ -75,12 +77,21 @@ def _check_block(cls) -> None:
         raise TypeError(f"{cls.__name__}.Config must be a @dataclass (the block's config schema)")
 
 
+def _check_task(cls) -> None:
+    from .tasks import Task
+
+    if not (isinstance(cls, type) and issubclass(cls, Task)):
+        raise TypeError(f"{cls!r} is not a subclass of hybridseq.tasks.Task")
+
+
 def _registrar(kind: str, info: PluginInfo):
     table = registry.KINDS[kind]
 
     def register(name, obj, **meta):
         if kind == "blocks":
             _check_block(obj)
+        elif kind == "tasks":
+            _check_task(obj)
         elif not callable(obj) and not (kind == "sections" and obj is None):
             raise TypeError(f"{kind[:-1]} '{name}' must be callable, got {obj!r}")
         try:

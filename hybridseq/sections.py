@@ -24,12 +24,16 @@ def _train(section, path: str):
     return train_config(section, path)
 
 
+def _task(section, path: str) -> str:
+    return registry.tasks.entry(section, path).name
+
+
 @hookimpl
 def hybridseq_register_sections(register):
     register("model", _model)
     register("data", None)             # validated by loading: `hybridseq.data.load_data`
     register("train", _train)
-    register("task", None)             # checked against the tasks when the data is known
+    register("task", _task)
 
 
 def check_sections(cfg) -> None:

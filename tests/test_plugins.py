@@ -9,7 +9,9 @@ import torch
 import hybridseq as hs
 from hybridseq import hookspecs, plugins, registry
 from hybridseq.cli import main
+from hybridseq.metrics import ErrorMeter
 from hybridseq.solvers import ODESolver, SolverConfig
+from hybridseq.tasks import Task
 from hybridseq.testing import register_plugin
 
 from conftest import tiny_model
@@ -114,6 +116,56 @@ def test_hybridseq_register_commands(capsys):
     with register_plugin(CommandPlugin(), "test-commands"):
         assert main(["hello", "world"]) == 0
     assert capsys.readouterr().out.strip() == "hello world"
+
+
+class MedianRegress(Task):
+    """Regression trained on the absolute error: selects on MAE."""
+
+    width_key, monitor = "outputs", "mae"
+
+    def loss(self, pred, targets):
+        return (pred.float() - targets["target"].float()).abs().mean()
+
+    def meter(self, width):
+        return ErrorMeter()
+
+    def update(self, meter, pred, targets, loss):
+        meter.update(pred, targets["target"], None, loss)
+
+
+class TaskPlugin:
+    @hs.hookimpl
+    def hybridseq_register_tasks(self, register):
+        register("median_regress", MedianRegress)
+
+
+def test_hybridseq_register_tasks():
+    from hybridseq.train import train
+
+    cfg = {"task": "median_regress", "data": {"name": "spirals", "task": "regress", "n_train": 24, "n_test": 8,
+                                              "points": 8, "batch_size": 8},
+           "model": {"d_model": 8, "encoder": {"type": "linear"}, "head": {"type": "regress"}},
+           "train": {"epochs": 1, "progress": False}}
+    with pytest.raises(hs.ConfigError, match="^task: unknown task 'median_regress'"):
+        train(cfg)
+    with register_plugin(TaskPlugin(), "test-tasks") as info:
+        assert info.registered == {"tasks": ["median_regress"]}
+        results = train(cfg)
+        assert results["task"] == "median_regress" and results["monitor"] == "val_mae"
+        assert results["test_mae"] >= 0
+    assert "median_regress" not in registry.tasks
+
+
+class NotATask:
+    @hs.hookimpl
+    def hybridseq_register_tasks(self, register):
+        register("bad", int)
+
+
+def test_registering_a_non_task_is_reported():
+    with pytest.warns(hs.PluginWarning, match="not a subclass of hybridseq.tasks.Task"):
+        with register_plugin(NotATask(), "nontask"):
+            assert "bad" not in registry.tasks
 
 
 def check_logging(section, path):

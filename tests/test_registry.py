@@ -81,7 +81,7 @@ def test_loader_is_injected():
 
 def test_reading_block_names_imports_no_training_code():
     code = ("import sys, torch; before = set(sys.modules); import hybridseq; from hybridseq import registry; "
-            "names = registry.blocks.names(); assert 'mamba' in names; "
+            "names = registry.blocks.names(); assert 'mamba' in names and 'classify' in registry.tasks; "
             f"heavy = {HEAVY!r}; "
             "print(sorted(m for m in sys.modules if m.startswith(heavy[:3]) or m.startswith(heavy[3:]) "
             "and m not in before))")

@@ -24,6 +24,8 @@ def test_sections_are_validated_in_one_place():
         == ["model", "train"]
     with pytest.raises(hs.ConfigError, match="^train.epochs"):
         validate_config({"model": tiny_model(), "train": {"epochs": 0}})
+    with pytest.raises(hs.ConfigError, match="^task: unknown task 'clasify'; did you mean 'classify'"):
+        validate_config({"model": tiny_model(), "task": "clasify"})
 
 
 def test_training_refuses_an_unknown_section(tmp_path):

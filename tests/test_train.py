@@ -7,8 +7,9 @@ from omegaconf import OmegaConf
 
 from hybridseq import ConfigError, cli
 from hybridseq.data import load_data
-from hybridseq.train.metrics import ClassifyMeter, ErrorMeter
-from hybridseq.train.tasks import TASKS, resolve
+from hybridseq.metrics import ClassifyMeter, ErrorMeter
+from hybridseq.tasks import get_task
+from hybridseq.train.tasks import resolve
 from hybridseq.train.trainer import train
 from hybridseq.train.evaluate import evaluate_run
 
@@ -50,7 +51,7 @@ def test_masked_errors_ignore_unobserved_entries():
     meter.update(pred, target, mask, loss=0.0)
     out = meter.compute()
     assert out["mse"] == pytest.approx((1 + 4) / 2) and out["mae"] == pytest.approx(1.5)
-    loss = TASKS["interpolate"].loss(pred, {"query_values": target, "query_mask": mask})
+    loss = get_task("interpolate").loss(pred, {"query_values": target, "query_mask": mask})
     assert float(loss) == pytest.approx(2.5)
 
 

@@ -22,7 +22,6 @@ from ..errors import ConfigError
 from ..seq import IrregularBatch
 from . import transforms as T
 
-TASKS = ("classify", "regress", "interpolate", "extrapolate")
 _SPLIT_STREAM = {"train": 1, "val": 2, "test": 3}   # one generator stream per split for the drop protocol
 
 
@@ -61,7 +60,7 @@ class DataOptions:
 class DataInfo:
     name: str
     channels: int
-    task: str                        # classify | regress | interpolate | extrapolate
+    task: str                        # a registered task: classify | regress | interpolate | extrapolate | …
     classes: Optional[int] = None    # number of classes (classify)
     outputs: Optional[int] = None    # regression target width (regress)
     max_len: int = 0                 # longest series over all splits
@@ -162,7 +161,7 @@ def _irregular(samples: list[dict], opts: IrregularOptions, split: str) -> list[
 def make_splits(name: str, task: str, train: list[dict], test: list[dict], opts: DataOptions, *,
                 classes: list[str] | None = None, outputs: int | None = None) -> DataSplits:
     """Apply the shared options (see the module docstring) to raw samples and describe the result."""
-    train, val = _val_split(train, opts.val_fraction, opts.seed, stratify=task == "classify")
+    train, val = _val_split(train, opts.val_fraction, opts.seed, stratify=classes is not None)
     parts = {"train": train, "val": val, "test": test}
     offset = min(float(s["times"][0]) for s in train)
     span = max(float(s["times"][-1]) for s in train) - offset

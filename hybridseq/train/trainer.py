@@ -34,7 +34,6 @@ from .tasks import check_output, resolve
 
 METRICS_FILE = "metrics.jsonl"
 RESULTS_FILE = "results.json"
-HIGHER_IS_BETTER = {"accuracy", "macro_f1"}
 MIN_LR_FACTOR = 0.1          # the cosine schedule ends at this fraction of train.lr
 
 
@@ -63,7 +62,7 @@ class Trainer:
         self.cfg.train = as_dict(t)
         self.batch_size = batch_size(t, self.cfg.get("data"))
         self.monitor = t.monitor or self.task.monitor
-        self.higher = self.monitor in HIGHER_IS_BETTER if t.monitor else self.task.higher_is_better
+        self.higher = self.task.higher_is_better(self.monitor)
         self.width = getattr(self.info, self.task.width_key)
 
         self.device = pick_device(t.device)
