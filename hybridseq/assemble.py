@@ -31,7 +31,7 @@ class HybridModel(nn.Module):
     def __init__(self, spec: ModelSpec):
         super().__init__()
         self.spec = spec
-        self.nodes = nn.ModuleDict({n.name: n.cls(n.cfg) for n in spec.nodes})
+        self.nodes = nn.ModuleDict({n.name: n.cls.build(n.cfg) for n in spec.nodes})
         self._plan = [(n.name, tuple(n.inputs), n.merge) for n in spec.nodes]
         self._solvers = [m for m in self.modules() if isinstance(m, ODESolver)]
         first = spec.nodes[0]
@@ -69,7 +69,7 @@ def assemble(model_cfg) -> HybridModel:
 def build_block(name: str, **options) -> nn.Module:
     """One validated block by registered name, for use in plain PyTorch code, tests and benchmarks."""
     cls = registry.blocks.get(name, "type")
-    return cls(build_config(cls.Config, options, name, what=f"block '{name}'"))
+    return cls.build(build_config(cls.Config, options, name, what=f"block '{name}'"))
 
 
 def _count(module: nn.Module) -> int:

@@ -1,8 +1,10 @@
+from dataclasses import dataclass, replace
+
 import torch
 import pytest
 
 import hybridseq as hs
-from hybridseq.testing import example_input, perturb_padding
+from hybridseq.testing import check_block, example_input, perturb_padding, register_plugin
 
 from conftest import tiny_model
 
@@ -93,3 +95,34 @@ def test_describe_lists_every_node():
     text = hs.describe(hs.assemble(tiny_model()))
     for word in ("encoder", "linear", "transformer", "classify", "3→16", "total params"):
         assert word in text
+
+
+class PlainInit(hs.Block):
+    """Written the way any nn.Module is: ``super().__init__()`` without the config."""
+
+    @dataclass
+    class Config:
+        d_model: int = 0
+        scale: float = 2.0
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.tensor(cfg.scale))
+
+    def forward(self, seq):
+        return replace(seq, x=seq.x * self.scale)
+
+
+class PlainPlugin:
+    @hs.hookimpl
+    def hybridseq_register_blocks(self, register):
+        register("plain_init", PlainInit)
+
+
+def test_block_calling_super_init_without_cfg_assembles():
+    with register_plugin(PlainPlugin(), "test-plain-init"):
+        model = hs.assemble(tiny_model(blocks=[{"type": "plain_init", "scale": 3.0}]))
+        block = model.nodes["b0"]
+        assert block.cfg.scale == 3.0 and block.cfg.d_model == 16
+        assert hs.build_block("plain_init", d_model=4).cfg.d_model == 4
+        check_block("plain_init")

@@ -30,6 +30,9 @@ class Block(nn.Module):
     Optional class attributes: ``example`` (config values that make a small valid instance, used by
     conformance checks and ``hybridseq blocks``); ``compile_safe`` (False if ``torch.compile`` cannot
     trace it). Instances may set ``impl`` (the implementation chosen, shown by ``describe``).
+
+    The constructor receives the validated ``Config`` instance; it may call ``super().__init__()`` with
+    or without it, and the assembler attaches it as ``self.cfg`` either way (`build`).
     """
 
     @dataclass
@@ -42,9 +45,18 @@ class Block(nn.Module):
     compile_safe: ClassVar[bool] = True
     impl: str = "torch"
 
-    def __init__(self, cfg):
+    def __init__(self, cfg=None):
         super().__init__()
         self.cfg = cfg
+
+    @classmethod
+    def build(cls, cfg) -> "Block":
+        """``cls(cfg)`` with ``cfg`` attached, also when the constructor called ``super().__init__()``
+        without it, as with any ``nn.Module``."""
+        block = cls(cfg)
+        if getattr(block, "cfg", None) is None:
+            block.cfg = cfg
+        return block
 
     @classmethod
     def out_width(cls, cfg) -> int:
