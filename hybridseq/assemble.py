@@ -9,7 +9,6 @@ from torch import Tensor, nn
 from . import registry
 from .schema import build_config
 from .seq import IrregularBatch, Seq
-from .solvers import ODESolver
 from .spec import INPUT_NODE, ModelSpec, validate_model
 
 
@@ -33,7 +32,6 @@ class HybridModel(nn.Module):
         self.spec = spec
         self.nodes = nn.ModuleDict({n.name: n.cls.build(n.cfg) for n in spec.nodes})
         self._plan = [(n.name, tuple(n.inputs), n.merge) for n in spec.nodes]
-        self._solvers = [m for m in self.modules() if isinstance(m, ODESolver)]
         first = spec.nodes[0]
         self._wants_irregular = first.cls.accepts == "irregular"
 
@@ -48,8 +46,8 @@ class HybridModel(nn.Module):
         return batch
 
     def forward(self, batch) -> Seq:
-        for solver in self._solvers:
-            solver.reset()
+        for block in self.nodes.values():
+            block.reset_stats()
         outs = {INPUT_NODE: self._coerce(batch)}
         for name, srcs, how in self._plan:
             outs[name] = self.nodes[name](_merge([outs[s] for s in srcs], how))

@@ -1,4 +1,5 @@
-from dataclasses import dataclass, replace
+import math
+from dataclasses import dataclass, field, replace
 
 import torch
 import pytest
@@ -126,3 +127,46 @@ def test_block_calling_super_init_without_cfg_assembles():
         assert block.cfg.scale == 3.0 and block.cfg.d_model == 16
         assert hs.build_block("plain_init", d_model=4).cfg.d_model == 4
         check_block("plain_init")
+
+
+class Decay(hs.ODEBlock):
+    """dx/dt = -x over [0, 1] with the configured solver."""
+
+    @dataclass
+    class Config:
+        d_model: int = 0
+        solver: hs.SolverConfig = field(default_factory=lambda: hs.SolverConfig(method="rk4", step_size=0.25))
+
+    def forward(self, seq):
+        t = torch.tensor([0.0, 1.0])
+        return replace(seq, x=self.solver(lambda t, y: -y, seq.x, t)[-1])
+
+
+class DecayPlugin:
+    @hs.hookimpl
+    def hybridseq_register_blocks(self, register):
+        register("decay", Decay)
+
+
+def test_ode_block_owns_solver_and_stats_and_the_model_resets_them():
+    with register_plugin(DecayPlugin(), "test-decay"):
+        model = hs.assemble({"d_model": 4, "input": {"kind": "sequence", "channels": 4},
+                             "blocks": [{"type": "decay"}, {"type": "decay", "solver": {"step_size": 0.5}}]})
+        x = torch.ones(2, 3, 4)
+        for _ in range(2):                                # counts restart at every forward
+            out = model(x)
+            assert model.stats() == {"b0": {"nfe": 16}, "b1": {"nfe": 8}}
+        torch.testing.assert_close(out.x, torch.full_like(x, math.exp(-2.0)), atol=1e-3, rtol=0)
+        model.nodes["b0"].reset_stats()
+        assert model.nodes["b0"].stats() == {"nfe": 0}
+        assert not Decay.compile_safe
+
+
+def test_model_does_not_know_solvers():
+    import ast
+    from pathlib import Path
+
+    source = Path(hs.assemble.__module__.replace(".", "/") + ".py")
+    tree = ast.parse((Path(hs.__file__).parent.parent / source).read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert "solvers" not in imported and "hybridseq.solvers" not in imported

@@ -8,6 +8,7 @@ from omegaconf import MISSING
 from torch import nn
 
 from ..seq import Seq
+from ..solvers import ODESolver, SolverConfig
 
 PORTS = ("irregular", "sequence", "pooled")
 
@@ -67,5 +68,36 @@ class Block(nn.Module):
         """Per-forward statistics shown by ``describe`` and logged in training (e.g. ``{"nfe": 26}``)."""
         return {}
 
+    def reset_stats(self) -> None:
+        """Start the statistics of a new forward (the model calls it on every block before each forward)."""
+
     def forward(self, seq: Seq) -> Seq:  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+class ODEBlock(Block):
+    """Base class of blocks that integrate an ODE with a registered solver.
+
+    The Config holds ``solver: SolverConfig``; the constructor builds ``self.solver`` (an `ODESolver`)
+    from `solver_config`, which a subclass may override to add options derived from its own config.
+    `stats` reports the function evaluations (NFE) of the last forward and its backward, and
+    `reset_stats` zeroes them. ``compile_safe`` is False by default (adaptive step control and loops over
+    observation intervals depend on the data); a block whose solve traces under ``torch.compile``
+    declares True.
+    """
+
+    compile_safe: ClassVar[bool] = False
+
+    def __init__(self, cfg=None):
+        super().__init__(cfg)
+        self.solver = ODESolver(self.solver_config(cfg))
+
+    def solver_config(self, cfg) -> SolverConfig:
+        """The solver settings of ``cfg``: ``cfg.solver``."""
+        return cfg.solver
+
+    def stats(self) -> dict:
+        return {"nfe": self.solver.nfe}
+
+    def reset_stats(self) -> None:
+        self.solver.reset()

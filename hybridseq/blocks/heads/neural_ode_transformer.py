@@ -26,9 +26,9 @@ from torch import Tensor, nn
 from ...errors import ConfigError
 from ... import registry
 from ...seq import Seq
-from ...solvers import ODESolver, SolverConfig
+from ...solvers import SolverConfig
 from ..backbones.transformer import attention_mask
-from ..base import Block, choice
+from ..base import ODEBlock, choice
 from .hyper import HyperNet
 
 
@@ -71,7 +71,7 @@ class DepthField(nn.Module):
         return dx if self.keep is None else dx * self.keep
 
 
-class NeuralODETransformer(Block):
+class NeuralODETransformer(ODEBlock):
     """A Transformer layer whose parameters depend on depth t, integrated from t=0 to t=1."""
 
     @dataclass
@@ -101,17 +101,22 @@ class NeuralODETransformer(Block):
                 raise ConfigError(f"{path}.t_embed", f"expected an even number, got {self.t_embed}")
 
     example = {"heads": 2, "mlp_ratio": 2.0, "rank": 2, "t_embed": 4, "hyper_hidden": 8, "steps": 2}
+    compile_safe = True
 
     def __init__(self, cfg: Config):
         super().__init__(cfg)
         self.field = DepthField(cfg.d_model, cfg.heads, int(cfg.mlp_ratio * cfg.d_model), cfg.t_embed,
                                 cfg.hyper_hidden, cfg.hyper, cfg.rank)
-        solver_cfg, self.output_steps = cfg.solver, 1         # adaptive solvers: one interval [0, 1]
+
+    def solver_config(self, cfg: Config) -> SolverConfig:
+        """``steps`` equal steps: as a grid for solvers that take one, else as output times of a fixed-step
+        solver; adaptive solvers integrate over the one interval [0, 1]."""
+        self.output_steps = 1
         if cfg.steps is not None and self._accepts(grid_constructor=self._grid):
-            solver_cfg = replace(cfg.solver, options={**cfg.solver.options, "grid_constructor": self._grid})
-        elif cfg.steps is not None and self._accepts(step_size=0.5):
+            return replace(cfg.solver, options={**cfg.solver.options, "grid_constructor": self._grid})
+        if cfg.steps is not None and self._accepts(step_size=0.5):
             self.output_steps = cfg.steps
-        self.solver = ODESolver(solver_cfg)
+        return cfg.solver
 
     def _accepts(self, **options) -> bool:
         """Whether the configured solver runs with these extra options (a dry run on dy/dt = -y)."""
@@ -145,6 +150,3 @@ class NeuralODETransformer(Block):
         self.field.mask = attention_mask(seq.mask, x.shape[1], self.cfg.causal, x.device)
         self.field.keep = keep
         return replace(seq, x=self.solver(self.field, x, self.times(x.device, x.dtype))[-1])
-
-    def stats(self) -> dict:
-        return {"nfe": self.solver.nfe}

@@ -23,9 +23,9 @@ from torch import Tensor, nn
 
 from ...errors import ConfigError
 from ...seq import Seq
-from ...solvers import ODESolver, SolverConfig
+from ...solvers import SolverConfig
 from ..backbones.mlp import FeedForward
-from ..base import Block
+from ..base import Block, ODEBlock
 from ..encoders.linear import TimeEncoding
 from .pooled import masked_pool
 
@@ -127,11 +127,13 @@ class _Field(nn.Module):
         return self.net(z)
 
 
-class Extrapolate(QueryHead):
+class Extrapolate(ODEBlock, QueryHead):
     @dataclass
     class Config(QueryHead.Config):
         hidden_ratio: float = 2.0    # hidden width of the vector field, as a multiple of d_model
         solver: SolverConfig = field(default_factory=lambda: SolverConfig(method="rk4", step_size=STEP))
+
+    compile_safe = True
 
     def __init__(self, cfg: Config):
         super().__init__(cfg)
@@ -139,11 +141,7 @@ class Extrapolate(QueryHead):
         self.norm = nn.LayerNorm(d)
         self.init = nn.Linear(d, d)
         self.func = _Field(d, int(cfg.hidden_ratio * d))
-        self.solver = ODESolver(cfg.solver)
         self.readout = nn.Linear(d, cfg.channels)
-
-    def stats(self) -> dict:
-        return {"nfe": self.solver.nfe}
 
     def forward(self, seq: Seq) -> Seq:
         valid = seq.valid()                                                  # [B, L]
