@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from ..blocks.backbones.transformer import attention_mask
+from ..blocks.layers import attention_mask
 from ..blocks.heads.neural_ode_transformer import NeuralODETransformer
 from ..io import atomic_write_text
 from .lyapunov import lyapunov_exponents, rk4_map

@@ -1,4 +1,4 @@
-"""Shared pieces of the ODE encoders: clean inputs, per-interval solves, small vector fields.
+"""Shared pieces of the ODE encoders: clean inputs, per-interval solves, the jump ODE.
 
 Every ODE encoder integrates the whole batch at once in normalised interval time: an interval of length
 Δt_b in series b becomes s ∈ [0, 1] with dh/ds = Δt_b · f(h), so series with different observation
@@ -35,17 +35,6 @@ def gaps(times: Tensor) -> Tensor:
 
 def unit_interval(like: Tensor) -> Tensor:
     return torch.tensor(UNIT, dtype=like.dtype, device=like.device)
-
-
-class MLPField(nn.Module):
-    """f(t, h) = W2 tanh(W1 h + b1) + b2, an autonomous vector field."""
-
-    def __init__(self, width: int, hidden: int, out: int | None = None):
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(width, hidden), nn.Tanh(), nn.Linear(hidden, out or width))
-
-    def forward(self, t: Tensor, h: Tensor) -> Tensor:
-        return self.net(h)
 
 
 class Scaled(nn.Module):

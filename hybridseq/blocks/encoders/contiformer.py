@@ -23,8 +23,8 @@ from ...errors import ConfigError
 from ...seq import IrregularBatch, Seq
 from ...solvers import SolverConfig
 from ..base import ODEBlock
+from ..layers import TimeEncoding, check_heads
 from .common import clean_inputs
-from .linear import TimeEncoding
 
 
 def gauss_legendre(points: int) -> tuple[Tensor, Tensor]:
@@ -68,9 +68,7 @@ class ContiFormerEncoder(ODEBlock):
         solver: SolverConfig = field(default_factory=lambda: SolverConfig(method="rk4"))
 
         def validate(self, path: str) -> None:
-            if self.d_model % self.heads:
-                raise ConfigError(f"{path}.heads", f"d_model ({self.d_model}) must be divisible by heads "
-                                  f"({self.heads})", got=self.heads)
+            check_heads(self.d_model, self.heads, path)
             if self.quadrature < 1:
                 raise ConfigError(f"{path}.quadrature", f"must be >= 1, got {self.quadrature}")
 

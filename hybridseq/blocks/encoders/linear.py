@@ -13,18 +13,7 @@ from torch import nn
 
 from ...seq import IrregularBatch, Seq
 from ..base import Block
-
-
-class TimeEncoding(nn.Module):
-    """Time2Vec: t [..] -> [.., k] with one linear and k-1 sinusoidal learned features."""
-
-    def __init__(self, k: int):
-        super().__init__()
-        self.lin = nn.Linear(1, k)
-
-    def forward(self, t: torch.Tensor) -> torch.Tensor:
-        z = self.lin(t.unsqueeze(-1))                              # [.., k]
-        return torch.cat([z[..., :1], torch.sin(z[..., 1:])], dim=-1)
+from ..layers import TimeEncoding
 
 
 class LinearEncoder(Block):

@@ -15,7 +15,8 @@ from torch import nn
 from ...seq import IrregularBatch, Seq
 from ...solvers import SolverConfig
 from ..base import ODEBlock
-from .common import JumpODE, MLPField
+from ..layers import MLPField
+from .common import JumpODE
 
 
 class ODERNNEncoder(ODEBlock):

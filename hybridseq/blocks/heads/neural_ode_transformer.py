@@ -27,7 +27,7 @@ from ...errors import ConfigError
 from ... import registry
 from ...seq import Seq
 from ...solvers import SolverConfig
-from ..backbones.transformer import attention_mask
+from ..layers import attention_mask, check_heads
 from ..base import ODEBlock, choice
 from .hyper import HyperNet
 
@@ -88,8 +88,7 @@ class NeuralODETransformer(ODEBlock):
         solver: SolverConfig = field(default_factory=lambda: SolverConfig(method="rk4"))
 
         def validate(self, path: str) -> None:
-            if self.heads < 1 or self.d_model % self.heads:
-                raise ConfigError(f"{path}.heads", f"heads={self.heads} must be >= 1 and divide d_model={self.d_model}")
+            check_heads(self.d_model, self.heads, path)
             for key, low in (("rank", 1), ("hyper_hidden", 1), ("steps", 1), ("t_embed", 2)):
                 value = getattr(self, key)
                 if value is not None and value < low:

@@ -21,8 +21,7 @@ from torch import Tensor, nn
 
 from ...errors import ConfigError
 from ...seq import Seq
-from ..backbones.mlp import FeedForward
-from ..backbones.transformer import SelfAttention, attention_mask
+from ..layers import FeedForward, SelfAttention, attention_mask, check_heads
 from ..base import Block, choice
 
 SCHEMES = ("euler", "rk2", "rk4", "gated_rk2", "learned_rk2")
@@ -88,8 +87,7 @@ class ODETransformer(Block):
         causal: bool = False         # position i attends to positions <= i only
 
         def validate(self, path: str) -> None:
-            if self.heads < 1 or self.d_model % self.heads:
-                raise ConfigError(f"{path}.heads", f"heads={self.heads} must be >= 1 and divide d_model={self.d_model}")
+            check_heads(self.d_model, self.heads, path)
             if self.layers < 1:
                 raise ConfigError(f"{path}.layers", f"expected an integer >= 1, got {self.layers}")
 

@@ -24,10 +24,8 @@ from torch import Tensor, nn
 from ...errors import ConfigError
 from ...seq import Seq
 from ...solvers import SolverConfig
-from ..backbones.mlp import FeedForward
 from ..base import Block, ODEBlock
-from ..encoders.linear import TimeEncoding
-from .pooled import masked_pool
+from ..layers import FeedForward, MLPField, TimeEncoding, check_heads, masked_pool
 
 
 def time_encoding(k: int, max_freq: float = 64.0) -> TimeEncoding:
@@ -76,8 +74,7 @@ class Interpolate(QueryHead):
         mlp_ratio: float = 2.0       # hidden width of the feed-forward layer, as a multiple of d_model
 
         def validate(self, path: str) -> None:
-            if self.heads < 1 or self.d_model % self.heads:
-                raise ConfigError(f"{path}.heads", f"heads={self.heads} must be >= 1 and divide d_model={self.d_model}")
+            check_heads(self.d_model, self.heads, path)
             if self.time_features < 2:
                 raise ConfigError(f"{path}.time_features", f"must be >= 2, got {self.time_features}")
 
@@ -116,17 +113,6 @@ class Interpolate(QueryHead):
 STEP = 0.05     # default fixed step of the decoder: 20 steps per unit of (normalised) time
 
 
-class _Field(nn.Module):
-    """Autonomous vector field dz/dτ = f(z): [B, D] -> [B, D]."""
-
-    def __init__(self, d: int, hidden: int):
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(d, hidden), nn.Tanh(), nn.Linear(hidden, d))
-
-    def forward(self, t: Tensor, z: Tensor) -> Tensor:
-        return self.net(z)
-
-
 class Extrapolate(ODEBlock, QueryHead):
     @dataclass
     class Config(QueryHead.Config):
@@ -140,7 +126,7 @@ class Extrapolate(ODEBlock, QueryHead):
         d = cfg.d_model
         self.norm = nn.LayerNorm(d)
         self.init = nn.Linear(d, d)
-        self.func = _Field(d, int(cfg.hidden_ratio * d))
+        self.func = MLPField(d, int(cfg.hidden_ratio * d))
         self.readout = nn.Linear(d, cfg.channels)
 
     def forward(self, seq: Seq) -> Seq:
