@@ -25,10 +25,13 @@ def hybridseq_register_blocks(register) -> None:
 def hybridseq_register_solvers(register) -> None:
     """Register ODE solvers.
 
-    :param register: ``register(name: str, solve: Callable, *, adjoint: bool = False)``. ``solve(func, y0,
-        t, **options)`` returns ``Tensor[len(t), *y0.shape]`` like ``torchdiffeq.odeint``; ``func(t, y)`` is
-        an ``nn.Module``. ``adjoint=True`` declares that ``solve`` also accepts ``adjoint=True`` and then
-        computes gradients by adjoint sensitivities.
+    :param register: ``register(name: str, solve: Callable, *, adjoint: bool = False, fixed_grid: bool =
+        False, options: Iterable[str] | Mapping[str, type] | None = None)``. ``solve(func, y0, t, **options)``
+        returns ``Tensor[len(t), *y0.shape]`` like ``torchdiffeq.odeint``; ``func(t, y)`` is an
+        ``nn.Module``. The keywords declare capabilities, which validation reads instead of running the
+        solver: ``adjoint=True``, that ``solve`` also accepts ``adjoint=True`` and then computes gradients by
+        adjoint sensitivities; ``fixed_grid=True``, that it steps on a grid rather than choosing its steps;
+        ``options``, the option names it accepts (optionally with the type of their values).
     """
 
 

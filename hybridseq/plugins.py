@@ -84,26 +84,37 @@ def _check_task(cls) -> None:
         raise TypeError(f"{cls!r} is not a subclass of hybridseq.tasks.Task")
 
 
+def _check_callable(obj) -> None:
+    if not callable(obj):
+        raise TypeError(f"{obj!r} is not callable")
+
+
+def _check_section(validate) -> None:
+    if validate is not None:
+        _check_callable(validate)
+
+
+CHECKS = {"blocks": _check_block, "tasks": _check_task, "datasets": _check_callable, "sections": _check_section,
+          "solvers": lambda record: None}      # a solver's record checks itself when declared
+
+
 def _registrar(kind: str, info: PluginInfo):
     table = registry.KINDS[kind]
 
-    def register(name, obj, **meta):
-        if kind == "blocks":
-            _check_block(obj)
-        elif kind == "tasks":
-            _check_task(obj)
-        elif not callable(obj) and not (kind == "sections" and obj is None):
-            raise TypeError(f"{kind[:-1]} '{name}' must be callable, got {obj!r}")
+    def register(name, obj):
+        CHECKS[kind](obj)
         try:
-            table.add(name, obj, owner=info.name, **meta)
+            table.add(name, obj, owner=info.name)
         except KeyError as err:
             _warn(info, f"skipped {err.args[0]}")
             return
         info.registered.setdefault(kind, []).append(name)
 
     if kind == "solvers":
-        def register_solver(name, solve, *, adjoint: bool = False):
-            register(name, solve, adjoint=bool(adjoint))
+        def register_solver(name, solve, *, adjoint: bool = False, fixed_grid: bool = False, options=None):
+            from .solvers import SolverRecord
+
+            register(name, SolverRecord.declare(name, solve, adjoint=adjoint, fixed_grid=fixed_grid, options=options))
         return register_solver
     return register
 

@@ -7,7 +7,7 @@ the closest registered name and the full list.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 from .errors import ConfigError
@@ -18,7 +18,6 @@ class Entry:
     name: str
     obj: Any
     owner: str                       # the plugin that registered it
-    meta: dict = field(default_factory=dict)
 
 
 _loader: list[Callable[[], None]] = []     # at most one: fills every table once (idempotent)
@@ -39,13 +38,13 @@ class Registry:
             load()
         return self._entries
 
-    def add(self, name: str, obj: Any, owner: str, **meta) -> None:
+    def add(self, name: str, obj: Any, owner: str) -> None:
         """Add ``name``; raises ``KeyError`` when another plugin already owns it."""
         if not isinstance(name, str) or not name:
             raise ValueError(f"{self.kind} name must be a non-empty string, got {name!r}")
         if name in self._entries:
             raise KeyError(f"{self.kind} '{name}' is already registered by plugin '{self._entries[name].owner}'")
-        self._entries[name] = Entry(name, obj, owner, dict(meta))
+        self._entries[name] = Entry(name, obj, owner)
 
     def remove_owner(self, owner: str) -> None:
         for name in [n for n, e in self._entries.items() if e.owner == owner]:

@@ -110,21 +110,13 @@ class NeuralODETransformer(ODEBlock):
     def solver_config(self, cfg: Config) -> SolverConfig:
         """``steps`` equal steps: as a grid for solvers that take one, else as output times of a fixed-step
         solver; adaptive solvers integrate over the one interval [0, 1]."""
+        record = registry.solvers.get(cfg.solver.method, "solver.method")   # what the solver declares
         self.output_steps = 1
-        if cfg.steps is not None and self._accepts(grid_constructor=self._grid):
+        if cfg.steps is not None and record.takes("grid_constructor"):
             return replace(cfg.solver, options={**cfg.solver.options, "grid_constructor": self._grid})
-        if cfg.steps is not None and self._accepts(step_size=0.5):
+        if cfg.steps is not None and record.fixed_grid:
             self.output_steps = cfg.steps
         return cfg.solver
-
-    def _accepts(self, **options) -> bool:
-        """Whether the configured solver runs with these extra options (a dry run on dy/dt = -y)."""
-        solve = registry.solvers.get(self.cfg.solver.method, "solver.method")
-        try:
-            solve(lambda t, y: -y, torch.ones(1), torch.tensor([0.0, 1.0]), **self.cfg.solver.solve_kwargs(), **options)
-        except TypeError:
-            return False
-        return True
 
     def _grid(self, func, y0, t: Tensor) -> Tensor:
         """``steps`` equal steps from t[0] to t[-1] (torchdiffeq's ``grid_constructor`` signature)."""
