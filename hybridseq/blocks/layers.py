@@ -1,12 +1,14 @@
 """Shared layers: the toolkit that built-in blocks and plugin authors import (see docs/layers.md).
 
 Attention (`attention_mask`, `SelfAttention`), the position-wise `FeedForward`, the learned
-`TimeEncoding`, an ODE vector field (`MLPField`), masked pooling over valid positions (`masked_pool`),
+`TimeEncoding` (with `check_time_encoding` for its config keys), an ODE vector field (`MLPField`), masked pooling over valid positions (`masked_pool`),
 the heads-divide-width check (`check_heads`), the parallel `linear_scan` of ``h_l = a_l h_{l-1} + b_l``,
 and the state-space helpers `time_gaps`, `inverse_softplus` and `log_uniform` (defined with the SSM
 backbones, `hybridseq.blocks.backbones.ssm_common`, and importable from here).
 """
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +19,7 @@ from ..ops import linear_scan
 
 ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU, "tanh": nn.Tanh}
 POOLS = ("mean", "max", "last", "first")
+MIN_FREQ = 0.1       # lowest angular frequency of `TimeEncoding`: about 1/60 of a period over the unit span
 _SSM_HELPERS = ("time_gaps", "inverse_softplus", "log_uniform")
 
 
@@ -65,15 +68,40 @@ class FeedForward(nn.Sequential):
 
 
 class TimeEncoding(nn.Module):
-    """Time2Vec (Kazemi et al., 2019): t [..] -> [.., k] with one linear and k-1 sinusoidal learned features."""
+    """Time2Vec (Kazemi et al., 2019), t [..] -> [.., k]:
+    ``[a t + b, sin(ω_1 t + φ_1), .., sin(ω_{k-1} t + φ_{k-1})]``.
 
-    def __init__(self, k: int):
+    The periodic features come in sine/cosine pairs (φ = 0, π/2) whose angular frequencies ω are
+    spread geometrically over [0.1, ``max_freq``] radians per unit of t. The data layer maps train
+    times to [0, 1], so ``max_freq`` 1000 separates points 1/1000 of the span apart; a default
+    ``nn.Linear(1, k)`` init (ω in [-1, 1]) would leave every feature nearly linear over the series.
+    ``learned=False`` keeps ω and φ fixed.
+    """
+
+    def __init__(self, k: int, max_freq: float = 1000.0, learned: bool = True):
         super().__init__()
-        self.lin = nn.Linear(1, k)
+        pairs = k // 2                                                   # frequencies, each used twice
+        freq = torch.logspace(math.log10(max_freq), math.log10(MIN_FREQ), max(pairs, 1))
+        freq = freq.repeat_interleave(2)[: k - 1]                        # [k-1]
+        phase = torch.tensor([0.0, math.pi / 2]).repeat(k)[: k - 1]      # [k-1]
+        if learned:
+            self.freq, self.phase = nn.Parameter(freq), nn.Parameter(phase)
+        else:
+            self.register_buffer("freq", freq)
+            self.register_buffer("phase", phase)
+        self.lin = nn.Linear(1, 1)
 
     def forward(self, t: Tensor) -> Tensor:
-        z = self.lin(t.unsqueeze(-1))                              # [.., k]
-        return torch.cat([z[..., :1], torch.sin(z[..., 1:])], dim=-1)
+        t = t.unsqueeze(-1)                                              # [.., 1]
+        return torch.cat([self.lin(t), torch.sin(t * self.freq + self.phase)], dim=-1)   # [.., k]
+
+
+def check_time_encoding(path: str, k: int, max_freq: float) -> None:
+    """Range checks shared by the blocks that take ``time_features`` / ``max_freq``."""
+    if k < 0:
+        raise ConfigError(f"{path}.time_features", f"must be >= 0, got {k}", got=k)
+    if not (math.isfinite(max_freq) and max_freq > MIN_FREQ):
+        raise ConfigError(f"{path}.max_freq", f"must be a finite number > {MIN_FREQ}, got {max_freq}", got=max_freq)
 
 
 class MLPField(nn.Module):
@@ -109,5 +137,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["ACTIVATIONS", "POOLS", "FeedForward", "MLPField", "SelfAttention", "TimeEncoding", "attention_mask",
-           "check_heads", "linear_scan", "masked_pool", *_SSM_HELPERS]
+__all__ = ["ACTIVATIONS", "MIN_FREQ", "POOLS", "FeedForward", "MLPField", "SelfAttention", "TimeEncoding", "attention_mask",
+           "check_heads", "check_time_encoding", "linear_scan", "masked_pool", *_SSM_HELPERS]
