@@ -37,7 +37,7 @@ def run_one(sweep: Sweep, run: Run, out_dir: str, threads: int | None = None) ->
     """Train one run of ``sweep`` (in a worker process); never raises: errors become the record."""
     import torch
 
-    from ..train.state import STATE_FILE
+    from ..train.checkpoint import RunDir
     from ..train.trainer import train
 
     if threads:
@@ -47,7 +47,7 @@ def run_one(sweep: Sweep, run: Run, out_dir: str, threads: int | None = None) ->
     record = {**run.as_dict(), "run_dir": str(run_dir)}
     try:
         cfg = sweep.config(run)
-        results = train(cfg, run_dir, resume=(run_dir / STATE_FILE).is_file(), progress=False)
+        results = train(cfg, run_dir, resume=RunDir(run_dir).holds_run(), progress=False)
         record.update(status="ok", **results)
     except Exception as err:  # a failing run is data for the summary, not the end of the sweep
         record.update(failure(err))

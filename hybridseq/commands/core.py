@@ -66,31 +66,32 @@ def cmd_plugins(args) -> int:
     return 0
 
 
-def _load(args):
-    """The command's config composed from its files and overrides, checked as training would check it."""
+def _prepare(args, build: bool):
+    """The command's config composed from its files and overrides, prepared as training prepares it."""
     from ..config import compose, split_args
-    from ..train.tasks import check_config
+    from ..train.prepare import prepare
 
     files, overrides = split_args(args.overrides)
-    return check_config(compose([args.config, *files], overrides))
+    return prepare(compose([args.config, *files], overrides), build=build)
 
 
 def cmd_validate(args) -> int:
-    _, done = _load(args)
-    print(f"{args.config}: OK ({', '.join(done)} valid)")
+    checked = _prepare(args, build=False).checked
+    print(f"{args.config}: OK ({', '.join(checked)} valid)")
     return 0
 
 
 def cmd_describe(args) -> int:
-    from ..assemble import assemble, describe
+    from ..assemble import describe
 
-    cfg, _ = _load(args)
-    model = assemble(cfg.model)
+    model = _prepare(args, build=True).model
     if args.forward:
+        import torch
+
         from ..testing import example_input
 
         first = model.spec.nodes[0]
-        with __import__("torch").no_grad():
+        with torch.no_grad():
             model.eval()(example_input(first.cls, first.cfg, length=args.forward))
     print(describe(model))
     return 0

@@ -11,7 +11,7 @@ from ..hookspecs import hookimpl
 
 
 def cmd_train(args) -> int:
-    from ..train.checkpoint import CONFIG_FILE
+    from ..train.checkpoint import RunDir
     from ..config import compose, split_args
     from ..train.trainer import train
 
@@ -20,7 +20,7 @@ def cmd_train(args) -> int:
     if args.config is None:
         if not (args.resume and args.out):
             raise ConfigError("CONFIG", "a config file is needed (or --resume --out RUN_DIR to continue a run)")
-        args.config = str(Path(args.out) / CONFIG_FILE)
+        args.config = str(RunDir(args.out).config)
     files, overrides = split_args(args.overrides)
     cfg = compose([args.config, *files], overrides)
     out = args.out or f"runs/{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"

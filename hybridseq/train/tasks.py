@@ -57,22 +57,6 @@ def resolve(cfg: DictConfig, info) -> tuple[DictConfig, Task]:
     return cfg, task
 
 
-def check_config(cfg: DictConfig) -> tuple[DictConfig, list[str]]:
-    """Everything a run's config is checked for before training: the data section by loading it, the
-    widths the data fill in, then every section's schema. Returns the resolved config and the names of
-    the sections checked."""
-    from ..data import load_data
-    from ..sections import validate_config
-
-    checked = []
-    if "data" in cfg:
-        info = load_data(cfg.data).info
-        checked.append("data")
-        if "model" in cfg:
-            cfg, _ = resolve(cfg, info)
-    return cfg, checked + validate_config(cfg)
-
-
 def with_placeholder_widths(cfg: DictConfig) -> DictConfig:
     """A copy of ``cfg`` in which the widths `resolve` would take from the data, where left out, hold
     placeholders (1 input channel; 2 for the head's width key), so the model can be validated without
@@ -113,4 +97,4 @@ def check_output(model, task: Task, info) -> None:
                           f"'{task.name}' on dataset '{info.name}' needs {expected} ({task.width_key})")
 
 
-__all__ = ["Task", "check_config", "check_output", "resolve", "with_placeholder_widths"]
+__all__ = ["Task", "check_output", "resolve", "with_placeholder_widths"]
