@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar, Optional, Protocol, runtime_checkable
 
 from omegaconf import MISSING
-from torch import nn
+from torch import Tensor, nn
 
 from ..seq import Seq
 from ..solvers import ODESolver, SolverConfig
@@ -101,3 +101,30 @@ class ODEBlock(Block):
 
     def reset_stats(self) -> None:
         self.solver.reset()
+
+
+@dataclass
+class DepthMap:
+    """A continuous-depth head's map from its input to its output on one batch, for analysis.
+
+    Either ``steps`` discrete steps ``step(i, x) -> x`` (one per layer), or a ``field(t, x)`` whose flow
+    over depth t ∈ [0, 1] the caller integrates with a step count of its choice.
+    """
+
+    x0: Tensor                                 # [B, L, D] the state at depth 0
+    valid: Tensor                              # [B, L, 1] bool, the positions that count
+    step: Optional[Callable] = None
+    steps: int = 0
+    field: Optional[Callable] = None
+
+
+@runtime_checkable
+class ContinuousDepth(Protocol):
+    """What a continuous-depth head offers the analysis (`hybridseq.analysis`): its attention maps along
+    depth and its depth map on an input. Heads implement it without naming it."""
+
+    def attention_along_depth(self, times: int) -> tuple[int, list[tuple[float, Tensor, Tensor]]]:
+        """``(heads, [(t, qkv_weight [3D, D], out_weight [D, D]), ...])`` along depth t ∈ [0, 1]."""
+
+    def depth_map(self, seq: Seq) -> DepthMap:
+        """The map that carries ``seq.x`` through depth."""

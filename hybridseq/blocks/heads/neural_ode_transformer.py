@@ -28,7 +28,7 @@ from ... import registry
 from ...seq import Seq
 from ...solvers import SolverConfig
 from ..layers import attention_mask, check_heads
-from ..base import ODEBlock, choice
+from ..base import DepthMap, ODEBlock, choice
 from .hyper import HyperNet
 
 
@@ -141,3 +141,18 @@ class NeuralODETransformer(ODEBlock):
         self.field.mask = attention_mask(seq.mask, x.shape[1], self.cfg.causal, x.device)
         self.field.keep = keep
         return replace(seq, x=self.solver(self.field, x, self.times(x.device, x.dtype))[-1])
+
+    def attention_along_depth(self, times: int) -> tuple[int, list[tuple[float, Tensor, Tensor]]]:
+        """The generated attention weights at ``times`` depths spread evenly over [0, 1]."""
+        out = []
+        for t in torch.linspace(0, 1, times).tolist():
+            p = self.weights_at(t)
+            out.append((t, p["qkv_weight"], p["out_weight"]))
+        return self.cfg.heads, out
+
+    def depth_map(self, seq: Seq) -> DepthMap:
+        x = seq.x.detach()                                                      # [B, L, D]
+        valid = seq.valid()[..., None]                                          # [B, L, 1]
+        self.field.mask = attention_mask(seq.mask, x.shape[1], self.cfg.causal, x.device)
+        self.field.keep = valid.to(x.dtype)
+        return DepthMap(torch.where(valid, x, 0.0), valid, field=self.field)
