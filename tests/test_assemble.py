@@ -74,8 +74,21 @@ def test_sequence_input_without_encoder():
     model = hs.assemble({"d_model": 4, "input": {"kind": "sequence", "channels": 5},
                          "blocks": [{"type": "mlp"}], "head": {"type": "regress", "outputs": 2}})
     assert model(hs.Seq(torch.randn(3, 6, 5))).x.shape == (3, 2)
-    with pytest.raises(TypeError, match="IrregularBatch"):
-        model(hs.IrregularBatch.from_seq(hs.Seq(torch.randn(3, 6, 5))))
+    with pytest.raises(TypeError, match="IrregularBatch, a Seq or a tensor"):
+        model([torch.randn(3, 6, 5)])
+
+
+def test_an_irregular_batch_reaches_a_sequence_model_as_its_observed_values():
+    model = hs.assemble({"d_model": 4, "input": {"kind": "sequence", "channels": 5},
+                         "blocks": [{"type": "mlp"}], "head": {"type": "regress", "outputs": 2}}).eval()
+    encoder = hs.build_block("linear", d_in=5, d_model=4)
+    batch = example_input(type(encoder), encoder.cfg)                    # padded, channels missing
+    seq = batch.to_seq()
+    assert torch.equal(seq.x, torch.where(batch.mask & batch.valid[..., None], batch.values, 0.0))
+    assert torch.equal(seq.t, batch.times) and torch.equal(seq.mask, batch.valid)
+    torch.testing.assert_close(model(batch).x, model(seq).x)
+    back = hs.IrregularBatch.from_seq(seq)
+    assert back.mask.all(-1).equal(batch.valid) and torch.equal(back.values, seq.x)
 
 
 def test_torch_compile_traces_the_model():

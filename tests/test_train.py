@@ -189,7 +189,6 @@ def test_every_model_config_runs_on_data_of_its_task(path):
     from hybridseq import assemble
     from hybridseq.data import collate
     from hybridseq.config import compose
-    from hybridseq.train.evaluate import model_input
 
     head = OmegaConf.load(path).model.head.type
     task = {"classify": "classify", "regress": "regress"}.get(head, head)
@@ -198,7 +197,7 @@ def test_every_model_config_runs_on_data_of_its_task(path):
     cfg, _ = resolve(cfg, splits.info)
     model = assemble(cfg.model)
     batch, targets = collate([splits.train[i] for i in range(3)])
-    out = model(model_input(model, batch)).x
+    out = model(batch).x
     want = {"classify": (3, 2), "regress": (3, 2)}.get(task, (3, 4, 2))
     assert tuple(out.shape) == want and torch.isfinite(out).all()
 

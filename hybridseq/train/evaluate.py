@@ -15,15 +15,6 @@ from .prepare import prepare
 SPLITS = ("train", "val", "test")
 
 
-def model_input(model: HybridModel, batch):
-    """What ``model`` takes from a collated `IrregularBatch`: itself, or a `Seq` of observed values
-    (unobserved entries zeroed) when the model's input kind is ``sequence``."""
-    if model.spec.input_kind == "sequence":
-        observed = batch.mask & batch.valid[..., None]                       # [B, N, C]
-        return batch.seq(torch.where(observed, batch.values, torch.zeros_like(batch.values)))
-    return batch
-
-
 def autocast(device: torch.device, bf16: bool):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16 and device.type == "cuda")
 
@@ -37,7 +28,7 @@ def evaluate(model: HybridModel, task: Task, loader, width: int, device: torch.d
     for batch, targets in loader:
         batch, targets = batch.to(device), {k: v.to(device) for k, v in targets.items()}
         with autocast(device, bf16):
-            pred = model(model_input(model, batch)).x
+            pred = model(batch).x
         loss = task.loss(pred, targets)
         task.update(meter, pred, targets, float(loss))
         nfe, steps = nfe + total_nfe(model), steps + 1

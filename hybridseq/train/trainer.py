@@ -21,7 +21,7 @@ from ..errors import ConfigError
 from . import ddp
 from .checkpoint import RunDir, load_weights, run_files
 from .ddp import pick_device
-from .evaluate import autocast, evaluate, model_input, total_nfe
+from .evaluate import autocast, evaluate, total_nfe
 from .optim import configure_optimizer, lr_schedule
 from .prepare import prepare
 from .state import peak_memory_mb, rng_state, set_rng_state
@@ -178,7 +178,7 @@ class Trainer:
         for batch, targets in bar:
             batch, targets = batch.to(device), {k: v.to(device) for k, v in targets.items()}
             with self._unused_parameters_hint(), autocast(device, t.bf16):
-                pred = self.net(model_input(self.model, batch)).x
+                pred = self.net(batch).x
             loss = self.task.loss(pred, targets)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -21,15 +21,14 @@ def clean_inputs(batch: IrregularBatch) -> tuple[Tensor, Tensor, Tensor, Tensor]
     repeat the last valid time; valid [B, N] bool.
     """
     valid = batch.valid                                                     # [B, N]
-    observed = batch.mask & valid[..., None]                                # [B, N, C]
-    values = torch.where(observed, batch.values, torch.zeros_like(batch.values))
+    observed, values = batch.observed, batch.observed_values()              # [B, N, C] each
     last = (batch.lengths - 1).clamp_min(0)[:, None]                        # [B, 1]
     times = torch.where(valid, batch.times, batch.times.gather(1, last))    # [B, N]
     return values, observed, times, valid
 
 
-def gaps(times: Tensor) -> Tensor:
-    """[B, N] time since the previous step (0 at the first step and over padding)."""
+def intervals(times: Tensor) -> Tensor:
+    """[B, N] the interval since the previous time point (0 at the first one and over padding)."""
     return torch.diff(times, dim=1, prepend=times[:, :1])
 
 
@@ -67,7 +66,7 @@ class JumpODE(nn.Module):
 
     def forward(self, batch: IrregularBatch, jump) -> Tensor:
         values, observed, times, valid = clean_inputs(batch)
-        dt = gaps(times)                                                    # [B, N]
+        dt = intervals(times)                                               # [B, N]
         h = values.new_zeros(values.shape[0], self.hidden)                  # [B, H]
         states = []
         for i in range(values.shape[1]):                                    # over time steps, not series

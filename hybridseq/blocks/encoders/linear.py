@@ -39,9 +39,8 @@ class LinearEncoder(Block):
         self.proj = nn.Linear(2 * cfg.d_in + cfg.time_features, cfg.d_model)
 
     def forward(self, batch: IrregularBatch) -> Seq:
-        observed = batch.mask & batch.valid[..., None]                 # [B, N, C]
-        values = torch.where(observed, batch.values, torch.zeros_like(batch.values))
-        feats = [values, observed.to(values.dtype)]                    # 2 x [B, N, C]
+        values = batch.observed_values()                               # [B, N, C]
+        feats = [values, batch.observed.to(values.dtype)]              # 2 x [B, N, C]
         if self.time is not None:
             times = torch.where(batch.valid, batch.times, torch.zeros_like(batch.times))
             feats.append(self.time(times))                             # [B, N, k]
