@@ -1,5 +1,5 @@
 """hybridseq: declare hybrid sequence models in YAML and swap their blocks freely."""
-from . import plugins  # installs the registries' plugin loader
+from . import plugins  # noqa: F401  (importing it installs the registries' plugin loader)
 from ._version import __version__
 from .assemble import HybridModel, assemble, build_block, describe
 from .blocks.base import Block, ODEBlock, choice

@@ -2,9 +2,10 @@
 
 Built-in features are the modules in `DEFAULT_PLUGINS`; third-party packages declare an entry point in
 the ``hybridseq`` group. This module is the one place that loads plugins: it installs `load` as the
-registries' loader (`registry.set_loader`), so reading a table fills it. ``HYBRIDSEQ_LOAD_PLUGINS`` (comma list; empty = none) selects which entry-point
-plugins load. A plugin that fails to import, implements an unknown hook, or registers a name that is
-taken is reported with a `PluginWarning` naming it and skipped; the rest keeps working.
+registries' loader (`registry.set_loader`), so reading a table fills it. ``HYBRIDSEQ_LOAD_PLUGINS``
+(comma list; empty = none) selects which entry-point plugins load. A plugin that fails to import,
+implements an unknown hook, or registers a name that is taken is reported with a `PluginWarning` naming
+it and skipped; the rest keeps working.
 """
 from __future__ import annotations
 

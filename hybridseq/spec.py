@@ -174,7 +174,8 @@ def _topological(entries: list[_Entry], inputs: dict[str, list[str]]) -> list[_E
             return
         if state.get(name) == 1:
             cycle = trail[trail.index(name):] + [name]
-            raise ConfigError(f"{by_name[name].entry_path or by_name[name].path}.inputs", "the block graph has a cycle: " + " -> ".join(cycle))
+            raise ConfigError(f"{by_name[name].entry_path or by_name[name].path}.inputs",
+                              "the block graph has a cycle: " + " -> ".join(cycle))
         state[name] = 1
         for src in inputs[name]:
             visit(src, trail + [name])
@@ -248,7 +249,8 @@ def validate_model(model, path: str = "model") -> ModelSpec:
     seen: dict[str, str] = {}
     for e in entries:
         if e.name in seen or e.name == INPUT_NODE:
-            raise ConfigError(f"{e.path}.name", f"duplicate block name '{e.name}' (also at {seen.get(e.name, 'input')})")
+            raise ConfigError(f"{e.path}.name",
+                              f"duplicate block name '{e.name}' (also at {seen.get(e.name, 'input')})")
         seen[e.name] = e.path
 
     inputs = _resolve_inputs(entries)

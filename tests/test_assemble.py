@@ -1,8 +1,8 @@
 import math
 from dataclasses import dataclass, field, replace
 
-import torch
 import pytest
+import torch
 
 import hybridseq as hs
 from hybridseq.testing import check_block, example_input, perturb_padding, register_plugin

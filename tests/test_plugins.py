@@ -142,8 +142,8 @@ class TaskPlugin:
 def test_hybridseq_register_tasks():
     from hybridseq.train import train
 
-    cfg = {"task": "median_regress", "data": {"name": "spirals", "task": "regress", "n_train": 24, "n_test": 8, "val_fraction": 0.25,
-                                              "points": 8, "batch_size": 8},
+    cfg = {"task": "median_regress", "data": {"name": "spirals", "task": "regress", "n_train": 24, "n_test": 8,
+                                              "val_fraction": 0.25, "points": 8, "batch_size": 8},
            "model": {"d_model": 8, "encoder": {"type": "linear"}, "head": {"type": "regress"}},
            "train": {"epochs": 1, "progress": False}}
     with pytest.raises(hs.ConfigError, match="^task: unknown task 'median_regress'"):

@@ -10,6 +10,7 @@ from hybridseq.blocks.layers import TimeEncoding
 from hybridseq.data import load_data
 from hybridseq.data.core import MIN_VAL_CASES, val_fraction
 from hybridseq.train.trainer import train
+
 from test_train import tiny_config
 
 

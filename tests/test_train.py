@@ -9,9 +9,9 @@ from hybridseq import ConfigError, cli
 from hybridseq.data import load_data
 from hybridseq.metrics import ClassifyMeter, ErrorMeter
 from hybridseq.tasks import get_task
+from hybridseq.train.evaluate import evaluate_run
 from hybridseq.train.tasks import resolve
 from hybridseq.train.trainer import train
-from hybridseq.train.evaluate import evaluate_run
 
 
 def tiny_config(task="classify", head=None, **train_over):
@@ -170,7 +170,8 @@ def test_cli_train_and_evaluate(tmp_path, capsys):
     ("train.epochs=0", "train.epochs: must be >= 1"),
     ("train.epoch=1", "train.epoch: unknown key 'epoch' for train; did you mean 'epochs'?"),
     ("model.head.classes=7", "model.head.classes: is 7 but dataset 'spirals' has 2 classes"),
-    ("model.blocks[0].type=transfomer", "model.blocks[0].type: unknown block 'transfomer'; did you mean 'transformer'?"),
+    ("model.blocks[0].type=transfomer",
+     "model.blocks[0].type: unknown block 'transfomer'; did you mean 'transformer'?"),
 ])
 def test_cli_config_errors_name_the_key_without_traceback(tmp_path, capsys, override, message):
     path = tmp_path / "tiny.yaml"
@@ -187,8 +188,8 @@ ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize("path", sorted((ROOT / "configs" / "models").glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_model_config_runs_on_data_of_its_task(path):
     from hybridseq import assemble
-    from hybridseq.data import collate
     from hybridseq.config import compose
+    from hybridseq.data import collate
 
     head = OmegaConf.load(path).model.head.type
     task = {"classify": "classify", "regress": "regress"}.get(head, head)
@@ -204,8 +205,8 @@ def test_every_model_config_runs_on_data_of_its_task(path):
 
 @pytest.mark.parametrize("path", sorted((ROOT / "configs" / "experiments").glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_experiment_config_is_valid(path):
-    from hybridseq.sections import validate_config
     from hybridseq.config import compose
+    from hybridseq.sections import validate_config
 
     assert validate_config(compose(path)) == ["model", "train"]
 

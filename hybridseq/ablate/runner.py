@@ -1,11 +1,11 @@
 """Running a sweep: worker processes (spawned) train the runs; the parent records each result.
 
-Each run trains into ``<out>/runs/<variant>-seed<k>-<run_id>/`` (a normal run directory, so an interrupted run resumes from
-its last epoch). A run that raises is recorded with its error and the sweep goes on. Only the parent
-process appends to ``results.jsonl``, one line per run, so a kill at any moment loses at most the runs
-in flight; a re-run skips every run already recorded. A worker process that dies (killed, out of memory)
-breaks the whole pool; its runs are then tried again one by one, each in a fresh worker, so only the run
-that kills its worker is recorded as failed.
+Each run trains into ``<out>/runs/<variant>-seed<k>-<run_id>/`` (a normal run directory, so an
+interrupted run resumes from its last epoch). A run that raises is recorded with its error and the sweep
+goes on. Only the parent process appends to ``results.jsonl``, one line per run, so a kill at any moment
+loses at most the runs in flight; a re-run skips every run already recorded. A worker process that dies
+(killed, out of memory) breaks the whole pool; its runs are then tried again one by one, each in a fresh
+worker, so only the run that kills its worker is recorded as failed.
 """
 from __future__ import annotations
 

@@ -1,10 +1,11 @@
 """Dynamics of continuous-depth heads: attention spectra along depth and Lyapunov exponents of the flow.
 
 ``analyze(model, batch)`` finds every continuous-depth node of a `HybridModel` (a block implementing
-`hybridseq.blocks.base.ContinuousDepth`: `ode_transformer` and `neural_ode_transformer` do), records the sequence each receives on ``batch``, and returns per node the eigenvalue
-spectra of W_Q W_Kᵀ and W_V W_O per head along depth (`spectra`) and the top-k Lyapunov exponents of
-its depth map on that input (`lyapunov`). ``write_report`` saves them as JSON and PNG plots. The
-``hybridseq analyze`` command (`commands`) runs both on a saved run.
+`hybridseq.blocks.base.ContinuousDepth`, as `ode_transformer` and `neural_ode_transformer` do), records
+the sequence each receives on ``batch``, and returns per node the eigenvalue spectra of W_Q W_Kᵀ and
+W_V W_O per head along depth (`spectra`) and the top-k Lyapunov exponents of its depth map on that input
+(`lyapunov`). ``write_report`` saves them as JSON and PNG plots. The ``hybridseq analyze`` command
+(`hybridseq.commands.analyze`) runs both on a saved run.
 """
 from __future__ import annotations
 

@@ -1,10 +1,11 @@
 """Shared layers: the toolkit that built-in blocks and plugin authors import (see docs/layers.md).
 
 Attention (`attention_mask`, `SelfAttention`), the position-wise `FeedForward`, the learned
-`TimeEncoding` (with `check_time_encoding` for its config keys), an ODE vector field (`MLPField`), masked pooling over valid positions (`masked_pool`),
-the heads-divide-width check (`check_heads`), the parallel `linear_scan` of ``h_l = a_l h_{l-1} + b_l``,
-and the state-space helpers `time_gaps`, `inverse_softplus` and `log_uniform` (defined with the SSM
-backbones, `hybridseq.blocks.backbones.ssm_common`, and importable from here).
+`TimeEncoding` (with `check_time_encoding` for its config keys), an ODE vector field (`MLPField`),
+masked pooling over valid positions (`masked_pool`), the heads-divide-width check (`check_heads`), the
+parallel `linear_scan` of ``h_l = a_l h_{l-1} + b_l``, and the state-space helpers `time_gaps`,
+`inverse_softplus` and `log_uniform` (defined with the SSM backbones,
+`hybridseq.blocks.backbones.ssm_common`, and importable from here).
 """
 from __future__ import annotations
 
@@ -137,5 +138,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["ACTIVATIONS", "MIN_FREQ", "POOLS", "FeedForward", "MLPField", "SelfAttention", "TimeEncoding", "attention_mask",
-           "check_heads", "check_time_encoding", "linear_scan", "masked_pool", *_SSM_HELPERS]
+__all__ = ["ACTIVATIONS", "MIN_FREQ", "POOLS", "FeedForward", "MLPField", "SelfAttention", "TimeEncoding",
+           "attention_mask", "check_heads", "check_time_encoding", "linear_scan", "masked_pool", *_SSM_HELPERS]

@@ -11,8 +11,8 @@ from ..hookspecs import hookimpl
 
 
 def cmd_train(args) -> int:
-    from ..train.checkpoint import RunDir
     from ..config import compose, split_args
+    from ..train.checkpoint import RunDir
     from ..train.trainer import train
 
     if args.config is not None and "=" in args.config and not Path(args.config).exists():

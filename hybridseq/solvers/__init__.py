@@ -18,7 +18,6 @@ from torch import Tensor, nn
 from .. import registry
 from ..errors import ConfigError
 
-
 ANY = object      # an option whose values the solver checks itself
 
 

@@ -1,8 +1,8 @@
 """Resumable training state: the last-epoch checkpoint (model, optimizer, scheduler, counters, RNG states).
 
 The state file (``last.pt``, named by `RunDir`) is rewritten atomically at the end of every epoch, so a
-kill at any moment leaves the previous epoch's state or the new one. It holds plain tensors and containers only and loads with
-``torch.load(weights_only=True)``.
+kill at any moment leaves the previous epoch's state or the new one. It holds plain tensors and
+containers only and loads with ``torch.load(weights_only=True)``.
 """
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ import numpy as np
 import torch
 
 from ..io import atomic_write_bytes
-
 
 
 def seed_everything(seed: int) -> None:

@@ -85,7 +85,8 @@ class Trainer:
         if t.compile:
             unsafe = sorted({n.type for n in self.model.spec.nodes if not n.cls.compile_safe})
             if unsafe:
-                warnings.warn(f"train.compile: blocks {unsafe} are not compile_safe; running uncompiled")
+                warnings.warn(f"train.compile: blocks {unsafe} are not compile_safe; running uncompiled",
+                              stacklevel=3)
             else:
                 net = torch.compile(net)
         return net

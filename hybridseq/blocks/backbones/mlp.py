@@ -11,6 +11,7 @@ from ...seq import Seq
 from ..base import Block, choice
 from ..layers import FeedForward
 
+
 class MLP(Block):
     @dataclass
     class Config:

@@ -89,7 +89,8 @@ class CDEField(nn.Module):
     def __init__(self, hidden: int, channels: int, width: int):
         super().__init__()
         self.hidden, self.channels = hidden, channels
-        self.net = nn.Sequential(nn.Linear(hidden, width), nn.Softplus(), nn.Linear(width, hidden * channels), nn.Tanh())
+        self.net = nn.Sequential(nn.Linear(hidden, width), nn.Softplus(), nn.Linear(width, hidden * channels),
+                                 nn.Tanh())
 
     def forward(self, z: Tensor) -> Tensor:
         return self.net(z).view(*z.shape[:-1], self.hidden, self.channels)  # [B, H*P] -> [B, H, P]

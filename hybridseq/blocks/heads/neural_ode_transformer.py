@@ -23,12 +23,12 @@ import torch.nn.functional as F
 from omegaconf import MISSING
 from torch import Tensor, nn
 
-from ...errors import ConfigError
 from ... import registry
+from ...errors import ConfigError
 from ...seq import Seq
 from ...solvers import SolverConfig
-from ..layers import attention_mask, check_heads
 from ..base import DepthMap, ODEBlock, choice
+from ..layers import attention_mask, check_heads
 from .hyper import HyperNet
 
 

@@ -21,8 +21,8 @@ from torch import Tensor, nn
 
 from ...errors import ConfigError
 from ...seq import Seq
-from ..layers import FeedForward, SelfAttention, attention_mask, check_heads
 from ..base import Block, DepthMap, choice
+from ..layers import FeedForward, SelfAttention, attention_mask, check_heads
 
 SCHEMES = ("euler", "rk2", "rk4", "gated_rk2", "learned_rk2")
 

@@ -27,8 +27,8 @@ from torch import Tensor, nn
 
 from ...errors import ConfigError
 from ...seq import Seq
-from ..layers import FeedForward, SelfAttention, attention_mask, check_heads
 from ..base import Block, choice
+from ..layers import FeedForward, SelfAttention, attention_mask, check_heads
 from . import pde as ops
 
 PDES = ("diffusion", "wave", "reaction_diffusion", "advection_diffusion")

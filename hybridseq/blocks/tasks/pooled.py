@@ -3,9 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from omegaconf import MISSING
-from torch import Tensor, nn
+from torch import nn
 
 from ...seq import Seq
 from ..base import Block, choice

@@ -7,9 +7,8 @@ import torch
 import torch.nn.functional as F
 
 import hybridseq as hs
-from hybridseq.testing import check_block, example_input
-
 from hybridseq.blocks.layers import linear_scan
+from hybridseq.testing import check_block, example_input
 from hybridseq_lru import LRU
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "lru_model.yaml"
