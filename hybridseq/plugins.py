@@ -207,14 +207,19 @@ def _load_module(name: str, target, version, *, builtin: bool) -> None:
 
 
 def call_commands_hook(subparsers) -> None:
-    """Let every plugin add CLI sub-commands; one that raises is reported and skipped."""
+    """Let every plugin add CLI sub-commands (recorded in its `PluginInfo`); one that raises is reported
+    and skipped."""
     load()
     for impl in pm.hook.hybridseq_register_commands.get_hookimpls():
+        info = infos.get(impl.plugin_name) or PluginInfo(impl.plugin_name, None, False)
+        before = set(subparsers.choices)
         try:
             impl.function(cli=subparsers)
         except Exception as err:
-            info = infos.get(impl.plugin_name) or PluginInfo(impl.plugin_name, None, False)
             _warn(info, f"hybridseq_register_commands raised {type(err).__name__}: {err}")
+        added = [name for name in subparsers.choices if name not in before]
+        names = info.registered.setdefault("commands", []) if added else []
+        names += [name for name in added if name not in names]
 
 
 registry.set_loader(load)

@@ -113,9 +113,10 @@ class CommandPlugin:
 
 
 def test_hybridseq_register_commands(capsys):
-    with register_plugin(CommandPlugin(), "test-commands"):
+    with register_plugin(CommandPlugin(), "test-commands") as info:
         assert main(["hello", "world"]) == 0
-    assert capsys.readouterr().out.strip() == "hello world"
+        assert main(["hello", "again"]) == 0 and info.registered == {"commands": ["hello"]}
+    assert capsys.readouterr().out.split("\n")[:2] == ["hello world", "hello again"]
 
 
 class MedianRegress(Task):
