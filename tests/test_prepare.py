@@ -27,6 +27,12 @@ def test_prepare_without_data_or_without_building():
     prep = prepare({"model": tiny_model()})
     assert prep.task is None and prep.splits is None and prep.model is not None
     assert prepare(tiny_config(), build=False).model is None
+    with pytest.raises(hybridseq.ConfigError, match="^data: missing data section.*spirals"):
+        prep.require_data()
+    from hybridseq.train import train
+
+    with pytest.raises(hybridseq.ConfigError, match="^data: missing data section"):
+        train({"model": tiny_model(), "train": {"epochs": 1}})
 
 
 def test_run_dir_owns_every_file_name(tmp_path):

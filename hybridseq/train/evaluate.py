@@ -54,7 +54,7 @@ def evaluate_run(run_dir, data_overrides=(), split: str = "test", name: str = Ru
     weights, config = run_files(run_dir, name)
     cfg = load_config(config, list(overrides))
     apply_overrides(cfg, [f"data.{item.lstrip('+')}" for item in data_overrides])
-    prep = prepare(cfg, splits=splits, collate=collate)
+    prep = prepare(cfg, splits=splits, collate=collate).require_data()
     load_weights(prep.model, weights, "overrides" if overrides else str(weights))
     dataset = getattr(prep.splits, split)
     if dataset is None or not len(dataset):

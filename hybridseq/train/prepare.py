@@ -11,7 +11,9 @@ from typing import Any, Callable, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
+from .. import registry
 from ..assemble import HybridModel, assemble
+from ..errors import ConfigError
 from ..sections import check_sections, validate_config
 from ..tasks import Task
 from .config import TrainConfig, as_dict, batch_size, train_config
@@ -28,6 +30,13 @@ class Prepared:
     splits: Any = None                   # DataSplits, or None without data
     collate: Optional[Callable] = None
     model: Optional[HybridModel] = None  # None when prepared with build=False
+
+    def require_data(self) -> "Prepared":
+        """Itself, or a `ConfigError` at ``data`` when it was prepared without data (training and
+        evaluation need it)."""
+        if self.splits is None:
+            raise ConfigError("data", "missing data section, e.g. {name: spirals}", choices=registry.datasets.names())
+        return self
 
     @property
     def info(self):

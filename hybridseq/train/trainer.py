@@ -38,7 +38,7 @@ class Trainer:
 
     def __init__(self, cfg, run_dir=None, *, splits=None, collate=None, resume: bool = False,
                  compile: bool | None = None, progress: bool | None = None, on_epoch_end=None):
-        self.prep = p = prepare(cfg, splits=splits, collate=collate)
+        self.prep = p = prepare(cfg, splits=splits, collate=collate).require_data()
         t = self.tcfg = p.tcfg
         t.compile = t.compile if compile is None else compile
         t.progress = t.progress if progress is None else progress
