@@ -23,11 +23,11 @@ from torch import Tensor, nn
 
 from ...errors import ConfigError
 from ...seq import IrregularBatch, Seq
-from ...solvers import ODESolver, SolverConfig
-from ..base import Block, choice
+from ...solvers import SolverConfig
+from ..base import ODEBlock, choice
+from ..layers import TimeEncoding, check_heads
 from .common import clean_inputs
 from .contiformer_paths import LinearDynamics, ODEDynamics, TimeField, query_path
-from .linear import TimeEncoding
 
 
 class ContiAttention(nn.Module):
@@ -81,7 +81,7 @@ class ContiFormerLayer(nn.Module):
         return self.norm2(x + self.drop(self.ff(x)))
 
 
-class ContiFormerEncoder(Block):
+class ContiFormerEncoder(ODEBlock):
     @dataclass
     class Config:
         d_in: int = MISSING              # input channels (injected)
@@ -101,9 +101,7 @@ class ContiFormerEncoder(Block):
         solver: SolverConfig = field(default_factory=lambda: SolverConfig(method="rk4"))
 
         def validate(self, path: str) -> None:
-            if self.d_model % self.heads:
-                raise ConfigError(f"{path}.heads", f"d_model ({self.d_model}) must be divisible by heads "
-                                  f"({self.heads})", got=self.heads)
+            check_heads(self.d_model, self.heads, path)
             if self.dynamics == "linear" and (self.d_model // self.heads) % 2:
                 raise ConfigError(f"{path}.dynamics", f"'linear' pairs features into complex numbers: d_model / "
                                   f"heads ({self.d_model // self.heads}) must be even", got=self.dynamics)
@@ -113,17 +111,12 @@ class ContiFormerEncoder(Block):
                 raise ConfigError(f"{path}.dropout", f"must be in [0, 1), got {self.dropout}", got=self.dropout)
 
     accepts = "irregular"
-    compile_safe = False             # Python loop over intervals / solver control flow
 
     def __init__(self, cfg: Config):
         super().__init__(cfg)
-        self.solver = ODESolver(cfg.solver)
         self.time = TimeEncoding(cfg.time_features)
         self.embed = nn.Linear(2 * cfg.d_in + cfg.time_features, cfg.d_model)
         self.layers = nn.ModuleList(ContiFormerLayer(cfg) for _ in range(cfg.layers))
-
-    def stats(self) -> dict:
-        return {"nfe": self.solver.nfe}
 
     def forward(self, batch: IrregularBatch) -> Seq:
         values, observed, times, valid = clean_inputs(batch)

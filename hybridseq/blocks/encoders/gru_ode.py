@@ -25,8 +25,8 @@ from torch import Tensor, nn
 
 from ...errors import ConfigError
 from ...seq import IrregularBatch, Seq
-from ...solvers import ODESolver, SolverConfig
-from ..base import Block
+from ...solvers import SolverConfig
+from ..base import ODEBlock
 from .common import JumpODE
 
 FEATURES_PER_CHANNEL = 4             # value, predicted mean, predicted log-variance, standardised error
@@ -57,7 +57,7 @@ def kl_to_observation(x: Tensor, mean: Tensor, logvar: Tensor, noise_std: float)
     return math.log(noise_std) - 0.5 * logvar + (torch.exp(logvar) + (mean - x) ** 2) / (2 * noise_std**2) - 0.5
 
 
-class GRUODEEncoder(Block):
+class GRUODEEncoder(ODEBlock):
     @dataclass
     class Config:
         d_in: int = MISSING              # input channels (injected)
@@ -78,12 +78,10 @@ class GRUODEEncoder(Block):
                 raise ConfigError(f"{path}.obs_noise_std", f"must be > 0, got {self.obs_noise_std}", got=self.obs_noise_std)
 
     accepts = "irregular"
-    compile_safe = False             # Python loop over intervals / solver control flow
 
     def __init__(self, cfg: Config):
         super().__init__(cfg)
         c, prep = cfg.d_in, cfg.prep_hidden
-        self.solver = ODESolver(cfg.solver)
         self.flow = JumpODE(GRUODEField(cfg.hidden), self.solver, cfg.hidden)
         self.predict = nn.Sequential(nn.Linear(cfg.hidden, cfg.p_hidden), nn.ReLU(), nn.Linear(cfg.p_hidden, 2 * c))
         self.prep_weight = nn.Parameter(math.sqrt(2.0 / (FEATURES_PER_CHANNEL + prep)) *
@@ -107,9 +105,6 @@ class GRUODEEncoder(Block):
         self._nll.append((gaussian_nll(x, mean, logvar) * mf).sum())
         self._kl.append((kl_to_observation(x, after_mean, after_logvar, self.cfg.obs_noise_std) * mf).sum())
         return new
-
-    def stats(self) -> dict:
-        return {"nfe": self.solver.nfe}
 
     def aux_loss(self) -> Tensor | None:
         if self._loss is None or self.cfg.loss_weight == 0:
