@@ -226,7 +226,8 @@ def main() -> None:
             ratio_t = f"{seconds[name] / seconds[base]:.3f}" if base else "-"
             ratio_m = f"{memory[name] / memory[base]:.3f}" if base else "-"
             err = f"{errors[name]:.1e}" if name in errors else "-"
-            print(f"| {n} | {name} | {seconds[name]:.3f} | {memory[name] / 2**20:.1f} | {ratio_t} | {ratio_m} | {err} |",
+            mib = memory[name] / 2**20
+            print(f"| {n} | {name} | {seconds[name]:.3f} | {mib:.1f} | {ratio_t} | {ratio_m} | {err} |",
                   flush=True)
 
 

@@ -25,7 +25,8 @@ def _query_at(tau, times, q, kind):
     if kind == "linear":
         return q[m] + sig * chord
     prev = torch.where((m > 0)[:, None], (q[m] - q[m - 1]) / (times[m] - times[m - 1])[:, None], chord / h[:, None])
-    h00, h10, h01, h11 = 2 * sig**3 - 3 * sig**2 + 1, sig**3 - 2 * sig**2 + sig, -2 * sig**3 + 3 * sig**2, sig**3 - sig**2
+    h00, h10 = 2 * sig**3 - 3 * sig**2 + 1, sig**3 - 2 * sig**2 + sig
+    h01, h11 = -2 * sig**3 + 3 * sig**2, sig**3 - sig**2
     return h00 * q[m] + h10 * prev * h[:, None] + h01 * q[m + 1] + h11 * chord
 
 
@@ -52,7 +53,8 @@ def _per_pair_reference(att, x, times, kind, points=2001, held=False):
 
             def field(u, y, j=j, span=span):
                 tau = (times[j] + u * span).expand(1)
-                return span * torch.cat([att.dynamics.key(tau, y[None, :d])[0], att.dynamics.value(tau, y[None, d:])[0]])
+                key, value = att.dynamics.key(tau, y[None, :d])[0], att.dynamics.value(tau, y[None, d:])[0]
+                return span * torch.cat([key, value])
 
             path = torchdiffeq.odeint(field, torch.cat([k[j], v[j]]), s, rtol=1e-10, atol=1e-10)   # [T, 2D]
             q_tau = q[i].expand(points, d) if held else _query_at(times[j] + s * span, times, q, kind)

@@ -58,7 +58,8 @@ def test_a_series_alone_equals_it_in_a_padded_batch(name, over):
 
 
 @pytest.mark.parametrize("name,over", [("ode_rnn", {}), ("gru_ode", {}), ("ncde", {"interpolation": "hermite"}),
-                                       ("ncde", {"interpolation": "linear"}), ("ncde", {"interpolation": "rectilinear"})])
+                                       ("ncde", {"interpolation": "linear"}),
+                                       ("ncde", {"interpolation": "rectilinear"})])
 def test_causal_encoders_ignore_later_observations(name, over):
     block = _build(name, **over)
     batch = example_input(type(block), block.cfg, batch=3, length=8)
@@ -249,7 +250,8 @@ def test_encoders_train_on_shipped_data():
         assert torch.isfinite(loss)
 
 
-@pytest.mark.parametrize("name,over", [(n, {}) for n in ENCODERS] + VARIANTS + [("contiformer", {"dynamics": "linear"})])
+@pytest.mark.parametrize("name,over",
+                         [(n, {}) for n in ENCODERS] + VARIANTS + [("contiformer", {"dynamics": "linear"})])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_encoders_train_under_autocast(name, over, dtype):
     block = _build(name, **over).train()

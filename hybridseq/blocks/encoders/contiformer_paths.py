@@ -155,7 +155,8 @@ class ODEDynamics(nn.Module):
         rows = [None] * n
         for step, i in enumerate(order):
             new, zero = torch.cat([k[:, i:i + 1], v[:, i:i + 1]], -1), k.new_zeros(b, 1, heads + d)
-            join = (lambda new, old: torch.cat([new, old], 1)) if backward else (lambda new, old: torch.cat([old, new], 1))
+            def join(new, old):
+                return torch.cat([new, old] if backward else [old, new], 1)
             state = new if state is None else join(new, state)               # [B, J, 2D]: k_j(t_i), v_j(t_i)
             sums = zero if sums is None else join(zero, sums)                # [B, J, H + D]: ∫q·k, ∫v since t_j
             rows[i] = sums

@@ -72,10 +72,12 @@ class GRUODEEncoder(ODEBlock):
 
         def validate(self, path: str) -> None:
             for key in ("mixing", "loss_weight"):
-                if not getattr(self, key) >= 0:
-                    raise ConfigError(f"{path}.{key}", f"must be >= 0, got {getattr(self, key)}", got=getattr(self, key))
-            if not self.obs_noise_std > 0:
-                raise ConfigError(f"{path}.obs_noise_std", f"must be > 0, got {self.obs_noise_std}", got=self.obs_noise_std)
+                value = getattr(self, key)
+                if not value >= 0:
+                    raise ConfigError(f"{path}.{key}", f"must be >= 0, got {value}", got=value)
+            noise = self.obs_noise_std
+            if not noise > 0:
+                raise ConfigError(f"{path}.obs_noise_std", f"must be > 0, got {noise}", got=noise)
 
     accepts = "irregular"
 

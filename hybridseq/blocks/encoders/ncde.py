@@ -27,6 +27,7 @@ from ...solvers import SolverConfig
 from ..base import ODEBlock, choice
 from .common import clean_inputs, unit_interval
 
+
 def control_knots(batch: IrregularBatch, counts: bool = True) -> tuple[Tensor, Tensor]:
     """Knots X [B, N, P] = (t, forward-filled values[, cumulative counts]), and valid [B, N]."""
     values, observed, times, valid = clean_inputs(batch)
