@@ -5,8 +5,10 @@ import pytest
 import torch
 
 from hybridseq import assemble, build_block
-from hybridseq.analysis import analyze, lyapunov_exponents, rk4_map, spectra
+from hybridseq.analysis import analyze, compose, ftle, jacobian, lyapunov_exponents, rk4_map, spectra
+from hybridseq.analysis.lyapunov import LyapunovConvergenceWarning
 from hybridseq.analysis.spectra import head_eigenvalues
+from hybridseq.blocks.backbones.transformer import attention_mask
 from hybridseq.cli import main
 from hybridseq.train.checkpoint import save_run
 
@@ -31,6 +33,54 @@ def test_lyapunov_exponents_of_a_linear_flow_are_the_real_parts_of_its_eigenvalu
     x0 = torch.randn(2, 4, dtype=torch.float64)
     found = lyapunov_exponents(rk4_map(field, steps, 0.0, horizon), x0, steps, k=4, total_time=horizon)
     torch.testing.assert_close(found, expected, atol=0.05, rtol=0)
+
+
+@pytest.mark.parametrize("method", ["dense", "subspace"])
+def test_finite_time_exponents_of_a_linear_flow_are_log_singular_values_of_its_exponential(method):
+    """Over T = 1 the FTLE of dx/dt = Ax are log σ_i(e^{AT}) / T, far from the eigenvalues' real parts."""
+    A = torch.stack([_linear_system([[[0.5]], [[-1.0, -2.0], [2.0, -1.0]], [[-0.2]]], seed=0),
+                     _linear_system([[[0.3, -1.0], [1.0, 0.3]], [[-0.5]], [[-2.0]]], seed=1)])   # [2, 4, 4]
+    field = lambda t, x: torch.einsum("bij,bj->bi", A, x)                      # noqa: E731
+    for horizon in (1.0, 3.0):
+        exact = torch.linalg.svdvals(torch.linalg.matrix_exp(A * horizon)).log() / horizon   # [2, 4]
+        flow = compose(rk4_map(field, 64, 0.0, horizon), 64)
+        found = ftle(flow, torch.randn(2, 4, dtype=torch.float64), k=3, time=horizon, method=method)
+        assert ((found - exact[:, :3]).abs() <= 0.02 * exact[:, :3].abs()).all(), (found, exact)
+    eig = torch.linalg.eigvals(A[0]).real.max()
+    assert (ftle(compose(rk4_map(field, 64), 64), torch.randn(2, 4, dtype=torch.float64), k=1)[0, 0] - eig) > 0.5
+
+
+def test_benettin_warns_when_the_horizon_is_too_short_for_it():
+    A = _linear_system([[[0.5]], [[-1.0, -2.0], [2.0, -1.0]], [[-0.2]]], seed=0)
+    field = lambda t, x: x @ A.T                                               # noqa: E731
+    with pytest.warns(LyapunovConvergenceWarning, match="not converged"):
+        lyapunov_exponents(rk4_map(field, 20), torch.ones(1, 4, dtype=torch.float64), 20, k=2)
+
+
+def _tiny_head_flow(seed=0):
+    torch.manual_seed(seed)
+    block = build_block("neural_ode_transformer", d_model=4, heads=2, steps=4, t_embed=4, mlp_ratio=2.0).double()
+    valid = torch.tensor([[True, True, True], [True, True, False]])
+    x = torch.randn(2, 3, 4, dtype=torch.float64)
+    block.field.mask = attention_mask(valid, 3, False, x.device)
+    block.field.keep = valid[..., None].double()
+    return compose(rk4_map(block.field, 8), 8), torch.where(valid[..., None], x, 0.0), valid[..., None]
+
+
+def test_subspace_iteration_matches_the_dense_jacobian_of_a_tiny_head():
+    flow, x, keep = _tiny_head_flow()
+    J = jacobian(flow, x, keep)                                                # [2, 12, 12]
+    with torch.no_grad():
+        eps = 1e-6
+        probe = torch.zeros_like(x)
+        probe[0, 1, 2] = eps                                                   # one column by differences
+        column = ((flow(x + probe) - flow(x - probe)) / (2 * eps)).reshape(2, -1)
+    torch.testing.assert_close(J[0, :, 6], column[0], atol=1e-6, rtol=1e-5)
+    assert (J[1, :, 8:] == 0).all() and (J[1, 8:, :] == 0).all()              # padding is not a direction
+    dense = torch.linalg.svdvals(J)[:, :4].log()
+    found = ftle(flow, x, k=4, mask=keep, method="subspace", tol=1e-8, iters=200)
+    torch.testing.assert_close(found, dense, atol=1e-4, rtol=0)
+    torch.testing.assert_close(ftle(flow, x, k=4, mask=keep), dense)           # auto: dense at this size
 
 
 def test_lyapunov_tangents_stay_on_valid_positions():
@@ -87,6 +137,9 @@ def test_analyze_a_model_directly():
     for node in result.values():
         assert len(node["lyapunov"]["mean"]) == 3 and len(node["lyapunov"]["per_sample"]) == 2
         assert all(torch.isfinite(torch.tensor(node["lyapunov"]["mean"])))
+        assert node["lyapunov"]["method"] == "ftle"
+    benettin = analyze(model, batch, times=3, topk=3, steps=4, lyapunov="benettin")
+    assert benettin["node"]["lyapunov"]["mean"] != result["node"]["lyapunov"]["mean"]
 
 
 @pytest.mark.parametrize("source", ["data", "random", "file"])

@@ -3,8 +3,9 @@
 ``analyze(model, batch)`` finds every `ode_transformer` and `neural_ode_transformer` node of a
 `HybridModel`, records the sequence each receives on ``batch``, and returns per node the eigenvalue
 spectra of W_Q W_Kᵀ and W_V W_O per head along depth (`spectra`) and the top-k Lyapunov exponents of
-its depth map on that input (`lyapunov`). ``write_report`` saves them as JSON and PNG plots. The
-``hybridseq analyze`` command (`commands`) runs both on a saved run.
+its depth map on that input (`lyapunov`: finite-time exponents log σ_i(∂x(1)/∂x(0)) by default, or
+Benettin's asymptotic estimate with ``lyapunov="benettin"``). ``write_report`` saves them as JSON and
+PNG plots. The ``hybridseq analyze`` command (`commands`) runs both on a saved run.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import torch
 from ..blocks.backbones.transformer import attention_mask
 from ..blocks.heads.neural_ode_transformer import NeuralODETransformer
 from ..io import atomic_write_text
-from .lyapunov import lyapunov_exponents, rk4_map
+from .lyapunov import compose, ftle, jacobian, lyapunov_exponents, rk4_map
 from .plots import plot_lyapunov, plot_spectra
 from .spectra import CONTINUOUS_DEPTH, spectra
 
@@ -42,8 +43,11 @@ def head_inputs(model, batch) -> dict:
     return seen
 
 
-def block_lyapunov(block, seq, k: int, steps: int) -> dict:
-    """Top-k Lyapunov exponents (per unit depth) of the block's depth map on input ``seq``."""
+def block_lyapunov(block, seq, k: int, steps: int, method: str = "ftle") -> dict:
+    """Top-k Lyapunov exponents (per unit depth, depth T = 1) of the block's depth map on input ``seq``.
+
+    ``method``: ``ftle`` (finite-time exponents of x(0) ↦ x(1)) or ``benettin`` (QR iteration over the
+    same steps, an estimate of the asymptotic exponents)."""
     x = seq.x.detach()
     attn = attention_mask(seq.mask, x.shape[1], block.cfg.causal, x.device)
     valid = seq.valid()[..., None]                                             # [B, L, 1]
@@ -53,11 +57,16 @@ def block_lyapunov(block, seq, k: int, steps: int) -> dict:
         x = torch.where(valid, x, 0.0)
     else:
         step, count = (lambda i, y: block.layers[i](y, attn)), len(block.layers)
-    exps = lyapunov_exponents(step, x, count, k, total_time=1.0, mask=valid)  # [B, k]
-    return {"per_sample": exps.tolist(), "mean": exps.mean(0).tolist(), "steps": count}
+    if method == "ftle":
+        exps = ftle(compose(step, count), x, k, time=1.0, mask=valid)          # [B, k]
+    elif method == "benettin":
+        exps = lyapunov_exponents(step, x, count, k, total_time=1.0, mask=valid)
+    else:
+        raise ValueError(f"lyapunov={method!r}: expected 'ftle' or 'benettin'")
+    return {"per_sample": exps.tolist(), "mean": exps.mean(0).tolist(), "steps": count, "method": method}
 
 
-def analyze(model, batch, *, times: int = 9, topk: int = 4, steps: int = 32) -> dict:
+def analyze(model, batch, *, times: int = 9, topk: int = 4, steps: int = 32, lyapunov: str = "ftle") -> dict:
     """Spectra and Lyapunov exponents of every continuous-depth node: ``{node: {...}}``."""
     model.eval()
     result = {}
@@ -66,7 +75,7 @@ def analyze(model, batch, *, times: int = 9, topk: int = 4, steps: int = 32) -> 
         with torch.no_grad():
             spec = spectra(block, times)
         result[name] = {"type": type(block).__name__, "spectra": spec,
-                        "lyapunov": block_lyapunov(block, seq, topk, steps)}
+                        "lyapunov": block_lyapunov(block, seq, topk, steps, lyapunov)}
     return result
 
 
@@ -82,4 +91,5 @@ def write_report(result: dict, out_dir) -> list[Path]:
     return written
 
 
-__all__ = ["analyze", "head_inputs", "lyapunov_exponents", "rk4_map", "spectra", "write_report"]
+__all__ = ["analyze", "compose", "ftle", "head_inputs", "jacobian", "lyapunov_exponents", "rk4_map", "spectra",
+           "write_report"]

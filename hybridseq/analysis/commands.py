@@ -37,7 +37,7 @@ def cmd_analyze(args) -> int:
     cfg, model = load_run(args.path)
     torch.manual_seed(args.seed)
     batch = _input(args.input or ("data" if "data" in cfg else "random"), cfg, model, args.batch, args.seed)
-    result = analyze(model, batch, times=args.times, topk=args.topk, steps=args.steps)
+    result = analyze(model, batch, times=args.times, topk=args.topk, steps=args.steps, lyapunov=args.lyapunov)
     if not result:
         print("no continuous-depth head (ode_transformer, neural_ode_transformer) in this model; nothing to analyze")
         return 1
@@ -61,6 +61,8 @@ def hybridseq_register_commands(cli):
     p.add_argument("--times", type=int, default=9, help="depth samples t in [0, 1] for the spectra")
     p.add_argument("--topk", type=int, default=4, help="number of Lyapunov exponents")
     p.add_argument("--steps", type=int, default=32, help="RK4 steps of the depth flow for the exponents")
+    p.add_argument("--lyapunov", choices=("ftle", "benettin"), default="ftle",
+                   help="finite-time exponents of the depth map (default) or Benettin's asymptotic estimate")
     p.add_argument("--batch", type=int, default=4, help="samples in the analysed batch")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_analyze)
