@@ -59,7 +59,7 @@ def time_table(args) -> None:
     variants = {
         "transformer": ("transformer", {}),
         "pde diffusion/states explicit": ("pde_attention", {}),
-        "pde diffusion/states spectral": ("pde_attention", {"solver": "spectral"}),
+        "pde diffusion/states spectral": ("pde_attention", {"stepper": "spectral"}),
         "pde wave/states": ("pde_attention", {"pde": "wave"}),
         "pde advection_diffusion/weights": ("pde_attention", {"pde": "advection_diffusion", "target": "weights"}),
         "pde diffusion/weights causal": ("pde_attention", {"target": "weights", "causal": True}),

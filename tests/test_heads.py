@@ -270,7 +270,7 @@ def test_adaptive_solver_error_control_ignores_padding():
     ("neural_ode_transformer", {"hyper": "full", "solver": {"method": "rk4", "adjoint": True}}),
     ("neural_ode_transformer", {"solver": {"method": "dopri5"}}),
     ("pde_attention", {"pde": "wave", "causal": True}),
-    ("pde_attention", {"solver": "spectral", "target": "weights"}),
+    ("pde_attention", {"stepper": "spectral", "target": "weights"}),
     ("pde_attention", {"pde": "advection_diffusion", "target": "weights"}),
 ])
 def test_heads_agree_on_cpu_and_gpu(name, options):
