@@ -43,7 +43,7 @@ class _LinearField(nn.Module):
         return x @ self.A.T
 
 
-@pytest.mark.parametrize("scheme, order", [("euler", 1), ("rk2", 2), ("rk4", 4)])
+@pytest.mark.parametrize("scheme, order", [("euler", 1), ("rk2", 2), ("rk3", 3), ("rk4", 4)])
 def test_each_scheme_is_its_runge_kutta_step_on_a_linear_field(scheme, order):
     """On F(x) = Ax one step is x ↦ Σ_{k<=order} A^k x / k! (the scheme's stability polynomial)."""
     block = build_block("ode_transformer", d_model=D, heads=2, scheme=scheme).double()
@@ -88,6 +88,9 @@ def test_rk2_variants_agree_at_their_neutral_setting_and_share_stage_parameters(
         if scheme == "gated_rk2":                                   # σ(0) = 1/2: Heun's weights
             nn.init.zeros_(block.layers[0].gate.weight)
             nn.init.zeros_(block.layers[0].gate.bias)
+        else:
+            assert block.layers[0].coef.tolist() == [1.0, 1.0]      # Li et al. start both at 1
+            nn.init.constant_(block.layers[0].coef, 0.5)
         outs[scheme] = block(Seq(x=x)).x
     expected = heun(Seq(x=x)).x
     for out in outs.values():
@@ -98,6 +101,45 @@ def test_rk2_variants_agree_at_their_neutral_setting_and_share_stage_parameters(
     three = build_block("ode_transformer", d_model=D, heads=2, scheme="rk4", layers=3)
     assert count(three) == 3 * count(rk4)
     assert not torch.allclose(heun(Seq(x=x)).x, rk4(Seq(x=x)).x)
+
+
+@pytest.mark.parametrize("gate, width", [("scalar", 1), ("channel", D)])
+def test_gated_rk2_gate_is_one_number_per_position_by_default(gate, width):
+    block = build_block("ode_transformer", d_model=D, heads=2, scheme="gated_rk2", gate=gate).double()
+    layer = block.layers[0]
+    assert layer.gate.weight.shape == (width, 2 * D)
+    A = 0.3 * torch.randn(D, D, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    layer.field = _LinearField(A)
+    x = _x().double()
+    f1 = x @ A.T
+    f2 = (x + f1) @ A.T
+    gamma = torch.sigmoid(torch.cat([f1, f2], -1) @ layer.gate.weight.T + layer.gate.bias)   # [B, L, width]
+    torch.testing.assert_close(block(Seq(x=x)).x, x + gamma * f1 + (1 - gamma) * f2)
+
+
+@pytest.mark.parametrize("scheme", ["rk2", "rk4", "learned_rk2"])
+def test_rk_norm_normalises_each_stage_in_the_final_combination(scheme):
+    block = build_block("ode_transformer", d_model=D, heads=2, scheme=scheme, rk_norm=True).double()
+    layer = block.layers[0]
+    A = 0.3 * torch.randn(D, D, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    layer.field = _LinearField(A)
+    with torch.no_grad():
+        for i, norm in enumerate(layer.stage_norms):
+            norm.weight.fill_(1 + 0.1 * i)
+    x = _x().double()
+    ln = lambda i, f: nn.functional.layer_norm(f, (D,), layer.stage_norms[i].weight, layer.stage_norms[i].bias)  # noqa: E731
+    f1 = x @ A.T
+    if scheme == "rk4":
+        f2 = (x + f1 / 2) @ A.T
+        f3 = (x + f2 / 2) @ A.T
+        f4 = (x + f3) @ A.T
+        expected = x + (ln(0, f1) + 2 * ln(1, f2) + 2 * ln(2, f3) + ln(3, f4)) / 6
+    else:
+        f2 = (x + f1) @ A.T
+        a = (0.5, 0.5) if scheme == "rk2" else layer.coef
+        expected = x + a[0] * ln(0, f1) + a[1] * ln(1, f2)
+    torch.testing.assert_close(block(Seq(x=x)).x, expected)
+    assert sum(p.numel() for p in layer.stage_norms.parameters()) == 2 * D * layer.tableau.stages
 
 
 def _fixed_weight_reference(block, x, steps):
@@ -198,7 +240,8 @@ def test_lowrank_hypernetwork_is_smaller_than_full():
 
 
 @pytest.mark.parametrize("block, path", [
-    ({"type": "ode_transformer", "scheme": "rk3"}, "model.blocks[0].scheme"),
+    ({"type": "ode_transformer", "scheme": "rk5"}, "model.blocks[0].scheme"),
+    ({"type": "ode_transformer", "gate": "vector"}, "model.blocks[0].gate"),
     ({"type": "ode_transformer", "layers": 0}, "model.blocks[0].layers"),
     ({"type": "ode_transformer", "heads": 3}, "model.blocks[0].heads"),
     ({"type": "neural_ode_transformer", "hyper": "tiny"}, "model.blocks[0].hyper"),
