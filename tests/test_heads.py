@@ -164,7 +164,7 @@ def _fixed_weight_reference(block, x, steps):
 
 @pytest.mark.parametrize("hyper", ["full", "lowrank"])
 def test_time_independent_hypernetwork_is_a_weight_shared_ode(hyper):
-    block = build_block("neural_ode_transformer", d_model=D, heads=2, hyper=hyper, steps=3)
+    block = build_block("neural_ode_transformer", d_model=D, heads=2, hyper=hyper, steps=3, solver={"method": "rk4"})
     x = _x()
     with torch.no_grad():
         varying = block(Seq(x=x)).x
@@ -177,15 +177,17 @@ def test_time_independent_hypernetwork_is_a_weight_shared_ode(hyper):
 
 
 def test_adaptive_depth_by_config_override_converges():
+    """With a smooth t-embedding (hyper: lowrank) refining the grid converges to the learned flow."""
     torch.manual_seed(0)
-    trained = build_block("neural_ode_transformer", d_model=D, heads=2, steps=2, t_embed=4, solver={"method": "euler"})
+    trained = build_block("neural_ode_transformer", d_model=D, heads=2, steps=2, t_embed=4, hyper="lowrank",
+                          solver={"method": "euler"})
     with torch.no_grad():
         for gen in trained.field.hyper.generators():
             gen.weight.mul_(5)                                      # a clearly depth-dependent field
     x = _x()
 
     def run(steps, method="euler"):
-        block = build_block("neural_ode_transformer", d_model=D, heads=2, steps=steps, t_embed=4,
+        block = build_block("neural_ode_transformer", d_model=D, heads=2, steps=steps, t_embed=4, hyper="lowrank",
                             solver={"method": method})
         block.load_state_dict(trained.state_dict())                # same weights, new step count
         with torch.no_grad():
@@ -237,6 +239,66 @@ def test_lowrank_hypernetwork_is_smaller_than_full():
     count = lambda m: sum(p.numel() for p in m.parameters())        # noqa: E731
     full, low = (build_block("neural_ode_transformer", d_model=16, hyper=h) for h in ("full", "lowrank"))
     assert count(low) < count(full) / 4
+
+
+def _hand_written_qkvflow(block, x, steps):
+    """The qkvflow field written out matrix by matrix, integrated by Euler with t_i = i/N, then the final LN."""
+    hyper, k = block.field.hyper, block.cfg.t_embed
+
+    def features(t):
+        freqs = torch.tensor([10_000.0 ** (-j / k) for j in range(k)])
+        return torch.cat([torch.tensor([t]), torch.sin(1000 * t * freqs), torch.cos(1000 * t * freqs)])
+
+    def h(mlp, t):                                                 # each layer's own time MLP
+        lin1, lin2 = mlp[0], mlp[2]
+        z = lin1.weight @ features(t) + lin1.bias
+        return lin2.weight @ (z * torch.sigmoid(z)) + lin2.bias
+
+    def linear(name, t, y):
+        gen = hyper.linears[name]
+        hv = h(gen.mlp, t)
+        W = (gen.weight_gen.weight @ hv + gen.weight_gen.bias).view(gen.shape)    # the whole matrix from h(t)
+        return y @ W.T + gen.bias_gen.weight @ hv
+
+    def norm(name, t, y):
+        gen = hyper.norms[name]
+        hv = h(gen.mlp, t)
+        z = (y - y.mean(-1, keepdim=True)) / torch.sqrt(y.var(-1, unbiased=False, keepdim=True) + 1e-5)
+        return z * (1 + gen.weight_gen.weight @ hv) + gen.bias_gen.weight @ hv
+
+    heads, (b, n, d) = block.cfg.heads, x.shape
+    for i in range(steps):
+        t = i / steps
+        q, kk, v = linear("qkv", t, norm("norm1", t, x)).split(d, -1)
+        split = lambda z: z.view(b, n, heads, d // heads).transpose(1, 2)          # noqa: E731
+        att = torch.softmax(split(q) @ split(kk).transpose(-1, -2) / (d // heads) ** 0.5, -1) @ split(v)
+        a = linear("out", t, att.transpose(1, 2).reshape(b, n, d))
+        m = linear("fc2", t, nn.functional.gelu(linear("fc1", t, norm("norm2", t, x))))
+        x = x + (a + m) / steps
+    return block.final_norm(x)
+
+
+def test_qkvflow_parameterisation_reproduces_a_hand_written_per_matrix_generator():
+    torch.manual_seed(0)
+    block = build_block("neural_ode_transformer", d_model=D, heads=2, steps=3, t_embed=4, hyper_hidden=5)
+    assert block.cfg.hyper == "qkvflow" and block.cfg.solver.method == "euler" and block.final_norm is not None
+    with torch.no_grad():
+        for gen in block.field.hyper.generators():
+            nn.init.normal_(gen.weight, std=0.3)                   # LN generators start at 0: make them matter
+        x = _x()
+        torch.testing.assert_close(block(Seq(x=x)).x, _hand_written_qkvflow(block, x, 3), atol=1e-5, rtol=1e-5)
+        w0, w1 = block.weights_at(0.0)["fc1_weight"], block.weights_at(1.0)["fc1_weight"]
+    assert torch.linalg.matrix_rank(w1 - w0) > 4                   # a whole matrix per t, not a low-rank update
+
+
+def test_qkvflow_norms_start_as_plain_layer_norms_and_parameters_scale_with_the_time_mlp():
+    block = build_block("neural_ode_transformer", d_model=D, heads=2)
+    p = block.weights_at(0.37)
+    assert torch.equal(p["norm1_weight"], torch.ones(D)) and torch.equal(p["norm2_bias"], torch.zeros(D))
+    count = lambda m: sum(q.numel() for q in m.parameters())       # noqa: E731
+    layer = count(build_block("transformer", d_model=D, heads=2))
+    wide = build_block("neural_ode_transformer", d_model=D, heads=2, hyper_hidden=40)
+    assert count(block) > 20 * layer and count(wide) > 1.8 * count(block)
 
 
 @pytest.mark.parametrize("block, path", [
