@@ -127,7 +127,8 @@ def test_causal_variant_never_lets_a_later_token_reach_an_earlier_one(pde, targe
 
 @pytest.mark.parametrize("options", [{"pde": p, "target": t} for p in PDES for t in ("states", "weights")]
                          + [{"stepper": "spectral", "pde": p, "target": t} for p in ("diffusion", "wave")
-                            for t in ("states", "weights")])
+                            for t in ("states", "weights")]
+                         + [{"boundary": "fixed", "pde": p} for p in PDES] + [{"placement": "after"}])
 def test_padded_batch_equals_each_sequence_alone(options):
     block = build_block("pde_attention", d_model=D, heads=2, **options)
     with torch.no_grad():
@@ -253,6 +254,9 @@ def test_old_solver_key_names_the_new_one():
     ({"diffusion_max": -1.0}, "model.blocks[0].diffusion_max", "positive"),
     ({"time": float("inf")}, "model.blocks[0].time", "finite"),
     ({"steps": 0}, "model.blocks[0].steps", ">= 1"),
+    ({"boundary": "fixed", "stepper": "spectral"}, "model.blocks[0].boundary", "explicit"),
+    ({"placement": "after", "target": "weights"}, "model.blocks[0].placement", "inside"),
+    ({"reaction": "fisher"}, "model.blocks[0].reaction", "Valid choices"),
 ])
 def test_config_mistakes_name_the_key_path(options, path, words):
     model = {"d_model": D, "input": {"kind": "sequence", "channels": D},
@@ -260,3 +264,51 @@ def test_config_mistakes_name_the_key_path(options, path, words):
     with pytest.raises(ConfigError) as err:
         validate_model(model)
     assert err.value.path == path and words in str(err.value)
+
+
+def test_held_ends_stay_and_the_interior_evolves():
+    block = _strong(build_block("pde_attention", d_model=D, heads=2, boundary="fixed"))
+    u, m = _batch()
+    with torch.no_grad():
+        out = block.evolve(u, m, (-1, 1))
+    for b, n in enumerate(LENGTHS.tolist()):
+        torch.testing.assert_close(out[b, :, [0, n - 1]], u[b, :, [0, n - 1]], atol=0, rtol=0)
+        if n > 2:
+            assert (out[b, :, 1 : n - 1] - u[b, :, 1 : n - 1]).abs().max() > 1e-2
+    neumann = _strong(build_block("pde_attention", d_model=D, heads=2))
+    with torch.no_grad():
+        assert (neumann.evolve(u, m, (-1, 1))[0, :, 0] - u[0, :, 0]).abs().max() > 1e-2
+
+
+def test_placement_after_is_a_transformer_layer_then_the_pde():
+    block = _strong(build_block("pde_attention", d_model=D, heads=2, placement="after"))
+    layer = build_block("transformer", d_model=D, heads=2)
+    layer.load_state_dict({k: v for k, v in block.state_dict().items() if not k.startswith("raw.")})
+    seq = Seq(x=torch.randn(3, 9, D), mask=torch.arange(9)[None, :] < LENGTHS[:, None])
+    with torch.no_grad():
+        y = layer(seq).x.transpose(1, 2)
+        expected = block.evolve(y, seq.mask[:, None, :], (-1, 1)).transpose(1, 2)
+        torch.testing.assert_close(block(seq).x, expected)
+
+
+def test_logistic_reaction_is_fisher_kpp_like():
+    u = torch.linspace(-3, 3, 7, dtype=torch.float64)[None, None, :]
+    m = torch.ones(1, 1, 7, dtype=torch.bool)
+    rho = torch.tensor(0.5, dtype=torch.float64)
+    out = ops.explicit(u, m, "reaction_diffusion", {"D": torch.tensor(0.0), "rho": rho}, dt=0.1, steps=1,
+                       reaction_kind="logistic")
+    torch.testing.assert_close(out, u + 0.1 * rho * u * (1 - torch.sigmoid(u)))
+
+
+def test_the_causal_states_stencil_is_transport_an_impulse_drifts_by_D_T():
+    """The one-sided stencil u_i += D dt (u_{i-1} - u_i) moves mass forward: after pseudo-time T an impulse's
+    centre sits D·T positions later (a Poisson kernel), which is why docs call it causal transport."""
+    n, start, rate, time = 64, 5, 0.8, 10.0
+    u = torch.zeros(1, 1, n, dtype=torch.float64)
+    u[..., start] = 1.0
+    m = torch.ones(1, 1, n, dtype=torch.bool)
+    out = ops.explicit(u, m, "diffusion", {"D": torch.tensor(rate, dtype=torch.float64)}, dt=time / 4000,
+                       steps=4000, causal=True)
+    centre = (out * torch.arange(n, dtype=torch.float64)).sum() / out.sum()
+    assert abs(centre.item() - (start + rate * time)) < 0.05
+    assert (out[..., :start] == 0).all()

@@ -70,15 +70,22 @@ def reaction(u: Tensor, rho: Tensor, kind: str) -> Tensor:
     return rho * (torch.tanh(u) if kind == "tanh" else u * (1 - torch.sigmoid(u)))
 
 
+def ends(m: Tensor) -> Tensor:
+    """The first and last position of each valid stretch (a valid position with an invalid neighbour)."""
+    return m & ~(_shift(m, 1, False) & _shift(m, -1, False))
+
+
 def explicit(u: Tensor, m: Tensor, pde: str, coef: dict[str, Tensor], dt: float, steps: int,
-             causal: bool = False, reaction_kind: str = "tanh") -> Tensor:
+             causal: bool = False, reaction_kind: str = "tanh", held: Tensor | None = None) -> Tensor:
     """``steps`` forward-Euler steps of size ``dt``; ``coef`` holds D, and rho (reaction) or v (advection).
 
-    The wave starts at rest and runs Störmer–Verlet (`wave` after a half kick). Padded positions are
-    returned unchanged."""
+    The wave starts at rest and runs Störmer–Verlet (`wave` after a half kick). Positions in ``held``
+    (e.g. `ends`: Dirichlet ends kept at their initial values) and padded positions are returned
+    unchanged."""
+    free = m.to(u.dtype) if held is None else (m & ~held).to(u.dtype)
     if pde == "wave":
-        half_kick = -0.5 * dt * coef["c"] ** 2 * laplacian(u, m, causal)       # w_{-1/2}: Verlet from rest
-        return wave(u, half_kick, m, coef["c"], dt, steps, causal)[0]
+        half_kick = -0.5 * dt * coef["c"] ** 2 * laplacian(u, m, causal) * free  # w_{-1/2}: Verlet from rest
+        return wave(u, half_kick, m, coef["c"], dt, steps, causal, free)[0]
     pairs, x = _pairs(m, u.dtype), torch.where(m, u, 0.0)
     for _ in range(steps):
         dx = coef["D"] * _laplacian(x, pairs, causal)
@@ -86,18 +93,19 @@ def explicit(u: Tensor, m: Tensor, pde: str, coef: dict[str, Tensor], dt: float,
             dx = dx + reaction(x, coef["rho"], reaction_kind)
         elif pde == "advection_diffusion":
             dx = dx + _advection(x, pairs, coef["v"], causal)
-        x = x + dt * dx
+        x = x + dt * dx * free
     return torch.where(m, x, u)
 
 
 def wave(u: Tensor, w: Tensor, m: Tensor, c: Tensor, dt: float, steps: int,
-         causal: bool = False) -> tuple[Tensor, Tensor]:
+         causal: bool = False, free: Tensor | float = 1.0) -> tuple[Tensor, Tensor]:
     """Symplectic Euler for u_tt = c² Δu with velocity w: w += dt c² Δu, then u += dt w (stable for c·dt <= 1).
 
-    Padded positions of u are returned unchanged, those of w as zero."""
+    Only positions where ``free`` is 1 accelerate. Padded positions of u are returned unchanged, those of
+    w as zero."""
     pairs, x, w = _pairs(m, u.dtype), torch.where(m, u, 0.0), torch.where(m, w, 0.0)
     for _ in range(steps):
-        w = w + c * c * (dt * _laplacian(x, pairs, causal))
+        w = w + c * c * (dt * _laplacian(x, pairs, causal)) * free
         x = x + dt * w
     return torch.where(m, x, u), w
 

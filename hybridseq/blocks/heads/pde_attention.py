@@ -16,8 +16,10 @@ stability bound of the ceilings (2 D + ρ, 2 D + |v|, c; a one-sided causal sten
 every step is stable whatever the learned values. ``stepper: spectral`` solves diffusion and the wave
 exactly (DCT-II by FFT; ``steps`` is then irrelevant) and reaction–diffusion by Strang splitting of the
 exact diffusion with the reaction. Boundaries are zero-flux at the ends of the VALID part of each
-sequence, so padding never reaches valid tokens; ``causal: true`` uses causal attention and one-sided
-stencils, so no token reaches an earlier one.
+sequence (``boundary: fixed`` holds the two ends instead), so padding never reaches valid tokens;
+``causal: true`` uses causal attention and one-sided stencils, so no token reaches an earlier one (on
+states the one-sided stencil is upwind transport: see docs/heads.md). ``placement: after`` evolves the
+states after the feed-forward part instead of between attention and it.
 """
 from __future__ import annotations
 
@@ -60,7 +62,9 @@ class PDEAttention(Block):
         diffusion_max: float = 2.0             # ceiling of D (pseudo-time units)
         speed_max: float = 2.0                 # ceiling of c (wave) or |v| (advection)
         reaction_max: float = 1.0              # ceiling of |ρ|
-        reaction: str = choice("tanh", "logistic")   # r(u) = ρ tanh u, or ρ u (1 - σ(u))
+        reaction: str = choice("tanh", "logistic")   # r(u) = ρ tanh u, or ρ u (1 - σ(u)) (authors' code)
+        boundary: str = choice("neumann", "fixed")   # zero-flux ends, or ends held at their values (authors' code)
+        placement: str = choice("inside", "after")   # PDE between attention and FF, or after the FF (authors' code)
         mlp_ratio: float = 4.0                 # feed-forward hidden width as a multiple of d_model
         causal: bool = False                   # no token reaches an earlier one
 
@@ -76,6 +80,12 @@ class PDEAttention(Block):
             if self.stepper == "spectral" and self.pde not in SPECTRAL:
                 raise ConfigError(f"{path}.stepper", f"'spectral' solves pde {', '.join(SPECTRAL)} only, got "
                                   f"pde '{self.pde}'", choices=["explicit"], got=self.stepper)
+            if self.stepper == "spectral" and self.boundary == "fixed":
+                raise ConfigError(f"{path}.boundary", "held ends have no spectral stepper here; use stepper: "
+                                  "explicit or boundary: neumann", got=self.boundary)
+            if self.placement == "after" and self.target == "weights":
+                raise ConfigError(f"{path}.placement", "placement 'after' evolves the states; with target: "
+                                  "weights the PDE acts inside attention", choices=["inside"], got=self.placement)
             if self.stepper == "spectral" and self.causal and self.target == "states":
                 raise ConfigError(f"{path}.causal", "the one-sided causal stencil has no spectral solution; "
                                   "use stepper: explicit")
@@ -130,7 +140,8 @@ class PDEAttention(Block):
         coef = {k: c.view(shape) for k, c in self.coefficients().items()}
         if cfg.stepper == "explicit":
             n = cfg.substeps()
-            return ops.explicit(u, m, cfg.pde, coef, cfg.time / n, n, cfg.stencil_causal(), cfg.reaction)
+            held = ops.ends(m.expand(u.shape)) if cfg.boundary == "fixed" else None
+            return ops.explicit(u, m, cfg.pde, coef, cfg.time / n, n, cfg.stencil_causal(), cfg.reaction, held)
         if cfg.pde == "wave":
             return ops.wave_spectral(u, m, coef["c"], cfg.time)
         if cfg.pde == "reaction_diffusion":
@@ -162,7 +173,12 @@ class PDEAttention(Block):
             x = x + self._evolved_attention(self.norm1(x), valid)
         else:
             x = x + self.attn(self.norm1(x), attention_mask(seq.mask, x.shape[1], self.cfg.causal, x.device))
-            u = self.evolve(x.transpose(1, 2), valid[:, None, :], (-1, 1))     # [B, D, L]
-            x = u.transpose(1, 2)
+            if self.cfg.placement == "inside":
+                x = self._evolved_states(x, valid)
         x = x + self.ff(self.norm2(x))
+        if self.cfg.target == "states" and self.cfg.placement == "after":
+            x = self._evolved_states(x, valid)
         return replace(seq, x=x)
+
+    def _evolved_states(self, x: Tensor, valid: Tensor) -> Tensor:
+        return self.evolve(x.transpose(1, 2), valid[:, None, :], (-1, 1)).transpose(1, 2)   # via [B, D, L]
