@@ -392,3 +392,39 @@ def test_heads_agree_on_cpu_and_gpu(name, options):
     torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-4, rtol=1e-4)
     for g, p in zip(grads, block.parameters()):
         torch.testing.assert_close(p.grad.cpu(), g, atol=1e-4, rtol=1e-3)
+
+
+@pytest.mark.parametrize("hyper", ["qkvflow", "lowrank"])
+def test_exported_discrete_stack_matches_the_continuous_head_at_the_same_steps(hyper):
+    from hybridseq.blocks.heads.discrete import export_discrete
+
+    torch.manual_seed(0)
+    head = build_block("neural_ode_transformer", d_model=D, heads=2, steps=3, hyper=hyper, causal=True)
+    seq = Seq(x=_x(n=6), mask=torch.tensor([[True] * 6, [True] * 4 + [False] * 2]))
+    stack = export_discrete(head, 3)
+    with torch.no_grad():
+        torch.testing.assert_close(stack(seq).x[seq.mask], head(seq).x[seq.mask], atol=1e-6, rtol=1e-5)
+        finer = export_discrete(head, 6)(seq).x
+    assert (finer - stack(seq).x)[seq.mask].abs().max() > 1e-4               # N is a real choice
+    stack(seq).x.square().sum().backward()
+    assert all(p.grad is not None for p in stack.parameters())               # full fine-tuning
+
+
+def test_lora_fine_tuning_trains_low_rank_updates_only():
+    from hybridseq.blocks.heads.discrete import export_discrete
+
+    torch.manual_seed(0)
+    head = build_block("neural_ode_transformer", d_model=D, heads=2, steps=2)
+    seq = Seq(x=_x())
+    stack = export_discrete(head, 2, lora_rank=2)
+    trainable = [n for n, p in stack.named_parameters() if p.requires_grad]
+    assert trainable and all(".lora." in n for n in trainable)
+    with torch.no_grad():
+        torch.testing.assert_close(stack(seq).x, head(seq).x, atol=1e-6, rtol=1e-5)   # starts as the export
+    before = {n: p.clone() for n, p in stack.named_parameters() if not p.requires_grad}
+    opt = torch.optim.SGD([p for p in stack.parameters() if p.requires_grad], lr=0.1)
+    (stack(seq).x * _x(seed=5)).sum().backward()                    # after the final LN: not a squared norm
+    opt.step()
+    assert all(torch.equal(before[n], p) for n, p in stack.named_parameters() if n in before)
+    with torch.no_grad():
+        assert (stack(seq).x - head(seq).x).abs().max() > 1e-4
