@@ -82,7 +82,7 @@ def explicit(u: Tensor, m: Tensor, pde: str, coef: dict[str, Tensor], dt: float,
     The wave starts at rest and runs Störmer–Verlet (`wave` after a half kick). Positions in ``held``
     (e.g. `ends`: Dirichlet ends kept at their initial values) and padded positions are returned
     unchanged."""
-    free = m.to(u.dtype) if held is None else (m & ~held).to(u.dtype)
+    free = 1.0 if held is None else (m & ~held).to(u.dtype)                   # 1 where a value may change
     if pde == "wave":
         half_kick = -0.5 * dt * coef["c"] ** 2 * laplacian(u, m, causal) * free  # w_{-1/2}: Verlet from rest
         return wave(u, half_kick, m, coef["c"], dt, steps, causal, free)[0]
@@ -93,7 +93,7 @@ def explicit(u: Tensor, m: Tensor, pde: str, coef: dict[str, Tensor], dt: float,
             dx = dx + reaction(x, coef["rho"], reaction_kind)
         elif pde == "advection_diffusion":
             dx = dx + _advection(x, pairs, coef["v"], causal)
-        x = x + dt * dx * free
+        x = x + dt * dx if held is None else x + dt * dx * free
     return torch.where(m, x, u)
 
 
@@ -104,8 +104,9 @@ def wave(u: Tensor, w: Tensor, m: Tensor, c: Tensor, dt: float, steps: int,
     Only positions where ``free`` is 1 accelerate. Padded positions of u are returned unchanged, those of
     w as zero."""
     pairs, x, w = _pairs(m, u.dtype), torch.where(m, u, 0.0), torch.where(m, w, 0.0)
+    kick = c * c * dt * free                                                   # [.., 1 | n]
     for _ in range(steps):
-        w = w + c * c * (dt * _laplacian(x, pairs, causal)) * free
+        w = w + kick * _laplacian(x, pairs, causal)
         x = x + dt * w
     return torch.where(m, x, u), w
 
