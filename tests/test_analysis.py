@@ -5,7 +5,9 @@ import pytest
 import torch
 
 from hybridseq import assemble, build_block
-from hybridseq.analysis import analyze, compose, ftle, jacobian, lyapunov_exponents, rk4_map, spectra
+from hybridseq import Seq
+from hybridseq.analysis import (analyze, compose, ftle, jacobian, lyapunov_exponents, rk4_map, spectra,
+                                token_sensitivity, write_report)
 from hybridseq.analysis.lyapunov import LyapunovConvergenceWarning
 from hybridseq.analysis.spectra import head_eigenvalues
 from hybridseq.blocks.backbones.transformer import attention_mask
@@ -123,6 +125,17 @@ def test_spectra_along_depth():
     assert layered["t"] == [0.0, 1 / 3, 2 / 3]
 
 
+def test_token_sensitivity_is_the_norm_of_each_token_block_of_the_jacobian():
+    torch.manual_seed(0)
+    block = build_block("ode_transformer", d_model=4, heads=2, causal=True).double()
+    x = torch.randn(2, 5, 4, dtype=torch.float64)
+    fn = lambda y: block(Seq(x=y)).x                                           # noqa: E731
+    S = token_sensitivity(fn, x)                                               # [2, 5, 5]
+    J = torch.autograd.functional.jacobian(lambda y: fn(y[None])[0], x[1])   # [5, 4, 5, 4]
+    torch.testing.assert_close(S[1], J.square().sum(dim=(1, 3)).sqrt())
+    assert (S.triu(1) == 0).all() and (S.diagonal(dim1=1, dim2=2) > 0).all()   # causal: no later token
+
+
 MODEL = {"d_model": 8, "input": {"kind": "irregular", "channels": 2}, "encoder": {"type": "linear"},
          "blocks": [{"type": "ode_transformer", "heads": 2, "layers": 2, "name": "ode"},
                     {"type": "neural_ode_transformer", "heads": 2, "steps": 2, "name": "node"}],
@@ -138,8 +151,26 @@ def test_analyze_a_model_directly():
         assert len(node["lyapunov"]["mean"]) == 3 and len(node["lyapunov"]["per_sample"]) == 2
         assert all(torch.isfinite(torch.tensor(node["lyapunov"]["mean"])))
         assert node["lyapunov"]["method"] == "ftle"
+        assert torch.tensor(node["sensitivity"]).shape == (6, 6)
     benettin = analyze(model, batch, times=3, topk=3, steps=4, lyapunov="benettin")
     assert benettin["node"]["lyapunov"]["mean"] != result["node"]["lyapunov"]["mean"]
+
+
+@pytest.mark.parametrize("target", ["states", "weights"])
+def test_analyze_reports_what_a_pde_attention_layer_learned(tmp_path, target):
+    model = assemble(dict(MODEL, blocks=[{"type": "pde_attention", "heads": 2, "target": target, "name": "pde"}]))
+    batch = torch.randn(2, 6, 2)
+    result = analyze(model, batch)
+    node = result["pde"]
+    assert set(node) == {"type", "sensitivity", "pde"}
+    widths = {"states": 8, "weights": 2}
+    assert len(node["pde"]["coefficients"]["D"]) == widths[target]
+    if target == "weights":
+        before, after = torch.tensor(node["pde"]["attention_before"]), torch.tensor(node["pde"]["attention_after"])
+        torch.testing.assert_close(after.sum(-1), torch.ones(6))
+        assert before.shape == (6, 6) and (after - before).abs().max() > 1e-4
+    names = {p.name for p in write_report(result, tmp_path)}
+    assert names == {"analysis.json", "pde_sensitivity.png", "pde_pde.png"}
 
 
 @pytest.mark.parametrize("source", ["data", "random", "file"])
@@ -153,7 +184,8 @@ def test_analyze_command_end_to_end(tmp_path, capsys, source):
     assert main(["analyze", str(run), "--input", source, "--times", "3", "--topk", "2", "--steps", "4"]) == 0
     out = run / "analysis"
     names = {p.name for p in out.iterdir()}
-    assert {"analysis.json", "ode_spectra.png", "ode_lyapunov.png", "node_spectra.png", "node_lyapunov.png"} <= names
+    assert {"analysis.json", "ode_spectra.png", "ode_lyapunov.png", "node_spectra.png", "node_lyapunov.png",
+            "ode_sensitivity.png", "node_sensitivity.png"} <= names
     assert all((out / n).read_bytes().startswith(b"\x89PNG\r\n\x1a\n") for n in names if n.endswith(".png"))
     report = json.loads((out / "analysis.json").read_text())
     assert len(report["node"]["spectra"]["t"]) == 3 and len(report["ode"]["lyapunov"]["mean"]) == 2

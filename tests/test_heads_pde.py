@@ -312,3 +312,19 @@ def test_the_causal_states_stencil_is_transport_an_impulse_drifts_by_D_T():
     centre = (out * torch.arange(n, dtype=torch.float64)).sum() / out.sum()
     assert abs(centre.item() - (start + rate * time)) < 0.05
     assert (out[..., :start] == 0).all()
+
+
+@pytest.mark.parametrize("stepper", ["explicit", "spectral"])
+def test_diffusion_of_the_weights_through_the_values_equals_evolving_the_matrix(stepper):
+    """(A E) V = A (E V) for the symmetric, row-stochastic diffusion map E: the fast path is the same layer."""
+    block = _strong(build_block("pde_attention", d_model=D, heads=2, target="weights", stepper=stepper)).double()
+    assert block.through_values
+    seq = Seq(x=torch.randn(3, 9, D, dtype=torch.float64), mask=torch.arange(9)[None, :] < LENGTHS[:, None])
+    with torch.no_grad():
+        h = block.norm1(seq.x)
+        weights, v = block.attention_weights(h, seq.mask)                    # the L × L path
+        b, n, d = h.shape
+        matrix = block.attn.out((weights @ v).transpose(1, 2).reshape(b, n, d))
+        fast = block._evolved_attention(h, seq.mask, seq.mask)
+    torch.testing.assert_close(fast[seq.mask], matrix[seq.mask], atol=1e-10, rtol=1e-9)
+    assert not build_block("pde_attention", d_model=D, heads=2, target="weights", causal=True).through_values

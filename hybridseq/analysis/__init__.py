@@ -1,7 +1,9 @@
 """Dynamics of continuous-depth heads: attention spectra along depth and Lyapunov exponents of the flow.
 
-``analyze(model, batch)`` finds every `ode_transformer` and `neural_ode_transformer` node of a
-`HybridModel`, records the sequence each receives on ``batch``, and returns per node the eigenvalue
+``analyze(model, batch)`` finds every `ode_transformer`, `neural_ode_transformer` and `pde_attention` node
+of a `HybridModel`, records the sequence each receives on ``batch``, and returns per node its token
+sensitivity map (`sensitivity`); for `pde_attention` its learned coefficients and attention maps; for
+the continuous-depth heads the eigenvalue
 spectra of W_Q W_Kᵀ and W_V W_O per head along depth (`spectra`) and the top-k Lyapunov exponents of
 its depth map on that input (`lyapunov`: finite-time exponents log σ_i(∂x(1)/∂x(0)) by default, or
 Benettin's asymptotic estimate with ``lyapunov="benettin"``). ``write_report`` saves them as JSON and
@@ -16,14 +18,18 @@ import torch
 
 from ..blocks.backbones.transformer import attention_mask
 from ..blocks.heads.neural_ode_transformer import NeuralODETransformer
+from ..blocks.heads.pde_attention import PDEAttention
 from ..io import atomic_write_text
 from .lyapunov import compose, ftle, jacobian, lyapunov_exponents, rk4_map
-from .plots import plot_lyapunov, plot_spectra
+from .plots import plot_lyapunov, plot_pde, plot_sensitivity, plot_spectra
+from .sensitivity import block_sensitivity, pde_summary, token_sensitivity
 from .spectra import CONTINUOUS_DEPTH, spectra
+
+ANALYSED = (*CONTINUOUS_DEPTH, PDEAttention)
 
 
 def head_inputs(model, batch) -> dict:
-    """The `Seq` each continuous-depth node of ``model`` receives when it runs on ``batch``."""
+    """The `Seq` each analysed node (continuous-depth heads, `pde_attention`) receives on ``batch``."""
     seen, hooks = {}, []
 
     def record(name):
@@ -32,7 +38,7 @@ def head_inputs(model, batch) -> dict:
         return hook
 
     for name, block in model.nodes.items():
-        if isinstance(block, CONTINUOUS_DEPTH):
+        if isinstance(block, ANALYSED):
             hooks.append(block.register_forward_pre_hook(record(name)))
     try:
         with torch.no_grad():
@@ -67,29 +73,40 @@ def block_lyapunov(block, seq, k: int, steps: int, method: str = "ftle") -> dict
 
 
 def analyze(model, batch, *, times: int = 9, topk: int = 4, steps: int = 32, lyapunov: str = "ftle") -> dict:
-    """Spectra and Lyapunov exponents of every continuous-depth node: ``{node: {...}}``."""
+    """Per analysed node ``{node: {...}}``: the token sensitivity map of its first sample; for continuous-depth
+    heads the spectra and Lyapunov exponents; for `pde_attention` its coefficients (and attention maps)."""
     model.eval()
     result = {}
     for name, seq in head_inputs(model, batch).items():
         block = model.nodes[name]
-        with torch.no_grad():
-            spec = spectra(block, times)
-        result[name] = {"type": type(block).__name__, "spectra": spec,
-                        "lyapunov": block_lyapunov(block, seq, topk, steps, lyapunov)}
+        node = {"type": type(block).__name__, "sensitivity": block_sensitivity(block, seq)}
+        if isinstance(block, PDEAttention):
+            node["pde"] = pde_summary(block, seq)
+        else:
+            with torch.no_grad():
+                node["spectra"] = spectra(block, times)
+            node["lyapunov"] = block_lyapunov(block, seq, topk, steps, lyapunov)
+        result[name] = node
     return result
 
 
 def write_report(result: dict, out_dir) -> list[Path]:
-    """``analysis.json`` plus ``<node>_spectra.png`` and ``<node>_lyapunov.png`` per node."""
+    """``analysis.json`` plus per node ``<node>_sensitivity.png`` and ``<node>_spectra.png`` +
+    ``<node>_lyapunov.png`` (continuous depth) or ``<node>_pde.png`` (`pde_attention`)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "analysis.json"]
     atomic_write_text(written[0], json.dumps(result, indent=1))
     for name, node in result.items():
-        written.append(plot_spectra(node["spectra"], out / f"{name}_spectra.png", f"{name} ({node['type']})"))
-        written.append(plot_lyapunov(node["lyapunov"], out / f"{name}_lyapunov.png", f"{name}: Lyapunov exponents"))
+        title = f"{name} ({node['type']})"
+        written.append(plot_sensitivity(node["sensitivity"], out / f"{name}_sensitivity.png", title))
+        if "pde" in node:
+            written.append(plot_pde(node["pde"], out / f"{name}_pde.png", title))
+        else:
+            written.append(plot_spectra(node["spectra"], out / f"{name}_spectra.png", title))
+            written.append(plot_lyapunov(node["lyapunov"], out / f"{name}_lyapunov.png", f"{name}: Lyapunov exponents"))
     return written
 
 
 __all__ = ["analyze", "compose", "ftle", "head_inputs", "jacobian", "lyapunov_exponents", "rk4_map", "spectra",
-           "write_report"]
+           "token_sensitivity", "write_report"]

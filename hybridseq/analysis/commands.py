@@ -39,13 +39,18 @@ def cmd_analyze(args) -> int:
     batch = _input(args.input or ("data" if "data" in cfg else "random"), cfg, model, args.batch, args.seed)
     result = analyze(model, batch, times=args.times, topk=args.topk, steps=args.steps, lyapunov=args.lyapunov)
     if not result:
-        print("no continuous-depth head (ode_transformer, neural_ode_transformer) in this model; nothing to analyze")
+        print("no continuous-depth head (ode_transformer, neural_ode_transformer) or pde_attention in this model; "
+              "nothing to analyze")
         return 1
     here = Path(args.path)
     out = Path(args.out) if args.out else (here if here.is_dir() else here.parent) / "analysis"
     for path in write_report(result, out):
         print(f"wrote {path}")
     for name, node in result.items():
+        if "pde" in node:
+            coef = ", ".join(f"{k} mean {sum(v) / len(v):.3f}" for k, v in node["pde"]["coefficients"].items())
+            print(f"{name} ({node['type']}): {node['pde']['pde']} on {node['pde']['target']}: {coef}")
+            continue
         lyap = ", ".join(f"{v:+.3f}" for v in node["lyapunov"]["mean"])
         radius = max(max(row) for row in node["spectra"]["vo_radius"])
         print(f"{name} ({node['type']}): top Lyapunov exponents [{lyap}]; max |λ(W_V W_O)| = {radius:.3f}")

@@ -24,6 +24,8 @@ def plot_spectra(spec: dict, path: Path, title: str) -> Path:
         for t, heads in zip(spec["t"], spec[name]):
             points = [p for head in heads for p in head]
             ax.scatter([p[0] for p in points], [p[1] for p in points], s=8, color=cmap(t))
+        scale = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, 1))
+        fig.colorbar(scale, ax=ax, label="depth t")
         ax.axvline(0, color="grey", lw=0.5)
         ax.set(title=f"eigenvalues of {label} (colour: t)", xlabel="Re", ylabel="Im")
         ax = axes[1, col]
@@ -51,6 +53,46 @@ def plot_lyapunov(lyap: dict, path: Path, title: str) -> Path:
     ax.axhline(0, color="grey", lw=0.5)
     ax.set(xlabel="exponent index", ylabel="λ (per unit depth)", title=title)
     ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _heatmap(fig, ax, values, title: str, xlabel: str, ylabel: str, label: str) -> None:
+    image = ax.imshow(values, cmap="magma", origin="upper", aspect="auto")
+    fig.colorbar(image, ax=ax, label=label)
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+
+
+def plot_sensitivity(sensitivity: list, path: Path, title: str) -> Path:
+    """Heat map of ‖∂y_j/∂x_i‖_F: output token j (rows) against input token i (columns)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    _heatmap(fig, ax, sensitivity, f"{title}: token sensitivity", "input token i", "output token j",
+             "‖∂y_j / ∂x_i‖_F")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_pde(pde: dict, path: Path, title: str) -> Path:
+    """The learned coefficients per field; for ``target: weights`` the attention before and after the PDE."""
+    plt = _pyplot()
+    maps = "attention_before" in pde
+    fig, axes = plt.subplots(1, 3 if maps else 1, figsize=(15 if maps else 6, 4), squeeze=False)
+    ax = axes[0, 0]
+    for name, values in pde["coefficients"].items():
+        ax.plot(range(len(values)), values, marker="o", ms=3, label=name)
+    field = "channel" if pde["target"] == "states" else "head"
+    ax.set(title=f"{pde['pde']} coefficients (T = {pde['time']})", xlabel=field, ylabel="value")
+    ax.legend()
+    if maps:
+        for ax, key, label in ((axes[0, 1], "attention_before", "softmax"), (axes[0, 2], "attention_after",
+                                                                            "after the PDE")):
+            _heatmap(fig, ax, pde[key], f"attention, {label} (mean over heads)", "key", "query", "weight")
+    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

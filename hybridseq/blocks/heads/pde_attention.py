@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 from typing import ClassVar
 
 import torch
+import torch.nn.functional as F
 from omegaconf import MISSING
 from torch import Tensor, nn
 
@@ -128,6 +129,11 @@ class PDEAttention(Block):
         self.raw = nn.ParameterDict({k: nn.Parameter(torch.full((fields,), RAW_INIT[k]))
                                      for k in COEFFICIENTS[cfg.pde]})          # unconstrained coefficients
         self.top = {"D": cfg.diffusion_max, "v": cfg.speed_max, "c": cfg.speed_max, "rho": cfg.reaction_max}
+        # Diffusion of attention rows over the same key domain for every query is one symmetric linear map E
+        # per (sample, head) that keeps rows non-negative and summing to 1, so (A E) V = A (E V): evolve the
+        # values instead and keep the fused attention kernel (O(L·hd) PDE work, no L×L tensor).
+        self.through_values = (cfg.target == "weights" and cfg.pde == "diffusion" and not cfg.causal
+                               and cfg.boundary == "neumann")
 
     def coefficients(self) -> dict[str, Tensor]:
         """The PDE coefficients, one per field (channel or head), inside their stable ranges."""
@@ -148,29 +154,40 @@ class PDEAttention(Block):
             return ops.split_reaction_diffusion(u, m, coef, cfg.time, cfg.substeps(), cfg.reaction)
         return ops.diffusion_spectral(u, m, coef["D"], cfg.time)
 
-    def attention_weights(self, h: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
-        """(evolved attention weights [B, H, L, L], values [B, H, L, hd]) for normalised states h."""
+    def attention_maps(self, h: Tensor, valid: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(softmax weights, evolved weights [B, H, L, L], values [B, H, L, hd]) for normalised states h."""
         b, n, d = h.shape
         heads = self.cfg.heads
         q, k, v = self.attn.qkv(h).view(b, n, 3, heads, d // heads).permute(2, 0, 3, 1, 4)  # 3 x [B, H, L, hd]
         scores = q @ k.transpose(-1, -2) / math.sqrt(d // heads)               # [B, H, L, L]
         allowed = attention_mask(valid, n, self.cfg.causal, h.device)          # [B, 1, L, L]
-        weights = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
+        before = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
         keys = valid[:, None, None, :].expand(b, 1, n, n)                      # [B, 1, L, L] PDE domain
         if self.cfg.causal:
             keys = keys & torch.ones(n, n, dtype=torch.bool, device=h.device).tril()
-        weights = torch.where(keys, self.evolve(weights, keys, (heads, 1, 1)), 0.0).clamp(min=0)
-        return weights / weights.sum(-1, keepdim=True).clamp(min=EPS), v       # rows sum to 1
+        after = torch.where(keys, self.evolve(before, keys, (heads, 1, 1)), 0.0).clamp(min=0)
+        return before, after / after.sum(-1, keepdim=True).clamp(min=EPS), v  # rows sum to 1
 
-    def _evolved_attention(self, h: Tensor, valid: Tensor) -> Tensor:
-        weights, v = self.attention_weights(h, valid)
+    def attention_weights(self, h: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+        """(evolved attention weights [B, H, L, L], values [B, H, L, hd]) for normalised states h."""
+        return self.attention_maps(h, valid)[1:]
+
+    def _evolved_attention(self, h: Tensor, valid: Tensor, mask: Tensor | None) -> Tensor:
         b, n, d = h.shape
-        return self.attn.out((weights @ v).transpose(1, 2).reshape(b, n, d))   # [B, L, D]
+        if self.through_values:
+            heads = self.cfg.heads
+            q, k, v = self.attn.qkv(h).view(b, n, 3, heads, d // heads).permute(2, 0, 3, 1, 4)  # 3 x [B, H, L, hd]
+            v = self.evolve(v.transpose(-1, -2), valid[:, None, None, :], (heads, 1, 1)).transpose(-1, -2)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask(mask, n, False, h.device))
+        else:
+            weights, v = self.attention_weights(h, valid)
+            y = weights @ v                                                    # [B, H, L, hd]
+        return self.attn.out(y.transpose(1, 2).reshape(b, n, d))               # [B, L, D]
 
     def forward(self, seq: Seq) -> Seq:
         x, valid = seq.x, seq.valid()                                          # [B, L, D], [B, L]
         if self.cfg.target == "weights":
-            x = x + self._evolved_attention(self.norm1(x), valid)
+            x = x + self._evolved_attention(self.norm1(x), valid, seq.mask)
         else:
             x = x + self.attn(self.norm1(x), attention_mask(seq.mask, x.shape[1], self.cfg.causal, x.device))
             if self.cfg.placement == "inside":
