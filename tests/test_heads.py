@@ -246,8 +246,9 @@ def _hand_written_qkvflow(block, x, steps):
     hyper, k = block.field.hyper, block.cfg.t_embed
 
     def features(t):
-        freqs = torch.tensor([10_000.0 ** (-j / k) for j in range(k)])
-        return torch.cat([torch.tensor([t]), torch.sin(1000 * t * freqs), torch.cos(1000 * t * freqs)])
+        freqs = torch.tensor([10_000.0 ** (-j / k) for j in range(k)], dtype=torch.float64)
+        return torch.cat([torch.tensor([t], dtype=torch.float64), torch.sin(1000 * t * freqs),
+                          torch.cos(1000 * t * freqs)])
 
     def h(mlp, t):                                                 # each layer's own time MLP
         lin1, lin2 = mlp[0], mlp[2]
@@ -257,7 +258,7 @@ def _hand_written_qkvflow(block, x, steps):
     def linear(name, t, y):
         gen = hyper.linears[name]
         hv = h(gen.mlp, t)
-        W = (gen.weight_gen.weight @ hv + gen.weight_gen.bias).view(gen.shape)    # the whole matrix from h(t)
+        W = (gen.weight_gen.weight @ hv).view(gen.shape) + gen.base             # the whole matrix from h(t)
         return y @ W.T + gen.bias_gen.weight @ hv
 
     def norm(name, t, y):
@@ -280,13 +281,13 @@ def _hand_written_qkvflow(block, x, steps):
 
 def test_qkvflow_parameterisation_reproduces_a_hand_written_per_matrix_generator():
     torch.manual_seed(0)
-    block = build_block("neural_ode_transformer", d_model=D, heads=2, steps=3, t_embed=4, hyper_hidden=5)
+    block = build_block("neural_ode_transformer", d_model=D, heads=2, steps=3, t_embed=4, hyper_hidden=5).double()
     assert block.cfg.hyper == "qkvflow" and block.cfg.solver.method == "euler" and block.final_norm is not None
     with torch.no_grad():
         for gen in block.field.hyper.generators():
             nn.init.normal_(gen.weight, std=0.3)                   # LN generators start at 0: make them matter
-        x = _x()
-        torch.testing.assert_close(block(Seq(x=x)).x, _hand_written_qkvflow(block, x, 3), atol=1e-5, rtol=1e-5)
+        x = _x().double()
+        torch.testing.assert_close(block(Seq(x=x)).x, _hand_written_qkvflow(block, x, 3))
         w0, w1 = block.weights_at(0.0)["fc1_weight"], block.weights_at(1.0)["fc1_weight"]
     assert torch.linalg.matrix_rank(w1 - w0) > 4                   # a whole matrix per t, not a low-rank update
 

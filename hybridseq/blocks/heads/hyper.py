@@ -97,16 +97,15 @@ class TemporalLinear(nn.Module):
         super().__init__()
         self.shape = tuple(weight.shape)
         self.mlp = _time_mlp(k, hidden)
-        self.weight_gen = nn.Linear(hidden, weight.numel())
-        self.bias_gen = nn.Linear(hidden, self.shape[0], bias=False)
-        with torch.no_grad():
-            self.weight_gen.bias.copy_(weight.detach().flatten())
+        self.base = nn.Parameter(weight.detach().clone())                     # W0 [out, in]: a matrix (decayed)
+        self.weight_gen = nn.Linear(hidden, weight.numel(), bias=False)        # A
+        self.bias_gen = nn.Linear(hidden, self.shape[0], bias=False)           # B
         nn.init.normal_(self.weight_gen.weight, std=GEN_STD)
         nn.init.normal_(self.bias_gen.weight, std=BIAS_STD)
 
     def forward(self, features: Tensor) -> tuple[Tensor, Tensor]:
         h = self.mlp(features)                                                 # [hidden]
-        return self.weight_gen(h).view(self.shape), self.bias_gen(h)          # [out, in], [out]
+        return self.base + self.weight_gen(h).view(self.shape), self.bias_gen(h)   # [out, in], [out]
 
 
 class TemporalNorm(nn.Module):
