@@ -72,7 +72,8 @@ def time_table(args, length: int) -> None:
     """Forward + backward time and saved-tensor memory of every variant, as ratios to a transformer layer."""
     d = args.d_model
     seq = hs.Seq(x=torch.randn(args.batch, length, d, requires_grad=True))
-    blocks = {name: hs.build_block(kind, d_model=d, heads=4, **opts) for name, (kind, opts) in VARIANTS.items()}
+    blocks = {name: hs.build_block(kind, d_model=d, heads=4, **opts) for name, (kind, opts) in VARIANTS.items()
+              if name == "transformer" or not any(word in name for word in args.exclude)}
 
     def run(block):
         return lambda: block(seq).x.sum().backward()
@@ -95,6 +96,7 @@ def main() -> None:
     ap.add_argument("--length", type=int, default=128, help="sequence length of the memory table")
     ap.add_argument("--lengths", type=int, nargs="+", default=[512, 2048], help="lengths of the time tables")
     ap.add_argument("--skip-memory", action="store_true", help="only the time tables")
+    ap.add_argument("--exclude", nargs="*", default=[], help="skip variants whose name contains any of these words")
     ap.add_argument("--d-model", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--threads", type=int, default=1, help="intra-op threads (1: stable timings on a shared CPU)")
