@@ -116,6 +116,9 @@ def test_spectra_along_depth():
     varying = spectra(node, times=5)
     assert len(varying["t"]) == 5 and len(varying["qk"][0]) == 2 and len(varying["qk"][0][0]) == 4
     assert varying["qk_radius"][0] != varying["qk_radius"][-1]
+    p = node.weights_at(0.5)
+    exact = torch.linalg.svdvals((p["fc2_weight"] @ p["fc1_weight"]).double())
+    torch.testing.assert_close(torch.tensor(varying["ff_singular"][2], dtype=torch.float64), exact)
     with torch.no_grad():
         for gen in node.field.hyper.generators():
             gen.weight.zero_()
@@ -152,7 +155,8 @@ def test_analyze_a_model_directly():
         assert all(torch.isfinite(torch.tensor(node["lyapunov"]["mean"])))
         assert node["lyapunov"]["method"] == "ftle"
         assert torch.tensor(node["sensitivity"]).shape == (6, 6)
-    benettin = analyze(model, batch, times=3, topk=3, steps=4, lyapunov="benettin")
+    with pytest.warns(LyapunovConvergenceWarning):                           # one unit of depth is short
+        benettin = analyze(model, batch, times=3, topk=3, steps=4, lyapunov="benettin")
     assert benettin["node"]["lyapunov"]["mean"] != result["node"]["lyapunov"]["mean"]
 
 
