@@ -314,10 +314,12 @@ def test_the_causal_states_stencil_is_transport_an_impulse_drifts_by_D_T():
     assert (out[..., :start] == 0).all()
 
 
-@pytest.mark.parametrize("stepper", ["explicit", "spectral"])
-def test_diffusion_of_the_weights_through_the_values_equals_evolving_the_matrix(stepper):
-    """(A E) V = A (E V) for the symmetric, row-stochastic diffusion map E: the fast path is the same layer."""
-    block = _strong(build_block("pde_attention", d_model=D, heads=2, target="weights", stepper=stepper)).double()
+@pytest.mark.parametrize("pde, stepper", [("diffusion", "explicit"), ("diffusion", "spectral"),
+                                          ("advection_diffusion", "explicit")])
+def test_the_weights_evolved_through_the_values_equal_evolving_the_matrix(pde, stepper):
+    """Rows evolve as A Eᵀ with E row-stochastic, so the output is A (Eᵀ V): the fast path is the same layer."""
+    block = _strong(build_block("pde_attention", d_model=D, heads=2, target="weights", pde=pde,
+                                stepper=stepper)).double()
     assert block.through_values
     seq = Seq(x=torch.randn(3, 9, D, dtype=torch.float64), mask=torch.arange(9)[None, :] < LENGTHS[:, None])
     with torch.no_grad():
@@ -328,3 +330,14 @@ def test_diffusion_of_the_weights_through_the_values_equals_evolving_the_matrix(
         fast = block._evolved_attention(h, seq.mask, seq.mask)
     torch.testing.assert_close(fast[seq.mask], matrix[seq.mask], atol=1e-10, rtol=1e-9)
     assert not build_block("pde_attention", d_model=D, heads=2, target="weights", causal=True).through_values
+
+
+def test_the_transposed_stepper_is_the_transpose():
+    u, m = _batch(channels=1)
+    u, y = u.double(), torch.randn_like(u.double())
+    coef = {"D": torch.tensor(0.3, dtype=torch.float64), "v": torch.tensor(-0.4, dtype=torch.float64)}
+    E = lambda z: ops.explicit(z, m, "advection_diffusion", coef, 0.5, 3)            # noqa: E731
+    Et = lambda z: ops.explicit_transpose(z, m, "advection_diffusion", coef, 0.5, 3)  # noqa: E731
+    valid = m.expand_as(u)
+    zero = lambda z: torch.where(valid, z, 0.0)                                         # noqa: E731
+    torch.testing.assert_close((zero(y) * zero(E(u))).sum(), (zero(Et(y)) * zero(u)).sum())

@@ -97,6 +97,25 @@ def explicit(u: Tensor, m: Tensor, pde: str, coef: dict[str, Tensor], dt: float,
     return torch.where(m, x, u)
 
 
+def _advection_adjoint(y: Tensor, pairs, v: Tensor) -> Tensor:
+    """The transpose of `_advection` (non-causal): v⁺ (y_{i+1} - y_i) - v⁻ (y_{i-1} - y_i) on valid pairs."""
+    back, fwd = _diffs(y, pairs)
+    return v.clamp(min=0) * fwd - v.clamp(max=0) * back
+
+
+def explicit_transpose(u: Tensor, m: Tensor, pde: str, coef: dict[str, Tensor], dt: float, steps: int) -> Tensor:
+    """Eᵀ u for the linear map E of `explicit` (non-causal diffusion or advection–diffusion, nothing held):
+    the same steps with the transposed operator (Δ is symmetric; advection's transpose is upwind the
+    other way). Padded positions are returned unchanged."""
+    pairs, x = _pairs(m, u.dtype), torch.where(m, u, 0.0)
+    for _ in range(steps):
+        dx = coef["D"] * _laplacian(x, pairs, False)
+        if pde == "advection_diffusion":
+            dx = dx + _advection_adjoint(x, pairs, coef["v"])
+        x = x + dt * dx
+    return torch.where(m, x, u)
+
+
 def wave(u: Tensor, w: Tensor, m: Tensor, c: Tensor, dt: float, steps: int,
          causal: bool = False, free: Tensor | float = 1.0) -> tuple[Tensor, Tensor]:
     """Symplectic Euler for u_tt = c² Δu with velocity w: w += dt c² Δu, then u += dt w (stable for c·dt <= 1).

@@ -129,11 +129,12 @@ class PDEAttention(Block):
         self.raw = nn.ParameterDict({k: nn.Parameter(torch.full((fields,), RAW_INIT[k]))
                                      for k in COEFFICIENTS[cfg.pde]})          # unconstrained coefficients
         self.top = {"D": cfg.diffusion_max, "v": cfg.speed_max, "c": cfg.speed_max, "rho": cfg.reaction_max}
-        # Diffusion of attention rows over the same key domain for every query is one symmetric linear map E
-        # per (sample, head) that keeps rows non-negative and summing to 1, so (A E) V = A (E V): evolve the
-        # values instead and keep the fused attention kernel (O(L·hd) PDE work, no L×L tensor).
-        self.through_values = (cfg.target == "weights" and cfg.pde == "diffusion" and not cfg.causal
-                               and cfg.boundary == "neumann")
+        # Diffusion (and upwind advection–diffusion) of attention rows over the same key domain for every
+        # query is one linear map E per (sample, head) that keeps rows non-negative and summing to 1 (flux
+        # form, steps within the stability bound), so the evolved rows are A Eᵀ and the output A (Eᵀ V):
+        # evolve the values by the transposed map and keep the fused kernel (O(L·hd) work, no L×L tensor).
+        self.through_values = (cfg.target == "weights" and cfg.pde in ("diffusion", "advection_diffusion")
+                               and not cfg.causal and cfg.boundary == "neumann")
 
     def coefficients(self) -> dict[str, Tensor]:
         """The PDE coefficients, one per field (channel or head), inside their stable ranges."""
@@ -153,6 +154,15 @@ class PDEAttention(Block):
         if cfg.pde == "reaction_diffusion":
             return ops.split_reaction_diffusion(u, m, coef, cfg.time, cfg.substeps(), cfg.reaction)
         return ops.diffusion_spectral(u, m, coef["D"], cfg.time)
+
+    def evolve_transpose(self, u: Tensor, m: Tensor, shape: tuple) -> Tensor:
+        """Eᵀ u for the linear evolution E of `evolve` (diffusion: E is symmetric; advection–diffusion)."""
+        cfg = self.cfg
+        if cfg.pde == "diffusion":
+            return self.evolve(u, m, shape)
+        coef = {k: c.view(shape) for k, c in self.coefficients().items()}
+        n = cfg.substeps()
+        return ops.explicit_transpose(u, m, cfg.pde, coef, cfg.time / n, n)
 
     def attention_maps(self, h: Tensor, valid: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """(softmax weights, evolved weights [B, H, L, L], values [B, H, L, hd]) for normalised states h."""
@@ -177,7 +187,7 @@ class PDEAttention(Block):
         if self.through_values:
             heads = self.cfg.heads
             q, k, v = self.attn.qkv(h).view(b, n, 3, heads, d // heads).permute(2, 0, 3, 1, 4)  # 3 x [B, H, L, hd]
-            v = self.evolve(v.transpose(-1, -2), valid[:, None, None, :], (heads, 1, 1)).transpose(-1, -2)
+            v = self.evolve_transpose(v.transpose(-1, -2), valid[:, None, None, :], (heads, 1, 1)).transpose(-1, -2)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask(mask, n, False, h.device))
         else:
             weights, v = self.attention_weights(h, valid)
