@@ -127,7 +127,8 @@ def test_rk_norm_normalises_each_stage_in_the_final_combination(scheme):
         for i, norm in enumerate(layer.stage_norms):
             norm.weight.fill_(1 + 0.1 * i)
     x = _x().double()
-    ln = lambda i, f: nn.functional.layer_norm(f, (D,), layer.stage_norms[i].weight, layer.stage_norms[i].bias)  # noqa: E731
+    norms = layer.stage_norms
+    ln = lambda i, f: nn.functional.layer_norm(f, (D,), norms[i].weight, norms[i].bias)  # noqa: E731
     f1 = x @ A.T
     if scheme == "rk4":
         f2 = (x + f1 / 2) @ A.T

@@ -13,8 +13,8 @@ the SAME parameters at every stage of that layer (the tableaux are data: `hybrid
                    (``gate: scalar``, W: 2d -> 1, the paper's) or per position and channel (``channel``)
 - ``learned_rk2``: y = x + a1 F1 + a2 F2 with learnable coefficients a1, a2 (initialised at 1)
 
-``rk_norm: true`` (the paper's RK-Norm) layer-normalises each stage F_i, with its own LayerNorm, where
-it enters the final combination y = x + Σ w_i LN_i(F_i); the stages themselves use the raw F_i.
+``rk_norm: true`` (the paper's RK-Norm, as we read it) layer-normalises each stage F_i, with its own
+LayerNorm, where it enters the final combination y = x + Σ w_i LN_i(F_i); the stages use the raw F_i.
 """
 from __future__ import annotations
 
