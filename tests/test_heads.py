@@ -430,3 +430,22 @@ def test_lora_fine_tuning_trains_low_rank_updates_only():
     assert all(torch.equal(before[n], p) for n, p in stack.named_parameters() if n in before)
     with torch.no_grad():
         assert (stack(seq).x - head(seq).x).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("name, options", [
+    ("neural_ode_transformer", {}), ("neural_ode_transformer", {"hyper": "lowrank"}),
+    ("ode_transformer", {"scheme": "rk3", "rk_norm": True}), ("ode_transformer", {"scheme": "gated_rk2"}),
+    ("pde_attention", {"pde": "wave", "boundary": "fixed"}),
+    ("pde_attention", {"pde": "reaction_diffusion", "reaction": "logistic", "placement": "after"}),
+])
+def test_reasoning_heads_train_under_bf16_autocast(name, options):
+    torch.manual_seed(0)
+    block = build_block(name, d_model=D, heads=2, **options)
+    seq = Seq(x=_x(n=7), mask=torch.tensor([[True] * 7, [True] * 4 + [False] * 3]))
+    reference = block(seq).x
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = block(seq).x
+    (out.float() * _x(n=7, seed=4)).sum().backward()
+    grads = [p.grad for p in block.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    assert (out.float() - reference)[seq.mask].abs().max() < 0.15

@@ -341,3 +341,17 @@ def test_the_transposed_stepper_is_the_transpose():
     valid = m.expand_as(u)
     zero = lambda z: torch.where(valid, z, 0.0)                                         # noqa: E731
     torch.testing.assert_close((zero(y) * zero(E(u))).sum(), (zero(Et(y)) * zero(u)).sum())
+
+
+@pytest.mark.parametrize("options", [{"target": "weights", "stepper": "spectral"}, {"target": "weights"},
+                                     {"target": "weights", "pde": "advection_diffusion"},
+                                     {"stepper": "spectral", "pde": "reaction_diffusion"}])
+def test_trains_under_bf16_autocast(options):
+    block = build_block("pde_attention", d_model=D, heads=2, **options)
+    seq = Seq(x=torch.randn(3, 9, D), mask=torch.arange(9)[None, :] < LENGTHS[:, None])
+    reference = block(seq).x
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = block(seq).x
+    out.float().sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in block.parameters() if p.grad is not None)
+    assert (out.float() - reference)[seq.mask].abs().max() < 0.1

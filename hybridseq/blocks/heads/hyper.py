@@ -121,8 +121,8 @@ class TemporalNorm(nn.Module):
         nn.init.zeros_(self.bias_gen.weight)
 
     def forward(self, features: Tensor) -> tuple[Tensor, Tensor]:
-        h = self.mlp(features)
-        return 1 + self.weight_gen(h), self.bias_gen(h)
+        h = self.mlp(features)                                                 # autocast may make it half
+        return (1 + self.weight_gen(h)).to(features.dtype), self.bias_gen(h).to(features.dtype)
 
 
 class TemporalLayers(nn.Module):

@@ -187,7 +187,10 @@ class PDEAttention(Block):
         if self.through_values:
             heads = self.cfg.heads
             q, k, v = self.attn.qkv(h).view(b, n, 3, heads, d // heads).permute(2, 0, 3, 1, 4)  # 3 x [B, H, L, hd]
-            v = self.evolve_transpose(v.transpose(-1, -2), valid[:, None, None, :], (heads, 1, 1)).transpose(-1, -2)
+            # the PDE in at least float32 (the DCT needs it; autocast may hand bf16 values), attention in q's dtype
+            wide = torch.promote_types(v.dtype, torch.float32)
+            v = self.evolve_transpose(v.transpose(-1, -2).to(wide), valid[:, None, None, :], (heads, 1, 1))
+            v = v.transpose(-1, -2).to(q.dtype)                                # [B, H, L, hd]
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask(mask, n, False, h.device))
         else:
             weights, v = self.attention_weights(h, valid)
