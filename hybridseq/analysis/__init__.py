@@ -1,13 +1,14 @@
 """Dynamics of continuous-depth heads: attention spectra along depth and Lyapunov exponents of the flow.
 
-``analyze(model, batch)`` finds every `ode_transformer`, `neural_ode_transformer` and `pde_attention` node
-of a `HybridModel`, records the sequence each receives on ``batch``, and returns per node its token
+``analyze(model, batch)`` finds every continuous-depth node of a `HybridModel` (a block implementing
+`hybridseq.blocks.base.ContinuousDepth`, as `ode_transformer` and `neural_ode_transformer` do) and every
+`pde_attention` node, records the sequence each receives on ``batch``, and returns per node its token
 sensitivity map (`sensitivity`); for `pde_attention` its learned coefficients and attention maps; for
-the continuous-depth heads the eigenvalue
-spectra of W_Q W_Kᵀ and W_V W_O per head along depth (`spectra`) and the top-k Lyapunov exponents of
-its depth map on that input (`lyapunov`: finite-time exponents log σ_i(∂x(1)/∂x(0)) by default, or
+the continuous-depth heads the eigenvalue spectra of W_Q W_Kᵀ and W_V W_O per head along depth, with the
+feed-forward singular values where the head offers them (`spectra`), and the top-k Lyapunov exponents
+of its depth map on that input (`lyapunov`: finite-time exponents log σ_i(∂x(1)/∂x(0)) by default, or
 Benettin's asymptotic estimate with ``lyapunov="benettin"``). ``write_report`` saves them as JSON and
-PNG plots. The ``hybridseq analyze`` command (`commands`) runs both on a saved run.
+PNG plots. The ``hybridseq analyze`` command (`hybridseq.commands.analyze`) runs them on a saved run.
 """
 from __future__ import annotations
 
@@ -16,16 +17,15 @@ from pathlib import Path
 
 import torch
 
-from ..blocks.backbones.transformer import attention_mask
-from ..blocks.heads.neural_ode_transformer import NeuralODETransformer
+from ..blocks.base import ContinuousDepth
 from ..blocks.heads.pde_attention import PDEAttention
 from ..io import atomic_write_text
 from .lyapunov import compose, ftle, jacobian, lyapunov_exponents, rk4_map
 from .plots import plot_lyapunov, plot_pde, plot_sensitivity, plot_spectra
 from .sensitivity import block_sensitivity, pde_summary, token_sensitivity
-from .spectra import CONTINUOUS_DEPTH, spectra
+from .spectra import spectra
 
-ANALYSED = (*CONTINUOUS_DEPTH, PDEAttention)
+ANALYSED = (ContinuousDepth, PDEAttention)
 
 
 def head_inputs(model, batch) -> dict:
@@ -49,24 +49,18 @@ def head_inputs(model, batch) -> dict:
     return seen
 
 
-def block_lyapunov(block, seq, k: int, steps: int, method: str = "ftle") -> dict:
-    """Top-k Lyapunov exponents (per unit depth, depth T = 1) of the block's depth map on input ``seq``.
+def block_lyapunov(block: ContinuousDepth, seq, k: int, steps: int, method: str = "ftle") -> dict:
+    """Top-k Lyapunov exponents (per unit depth, depth T = 1) of the block's depth map on input ``seq``; a
+    flow is integrated with ``steps`` RK4 steps, discrete layers take one step each.
 
     ``method``: ``ftle`` (finite-time exponents of x(0) ↦ x(1)) or ``benettin`` (QR iteration over the
     same steps, an estimate of the asymptotic exponents)."""
-    x = seq.x.detach()
-    attn = attention_mask(seq.mask, x.shape[1], block.cfg.causal, x.device)
-    valid = seq.valid()[..., None]                                             # [B, L, 1]
-    if isinstance(block, NeuralODETransformer):
-        block.field.mask, block.field.keep = attn, valid.to(x.dtype)
-        step, count = rk4_map(block.field, steps), steps
-        x = torch.where(valid, x, 0.0)
-    else:
-        step, count = (lambda i, y: block.layers[i](y, attn)), len(block.layers)
+    m = block.depth_map(seq)
+    step, count = (rk4_map(m.field, steps), steps) if m.field is not None else (m.step, m.steps)
     if method == "ftle":
-        exps = ftle(compose(step, count), x, k, time=1.0, mask=valid)          # [B, k]
+        exps = ftle(compose(step, count), m.x0, k, time=1.0, mask=m.valid)    # [B, k]
     elif method == "benettin":
-        exps = lyapunov_exponents(step, x, count, k, total_time=1.0, mask=valid)
+        exps = lyapunov_exponents(step, m.x0, count, k, total_time=1.0, mask=m.valid)
     else:
         raise ValueError(f"lyapunov={method!r}: expected 'ftle' or 'benettin'")
     return {"per_sample": exps.tolist(), "mean": exps.mean(0).tolist(), "steps": count, "method": method}

@@ -25,7 +25,8 @@ from torch import Tensor
 from torch.func import jvp, vjp, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from ..solvers.tableau import RK4, Tableau, step as rk_step
+from ..solvers.tableau import RK4, Tableau
+from ..solvers.tableau import step as rk_step
 
 TINY = 1e-30
 DENSE_MAX = 256          # `ftle(method="auto")` builds J densely up to this many entries per sample

@@ -17,7 +17,8 @@ def plot_spectra(spec: dict, path: Path, title: str) -> Path:
     """Eigenvalues of W_Q W_Kᵀ and W_V W_O in the complex plane coloured by t, and the largest real
     part per head as a function of t."""
     plt = _pyplot()
-    fig, axes = plt.subplots(2, 3, figsize=(15, 8))
+    ff = "ff_singular" in spec                                                 # a head may not offer it
+    fig, axes = plt.subplots(2, 3 if ff else 2, figsize=(15 if ff else 10, 8))
     cmap = plt.get_cmap("viridis")
     for col, (name, label) in enumerate((("qk", "W_Q W_Kᵀ"), ("vo", "W_V W_O"))):
         ax = axes[0, col]
@@ -35,14 +36,15 @@ def plot_spectra(spec: dict, path: Path, title: str) -> Path:
         ax.axhline(0, color="grey", lw=0.5)
         ax.set(title=f"max Re λ({label})", xlabel="depth t")
         ax.legend(fontsize=7)
-    ax = axes[0, 2]
-    for t, values in zip(spec["t"], spec["ff_singular"]):
-        ax.plot(range(1, len(values) + 1), values, color=cmap(t))
-    fig.colorbar(plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, 1)), ax=ax, label="depth t")
-    ax.set(title="singular values of W_2 W_1 (feed-forward)", xlabel="index", ylabel="σ", yscale="log")
-    ax = axes[1, 2]
-    ax.plot(spec["t"], [values[0] for values in spec["ff_singular"]], marker="o", ms=3)
-    ax.set(title="largest σ(W_2 W_1)", xlabel="depth t")
+    if ff:
+        ax = axes[0, 2]
+        for t, values in zip(spec["t"], spec["ff_singular"]):
+            ax.plot(range(1, len(values) + 1), values, color=cmap(t))
+        fig.colorbar(plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, 1)), ax=ax, label="depth t")
+        ax.set(title="singular values of W_2 W_1 (feed-forward)", xlabel="index", ylabel="σ", yscale="log")
+        ax = axes[1, 2]
+        ax.plot(spec["t"], [values[0] for values in spec["ff_singular"]], marker="o", ms=3)
+        ax.set(title="largest σ(W_2 W_1)", xlabel="depth t")
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -11,10 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..blocks.heads.neural_ode_transformer import NeuralODETransformer
-from ..blocks.heads.ode_transformer import ODETransformer
-
-CONTINUOUS_DEPTH = (NeuralODETransformer, ODETransformer)
+from ..blocks.base import ContinuousDepth
 
 
 def head_eigenvalues(qkv_weight: Tensor, out_weight: Tensor, heads: int) -> tuple[Tensor, Tensor]:
@@ -31,37 +28,24 @@ def head_eigenvalues(qkv_weight: Tensor, out_weight: Tensor, heads: int) -> tupl
     return qk, vo
 
 
-def depth_weights(block, times: int) -> list[tuple[float, Tensor, Tensor, Tensor, Tensor]]:
-    """(t, qkv_weight, out_weight, fc1_weight, fc2_weight) along depth: ``times`` samples of t ∈ [0, 1] for
-    a neural ODE transformer; one entry per layer (t = l / layers) for an ODE transformer."""
-    if isinstance(block, NeuralODETransformer):
-        grid = torch.linspace(0, 1, times).tolist()
-        out = []
-        for t in grid:
-            p = block.weights_at(t)
-            out.append((t, p["qkv_weight"], p["out_weight"], p["fc1_weight"], p["fc2_weight"]))
-        return out
-    if isinstance(block, ODETransformer):
-        n = len(block.layers)
-        return [(i / n, layer.field.attn.qkv.weight, layer.field.attn.out.weight, layer.field.ff[0].weight,
-                 layer.field.ff[-1].weight) for i, layer in enumerate(block.layers)]
-    raise TypeError(f"{type(block).__name__} is not a continuous-depth head")
-
-
 def _pairs(values: Tensor) -> list[list[list[float]]]:
     """Complex [H, hd] -> per head a list of [real, imag] pairs (JSON friendly)."""
     return [[[v.real.item(), v.imag.item()] for v in head] for head in values]
 
 
-def spectra(block, times: int = 9) -> dict:
+def spectra(block: ContinuousDepth, times: int = 9) -> dict:
     """Spectra of every head along depth: ``{"t": [T], "qk"/"vo": [T][H][hd] of [re, im],
-    "qk_max_real"/"vo_max_real"/"qk_radius"/"vo_radius": [T][H], "ff_singular": [T][D]}``."""
-    heads = block.cfg.heads
-    result = {"t": [], "qk": [], "vo": [], "qk_max_real": [], "vo_max_real": [], "qk_radius": [], "vo_radius": [],
-              "ff_singular": []}
+    "qk_max_real"/"vo_max_real"/"qk_radius"/"vo_radius": [T][H]}``, plus ``"ff_singular": [T][D]`` for a head
+    that offers ``feedforward_along_depth``. ``times`` depths are sampled for a head whose weights vary
+    continuously; a head of discrete layers gives one entry per layer."""
+    result = {"t": [], "qk": [], "vo": [], "qk_max_real": [], "vo_max_real": [], "qk_radius": [], "vo_radius": []}
     with torch.no_grad():
-        for t, qkv, out, fc1, fc2 in depth_weights(block, times):
-            result["ff_singular"].append(torch.linalg.svdvals(fc2.double() @ fc1.double()).tolist())  # [D]
+        heads, along = block.attention_along_depth(times)
+        feedforward = getattr(block, "feedforward_along_depth", None)       # optional beyond the protocol
+        if feedforward is not None:
+            result["ff_singular"] = [torch.linalg.svdvals(fc2.double() @ fc1.double()).tolist()  # [D]
+                                     for _, fc1, fc2 in feedforward(times)]
+        for t, qkv, out in along:
             qk, vo = head_eigenvalues(qkv, out, heads)
             result["t"].append(t)
             for name, ev in (("qk", qk), ("vo", vo)):

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from ...seq import Seq
-from ..backbones.transformer import attention_mask
+from ..layers import attention_mask
 from .neural_ode_transformer import NeuralODETransformer, field_update
 
 
