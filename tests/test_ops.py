@@ -184,3 +184,21 @@ def test_auto_falls_back_when_mamba_ssm_fails_to_import(monkeypatch):
         assert dispatch.impl_for("auto", on_gpu) == "torch"
     with pytest.raises(RuntimeError, match="undefined symbol.*hybridseq\\[cuda\\]"):
         dispatch.impl_for("cuda", on_gpu)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_kernels_run_in_float32_under_autocast_with_half_inputs(dtype):
+    g = torch.Generator().manual_seed(0)
+    u, delta = torch.randn(2, 9, 3, generator=g), torch.rand(2, 9, 3, generator=g)
+    A, B, C = -torch.rand(3, 4, generator=g) - 0.5, torch.randn(2, 9, 4, generator=g), torch.randn(2, 9, 4, generator=g)
+    x, dt, B2, C2 = torch.randn(2, 9, 2, 3, generator=g), torch.rand(2, 9, 2, generator=g), B[:, :, None], C[:, :, None]
+    cases = {"selective_scan": (selective_scan, (u, delta, A, B.to(dtype), C.to(dtype))),       # mixed, as from x_proj
+             "ssd": (ssd_chunked, (x.to(dtype), dt, -torch.rand(2, generator=g), B2.to(dtype), C2, 4)),
+             "linear_scan": (linear_scan, (torch.rand(2, 9, 3, generator=g).to(dtype), u)),
+             "fft_conv": (fft_conv, (u.transpose(1, 2).to(dtype), torch.randn(3, 9, generator=g)))}
+    for name, (fn, args) in cases.items():
+        with torch.autocast("cpu", dtype=dtype):
+            got = fn(*args)
+        want = fn(*(a.float() if torch.is_tensor(a) else a for a in args))
+        assert got.dtype == torch.float32, name
+        torch.testing.assert_close(got, want, msg=name)

@@ -1,5 +1,6 @@
 """State-space backbones (s4d, s4, mamba, mamba2) against plain sequential float64 references written
 here: full-sequence outputs and gradients, recurrent stepping, time gaps, padding, config errors."""
+import json
 import math
 
 import pytest
@@ -301,3 +302,29 @@ def test_mamba_ssm_kernels_agree_with_torch(name, timed):
     torch.testing.assert_close(y1, y2, atol=2e-3, rtol=2e-3)
     g1, g2 = (torch.autograd.grad(y.square().sum(), x)[0] for y in (y1, y2))
     torch.testing.assert_close(g1, g2, atol=5e-3, rtol=5e-3)
+
+
+def test_one_epoch_cli_training_of_a_mamba_model_under_cpu_bf16_autocast(tmp_path, monkeypatch):
+    from omegaconf import OmegaConf
+
+    from hybridseq import cli
+    from hybridseq.blocks.backbones.mamba import Mamba
+    seen = []
+    plain_mix = Mamba.mix
+
+    def watched_mix(self, u, seq):
+        seen.append((torch.is_autocast_enabled("cpu"), self.in_proj(u).dtype))
+        return plain_mix(self, u, seq)
+
+    monkeypatch.setattr(Mamba, "mix", watched_mix)
+    cfg = {"data": {"name": "spirals", "n_train": 32, "n_test": 8, "points": 12, "val_fraction": 0.25,
+                    "batch_size": 16, "irregular": {"drop": 0.3}},
+           "model": {"d_model": 8, "encoder": {"type": "linear", "time_features": 4},
+                     "blocks": [{"type": "mamba", "d_state": 4, "repeat": 2}], "head": {"type": "classify"}},
+           "train": {"epochs": 1, "lr": 3e-3, "progress": False}}
+    path, out = tmp_path / "mamba.yaml", tmp_path / "run"
+    path.write_text(OmegaConf.to_yaml(OmegaConf.create(cfg)))
+    assert cli.main(["train", str(path), "train.bf16_cpu=true", "--out", str(out), "--no-progress"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["epochs"] == 1 and math.isfinite(results["curves"]["train_loss"][0])
+    assert seen and all(on and dtype == torch.bfloat16 for on, dtype in seen)

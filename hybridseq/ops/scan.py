@@ -19,6 +19,8 @@ import math
 import torch
 from torch import Tensor
 
+from .precision import full_precision
+
 SEGMENT_ELEMENTS = {"cpu": 1 << 21, "cuda": 1 << 25}   # per [S, B, D, N] segment buffer: ~L3 cache on
                                                        # CPU, fewer kernel launches on GPU
 
@@ -81,6 +83,7 @@ class _LinearScan(torch.autograd.Function):
         return g * _shift(h).conj(), g
 
 
+@full_precision
 def linear_scan(a: Tensor, b: Tensor) -> Tensor:
     """States h [B, L, ...] of ``h_l = a_l h_{l-1} + b_l`` (h_{-1} = 0); a, b: [B, L, ...], real or complex."""
     a, b = torch.broadcast_tensors(a, b)
@@ -159,6 +162,7 @@ class _SelectiveScan(torch.autograd.Function):
         return du, ddelta, dA, dB, dC, None
 
 
+@full_precision
 def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, segment: int | None = None) -> Tensor:
     """Mamba's selective scan without the D skip: y [B, L, D].
 

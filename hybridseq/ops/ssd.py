@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .precision import full_precision
+
 
 def _segment_sums(x: Tensor) -> Tensor:
     """s[..., i, j] = x[..., j+1] + ... + x[..., i] for i >= j, -inf above the diagonal: [..., T] -> [..., T, T]."""
@@ -22,6 +24,7 @@ def _segment_sums(x: Tensor) -> Tensor:
     return sums.masked_fill(~lower.logical_or(torch.eye(size, dtype=torch.bool, device=x.device)), float("-inf"))
 
 
+@full_precision
 def ssd_chunked(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk: int = 64) -> Tensor:
     """y [B, L, H, P] of the SSD recurrence without the D skip.
 

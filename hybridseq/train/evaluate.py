@@ -28,19 +28,22 @@ def model_input(model: HybridModel, batch):
     return batch
 
 
-def autocast(device: torch.device, bf16: bool):
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16 and device.type == "cuda")
+def autocast(device: torch.device, bf16: bool, cpu: bool = False):
+    """bfloat16 autocast when ``bf16``, on CUDA (and on CPU when ``cpu``: ``train.bf16_cpu``)."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16,
+                          enabled=bf16 and (device.type == "cuda" or cpu))
 
 
 @torch.no_grad()
-def evaluate(model: HybridModel, task: Task, loader, width: int, device: torch.device, bf16: bool = False) -> dict:
+def evaluate(model: HybridModel, task: Task, loader, width: int, device: torch.device, bf16: bool = False,
+             bf16_cpu: bool = False) -> dict:
     """Loss and the task's metrics of ``model`` over ``loader``; also the mean NFE per forward."""
     was_training = model.training
     model.eval()
     meter, nfe, steps = task.meter(width), 0.0, 0
     for batch, targets in loader:
         batch, targets = batch.to(device), {k: v.to(device) for k, v in targets.items()}
-        with autocast(device, bf16):
+        with autocast(device, bf16, bf16_cpu):
             pred = model(model_input(model, batch)).x
         loss = task.loss(pred, targets)
         task.update(meter, pred, targets, float(loss))
@@ -81,7 +84,8 @@ def evaluate_run(run_dir, data_overrides=(), split: str = "test", name: str = "b
 
     device = pick_device(tcfg.device)
     loader = DataLoader(dataset, batch_size=batch_size(tcfg, cfg.get("data")), collate_fn=collate)
-    metrics = evaluate(model.to(device), task, loader, getattr(splits.info, task.width_key), device, tcfg.bf16)
+    metrics = evaluate(model.to(device), task, loader, getattr(splits.info, task.width_key), device, tcfg.bf16,
+                       tcfg.bf16_cpu)
     result = {"run": str(run_dir), "checkpoint": name, "split": split, "task": task.name,
               "overrides": list(overrides), "data_overrides": list(data_overrides), **metrics}
     if write:

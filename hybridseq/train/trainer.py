@@ -189,7 +189,7 @@ class Trainer:
         loss_sum, nfe_sum, steps = 0.0, 0.0, 0
         for batch, targets in bar:
             batch, targets = batch.to(device), {k: v.to(device) for k, v in targets.items()}
-            with self._unused_parameters_hint(), autocast(device, t.bf16):
+            with self._unused_parameters_hint(), autocast(device, t.bf16, t.bf16_cpu):
                 pred = self.net(model_input(self.model, batch)).x
             loss = self.task.loss(pred, targets)
             self.opt.zero_grad(set_to_none=True)
@@ -211,7 +211,7 @@ class Trainer:
         metrics = None
         if self.dist.main:
             metrics = evaluate(self.model, self.task, self._loader(val, None), self.width, self.device,
-                               self.tcfg.bf16)
+                               self.tcfg.bf16, self.tcfg.bf16_cpu)
             if self.monitor not in metrics:
                 raise ConfigError("train.monitor", f"unknown metric {self.monitor!r}", choices=metrics,
                                   got=self.monitor)
@@ -273,7 +273,7 @@ class Trainer:
                    "world_size": self.dist.world, **{k: v for k, v in best.items() if k.startswith("val_")}}
         if self.splits.test is not None and len(self.splits.test) and self.dist.main:
             test = evaluate(self.model, self.task, self._loader(self.splits.test, None), self.width, self.device,
-                            self.tcfg.bf16)
+                            self.tcfg.bf16, self.tcfg.bf16_cpu)
             results.update({f"test_{k}": v for k, v in test.items() if k != "nfe"})
         results["curves"] = {k: [r.get(k) for r in hist] for k in ("train_loss", f"val_{self.monitor}", "val_loss")}
         self._write(atomic_write_text, RESULTS_FILE, json.dumps(results, indent=2))

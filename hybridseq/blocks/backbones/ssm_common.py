@@ -27,6 +27,7 @@ class SSMConfig:
     time_unit: float = 1.0     # the observation gap that counts as one step of the learned Δ
     dt_min: float = 1e-3       # initial steps Δ are log-uniform in [dt_min, dt_max]
     dt_max: float = 1e-1
+    residual_fp32: bool = True   # keep the residual stream in (at least) float32 under autocast, as mamba_ssm
 
     def validate(self, path: str) -> None:
         if not self.time_unit > 0:
@@ -97,7 +98,11 @@ class SSMBlock(Block):
         u = self.norm(seq.x)                                                    # [B, L, D]
         if seq.mask is not None:
             u = u * seq.mask.unsqueeze(-1)
-        return replace(seq, x=seq.x + self.drop(self.mix(u, seq)))
+        return replace(seq, x=self.residual(seq.x) + self.drop(self.mix(u, seq)))
+
+    def residual(self, x: Tensor) -> Tensor:
+        """The skip branch: x itself, or x promoted to at least float32 with ``residual_fp32``."""
+        return x.to(torch.promote_types(x.dtype, torch.float32)) if self.cfg.residual_fp32 else x
 
     def allocate_state(self, batch_size: int, device=None, dtype=None) -> dict:
         """The recurrent state before the first step, for `step`."""
@@ -110,7 +115,7 @@ class SSMBlock(Block):
         ``gap`` [B] is the time since the previous observation in units of ``time_unit`` (1 if None).
         """
         y, state = self.mix_step(self.norm(x_t), state, gap)
-        return x_t + self.drop(y), state
+        return self.residual(x_t) + self.drop(y), state
 
     def mix(self, u: Tensor, seq: Seq) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
