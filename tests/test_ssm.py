@@ -328,3 +328,20 @@ def test_one_epoch_cli_training_of_a_mamba_model_under_cpu_bf16_autocast(tmp_pat
     results = json.loads((out / "results.json").read_text())
     assert results["epochs"] == 1 and math.isfinite(results["curves"]["train_loss"][0])
     assert seen and all(on and dtype == torch.bfloat16 for on, dtype in seen)
+
+
+@pytest.mark.parametrize("name", ["s4d", "s4", "mamba", "mamba2"])
+def test_bf16_streams_keep_every_time_gap(name):
+    """Times near 40 with gaps of 0.05-0.15: in bf16 most gaps would round to 0 (dropping observations)."""
+    g = torch.Generator().manual_seed(0)
+    t = 40 + torch.cumsum(0.05 + 0.1 * torch.rand(2, 20, generator=g), 1)       # float32 times
+    block = hs.build_block(name, d_model=8, **SMALL[name])
+    for x in (torch.randn(2, 20, 8).bfloat16(), torch.randn(2, 20, 8)):
+        gaps = block.gaps(hs.Seq(x=x, t=t))
+        assert gaps.dtype == torch.float32 and (gaps > 0).all()
+        torch.testing.assert_close(gaps[:, 1:], t.diff(dim=1))
+    wide = 1e6 + t.double()                                                       # float64 times keep float64
+    assert block.gaps(hs.Seq(x=torch.randn(2, 20, 8), t=wide)).dtype == F64
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = block(hs.Seq(x=torch.randn(2, 20, 8).bfloat16(), t=t)).x
+    assert torch.isfinite(y).all()

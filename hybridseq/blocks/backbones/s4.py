@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from ...ops import fft_conv, nplr_kernel
 from ...seq import Seq
-from .ssm_common import ModalSSMConfig, SSMBlock, gated_output, log_uniform, reverse_gaps, time_gaps
+from .ssm_common import ModalSSMConfig, SSMBlock, gated_output, log_uniform
 
 
 def hippo_legs_nplr(state: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -87,10 +87,9 @@ class S4(SSMBlock):
             dt, length = torch.exp(self.log_dt), u.shape[1]
             ks = [nplr_kernel(_full(lam), _full(p), _full(b), _full(ck), dt, length) for ck in c]  # [H, L]
             return fft_conv(u.transpose(1, 2), *ks).transpose(1, 2)
-        valid, t = seq.valid(), seq.t.to(u.dtype)
-        y = self._steps(u, time_gaps(t, valid, self.cfg.time_unit), c[0])
+        y = self._steps(u, self.gaps(seq), c[0])
         if self.cfg.bidirectional:
-            y = y + self._steps(u.flip(1), reverse_gaps(t, valid, self.cfg.time_unit), c[1]).flip(1)
+            y = y + self._steps(u.flip(1), self.gaps(seq, reverse=True), c[1]).flip(1)
         return y
 
     def _steps(self, u: Tensor, gaps: Tensor, c: Tensor) -> Tensor:

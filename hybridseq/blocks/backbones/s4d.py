@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from ...ops import fft_conv, linear_scan, vandermonde_kernel
 from ...seq import Seq
 from ..base import choice
-from .ssm_common import ModalSSMConfig, SSMBlock, gated_output, log_uniform, reverse_gaps, time_gaps
+from .ssm_common import ModalSSMConfig, SSMBlock, gated_output, log_uniform
 
 
 def s4d_init(kind: str, channels: int, state: int) -> tuple[Tensor, Tensor]:
@@ -70,11 +70,9 @@ class S4D(SSMBlock):
             length = u.shape[1]
             ks = [vandermonde_kernel(c[k] * b, log_a, length) for k in range(c.shape[0])]  # [H, L] each
             return fft_conv(u.transpose(1, 2), *ks).transpose(1, 2)
-        valid, t = seq.valid(), seq.t.to(u.dtype)
-        y = self._scan(u, time_gaps(t, valid, self.cfg.time_unit), A, c[0])
+        y = self._scan(u, self.gaps(seq), A, c[0])
         if self.cfg.bidirectional:
-            back = self._scan(u.flip(1), reverse_gaps(t, valid, self.cfg.time_unit), A, c[1])
-            y = y + back.flip(1)
+            y = y + self._scan(u.flip(1), self.gaps(seq, reverse=True), A, c[1]).flip(1)
         return y
 
     def _scan(self, u: Tensor, gaps: Tensor, A: Tensor, c: Tensor) -> Tensor:

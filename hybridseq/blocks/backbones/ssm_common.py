@@ -4,6 +4,8 @@ Time gaps. With observation times ``t`` the discretisation step at position l is
 ``gap_l = (t_l - t_prev) / time_unit``, where t_prev is the time of the previous *valid* position;
 the first valid position takes ``gap = 1`` (one regular step) and padded positions ``gap = 0`` (the state
 passes through unchanged and their input is zeroed). Equal gaps of ``time_unit`` give the regular model.
+Gaps are differences of the times in their own dtype, promoted to at least float32 and to the stream's
+dtype (never in bf16 / fp16: times near 40 with gaps of 0.1 would round to a gap of 0).
 """
 from __future__ import annotations
 
@@ -62,6 +64,12 @@ def time_gaps(t: Tensor, valid: Tensor, unit: float) -> Tensor:
     return torch.where(valid, gap.clamp_min(0), torch.zeros_like(t))
 
 
+def gap_dtype(seq: Seq) -> torch.dtype:
+    """The dtype gaps are computed in: that of the times and of the stream, at least float32."""
+    dtype = torch.promote_types(seq.x.dtype, torch.float32)
+    return dtype if seq.t is None else torch.promote_types(dtype, seq.t.dtype)
+
+
 def reverse_gaps(t: Tensor, valid: Tensor, unit: float) -> Tensor:
     """Step multipliers for a scan from the end: position l of the flipped sequence, [B, L]."""
     return time_gaps(-t.flip(1), valid.flip(1), unit)
@@ -88,11 +96,16 @@ class SSMBlock(Block):
         self.norm = nn.LayerNorm(cfg.d_model)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def gaps(self, seq: Seq) -> Tensor | None:
-        """[B, L] step multipliers, or None on a regular grid without padding."""
+    def gaps(self, seq: Seq, reverse: bool = False) -> Tensor | None:
+        """[B, L] step multipliers (of the flipped sequence if ``reverse``), or None on a regular grid
+        without padding; in `gap_dtype`."""
+        dtype = gap_dtype(seq)
         if seq.t is not None:
-            return time_gaps(seq.t.to(seq.x.dtype), seq.valid(), self.cfg.time_unit)
-        return None if seq.mask is None else seq.mask.to(seq.x.dtype)
+            rule = reverse_gaps if reverse else time_gaps
+            return rule(seq.t.to(dtype), seq.valid(), self.cfg.time_unit)
+        if seq.mask is None:
+            return None
+        return (seq.mask.flip(1) if reverse else seq.mask).to(dtype)
 
     def forward(self, seq: Seq) -> Seq:
         u = self.norm(seq.x)                                                    # [B, L, D]
