@@ -202,3 +202,27 @@ def test_kernels_run_in_float32_under_autocast_with_half_inputs(dtype):
         want = fn(*(a.float() if torch.is_tensor(a) else a for a in args))
         assert got.dtype == torch.float32, name
         torch.testing.assert_close(got, want, msg=name)
+
+
+@pytest.mark.parametrize("length,segment", [(7, None), (37, 8)])
+def test_selective_scan_exact_hold_over_gaps_matches_sequential(length, segment):
+    g = torch.Generator().manual_seed(length)
+    b, d, n = 2, 3, 4
+    args = [torch.randn(b, length, d, dtype=F64, generator=g), torch.rand(b, length, d, dtype=F64, generator=g),
+            -3 * torch.rand(d, n, dtype=F64, generator=g) - 0.1, torch.randn(b, length, n, dtype=F64, generator=g),
+            torch.randn(b, length, n, dtype=F64, generator=g)]
+    args = [x.requires_grad_() for x in args]
+    gap = 10 ** (4 * torch.rand(b, length, dtype=F64, generator=g) - 2)      # 1e-2 .. 1e2
+    gap[0, 3] = 0.0                                                          # a padded position
+    u, delta, A, B, C = args
+    h, ys = torch.zeros(b, d, n, dtype=F64), []
+    for l in range(length):
+        step, k = delta[:, l, :, None] * A, gap[:, l, None, None]
+        h = torch.exp(k * step) * h + (delta[:, l] * u[:, l])[..., None] * B[:, l, None, :] * torch.expm1(k * step) / torch.expm1(step)
+        ys.append((h * C[:, l, None, :]).sum(-1))
+    ref = torch.stack(ys, 1)
+    y = selective_scan(*args, segment=segment, gap=gap)
+    torch.testing.assert_close(y, ref)
+    assert_same(grads(y, args), grads(ref, args))
+    ones = torch.ones(b, length, dtype=F64)                                  # unit gaps: the plain scan
+    torch.testing.assert_close(selective_scan(*args, segment=segment, gap=ones), selective_scan(*args, segment=segment))

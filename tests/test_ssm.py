@@ -46,23 +46,40 @@ def gaps_ref(t, mask, unit=1.0):
     return out
 
 
-def diag_ref(block, u, gaps, c):
+def held(a1, b1, gap):
+    """Exact hold over ``gap`` of the scalar system x' = αx + βu whose hold over one unit is (a1, b1):
+    α = log a1, β = b1 α / (a1 - 1), then expm([[gα, gβ], [0, 0]]) = [[ā, b̄], [0, 1]] (torch's Padé expm)."""
+    alpha = torch.log(a1.to(torch.complex128))
+    beta = b1 * alpha / (a1 - 1)
+    ga, gb = torch.broadcast_tensors(gap * alpha, gap * beta)
+    zero = torch.zeros_like(ga)
+    e = torch.linalg.matrix_exp(torch.stack([torch.stack([ga, gb], -1), torch.stack([zero, zero], -1)], -2))
+    real = not (a1.is_complex() or b1.is_complex())
+    return (e[..., 0, 0].real, e[..., 0, 1].real) if real else (e[..., 0, 0], e[..., 0, 1])
+
+
+def diag_ref(block, u, gaps, c, rule="scaled"):
     """S4D: h_l = Ā_l h_{l-1} + B̄_l u_l, y = 2 Re c·h, one step at a time."""
     A, dt = block.eigenvalues(), torch.exp(block.log_dt)
+
+    def disc(step):
+        dta = step[..., None] * A
+        if block.cfg.disc == "zoh":
+            return torch.exp(dta), (torch.exp(dta) - 1) / A
+        return (1 + dta / 2) / (1 - dta / 2), step[..., None] / (1 - dta / 2)
     h, ys = torch.zeros(u.shape[0], *A.shape, dtype=torch.complex128), []
     for l in range(u.shape[1]):
-        dta = (dt * gaps[:, l, None])[..., None] * A
-        if block.cfg.disc == "zoh":
-            a_bar, b_bar = torch.exp(dta), (torch.exp(dta) - 1) / A
+        if rule == "zoh":
+            a_bar, b_bar = held(*disc(dt), gaps[:, l, None, None])
         else:
-            a_bar, b_bar = (1 + dta / 2) / (1 - dta / 2), (dt * gaps[:, l, None])[..., None] / (1 - dta / 2)
+            a_bar, b_bar = disc(dt * gaps[:, l, None])
         h = a_bar * h + b_bar * u[:, l, :, None]
         ys.append(2 * (h * c).sum(-1).real)
     return torch.stack(ys, 1)
 
 
-def nplr_ref(block, u, gaps, c):
-    """S4: dense A = Λ - p p* on the whole state, bilinear step per position, y = Re c·h."""
+def nplr_ref(block, u, gaps, c, rule="scaled"):
+    """S4: dense A = Λ - p p* on the whole state, bilinear step (or exact hold) per position, y = Re c·h."""
     lam, p, b, _ = block.params()
     full = lambda v: torch.cat([v, v.conj()], -1)
     a = torch.diag_embed(full(lam)) - full(p)[..., :, None] * full(p).conj()[..., None, :]      # [H, N, N]
@@ -70,19 +87,24 @@ def nplr_ref(block, u, gaps, c):
     h, ys = torch.zeros(u.shape[0], *full(lam).shape, dtype=a.dtype), []
     for l in range(u.shape[1]):
         d = (torch.exp(block.log_dt) * gaps[:, l, None]).to(a.dtype)[..., None, None]        # [B, H, 1, 1]
+        if rule == "zoh":
+            e = torch.linalg.matrix_exp(d * a)
+            h = (e @ h[..., None])[..., 0] + (torch.linalg.solve(a, e - eye) @ full(b)[:, :, None])[..., 0] * u[:, l, :, None]
+            ys.append((h * full(c)).sum(-1).real)
+            continue
         back = torch.linalg.inv(eye - d / 2 * a)
         h = ((back @ (eye + d / 2 * a)) @ h[..., None])[..., 0] + (back @ (d[..., 0] * full(b))[..., None])[..., 0] * u[:, l, :, None]
         ys.append((h * full(c)).sum(-1).real)
     return torch.stack(ys, 1)
 
 
-def lti_ref(block, x, gaps, back_gaps, mask):
+def lti_ref(block, x, gaps, back_gaps, mask, rule="scaled"):
     u = block.norm(x) * mask[..., None]
     run = diag_ref if block.cfg.__class__.__qualname__.startswith("S4D") else nplr_ref
     c = torch.view_as_complex(block.c)
-    y = run(block, u, gaps, c[0])
+    y = run(block, u, gaps, c[0], rule)
     if block.cfg.bidirectional:
-        y = y + run(block, u.flip(1), back_gaps, c[1]).flip(1)
+        y = y + run(block, u.flip(1), back_gaps, c[1], rule).flip(1)
     return x + block.out(y + block.d * u)
 
 
@@ -92,32 +114,36 @@ def conv_ref(block, x):
                     groups=x.shape[-1])[..., :x.shape[1]].transpose(1, 2)
 
 
-def mamba_ref(block, x, gaps, back_gaps, mask):
+def mamba_ref(block, x, gaps, back_gaps, mask, rule="scaled"):
     u = block.norm(x) * mask[..., None]
     xi, z = block.in_proj(u).chunk(2, -1)
     xi = F.silu(conv_ref(block, xi))
     dt, B, C = block.x_proj(xi).split([block.rank, block.cfg.d_state, block.cfg.d_state], -1)
-    delta = F.softplus(block.dt_proj(dt)) * gaps[..., None]
+    delta = F.softplus(block.dt_proj(dt))
     A = -torch.exp(block.a_log)
     h, ys = torch.zeros(x.shape[0], *A.shape, dtype=F64), []
     for l in range(x.shape[1]):
-        h = torch.exp(delta[:, l, :, None] * A) * h + (delta[:, l] * xi[:, l])[..., None] * B[:, l, None, :]
+        step, g = delta[:, l, :, None], gaps[:, l, None, None]                       # [B, E, 1], [B, 1, 1]
+        a_bar, b_bar = held(torch.exp(step * A), step, g) if rule == "zoh" else (torch.exp(g * step * A), g * step)
+        h = a_bar * h + b_bar * xi[:, l, :, None] * B[:, l, None, :]
         ys.append((h * C[:, l, None, :]).sum(-1))
     y = (torch.stack(ys, 1) + xi * block.d) * F.silu(z)
     return x + block.out_proj(y)
 
 
-def mamba2_ref(block, x, gaps, back_gaps, mask):
+def mamba2_ref(block, x, gaps, back_gaps, mask, rule="scaled"):
     u = block.norm(x) * mask[..., None]
     z, xbc, dt = block.in_proj(u).split(block.sizes, -1)
     xi, B, C = block._split(F.silu(conv_ref(block, xbc)))
     rep = block.heads // block.cfg.n_groups
     B, C = B.repeat_interleave(rep, 2), C.repeat_interleave(rep, 2)
-    dt = F.softplus(dt + block.dt_bias) * gaps[..., None]
+    dt = F.softplus(dt + block.dt_bias)
     A = -torch.exp(block.a_log)
     h, ys = torch.zeros(x.shape[0], block.heads, block.cfg.head_dim, block.cfg.d_state, dtype=F64), []
     for l in range(x.shape[1]):
-        h = torch.exp(dt[:, l] * A)[..., None, None] * h + (dt[:, l, :, None] * xi[:, l])[..., None] * B[:, l, :, None, :]
+        g = gaps[:, l, None]
+        a_bar, b_bar = held(torch.exp(dt[:, l] * A), dt[:, l], g) if rule == "zoh" else (torch.exp(g * dt[:, l] * A), g * dt[:, l])
+        h = a_bar[..., None, None] * h + (b_bar[..., None] * xi[:, l])[..., None] * B[:, l, :, None, :]
         ys.append((h * C[:, l, :, None, :]).sum(-1) + xi[:, l] * block.d[:, None])
     y = torch.stack(ys, 1).reshape(*x.shape[:2], -1)
     return x + block.out_proj(block.norm_out(y * F.silu(z)))
@@ -130,7 +156,8 @@ CASES = [("s4d", {}), ("s4d", {"init": "inv", "disc": "bilinear"}), ("s4d", {"in
 
 def check_against_reference(block, ref_fn, seq, gaps, back):
     out = block(seq).x
-    ref = ref_fn(block, seq.x, gaps, back, seq.valid())
+    rule = block.cfg.timed_disc if seq.t is not None else "scaled"
+    ref = ref_fn(block, seq.x, gaps, back, seq.valid(), rule)
     valid = seq.valid()
     torch.testing.assert_close(out[valid], ref[valid])
     params = [seq.x, *block.parameters()]
@@ -150,9 +177,10 @@ def test_regular_grid_matches_sequential_reference(name, over):
     check_against_reference(block, REFS[name], hs.Seq(x=x), ones, ones)
 
 
+@pytest.mark.parametrize("rule", ["zoh", "scaled"])
 @pytest.mark.parametrize("name,over", CASES)
-def test_time_gaps_match_sequential_reference(name, over):
-    block = make(name, time_unit=0.5, **over)
+def test_time_gaps_match_sequential_reference(name, over, rule):
+    block = make(name, time_unit=0.5, timed_disc=rule, **over)
     x, t, mask = sample(padded=True)
     gaps = gaps_ref(t, mask, 0.5)
     back = gaps_ref(-t.flip(1), mask.flip(1), 0.5)
@@ -168,10 +196,11 @@ def test_equal_gaps_reduce_to_regular_path(name, over):
     torch.testing.assert_close(block(hs.Seq(x=x, t=t)).x, block(hs.Seq(x=x)).x)
 
 
-@pytest.mark.parametrize("name", ["s4d", "s4", "mamba", "mamba2"])
+@pytest.mark.parametrize("name,over", [("s4d", {}), ("s4", {}), ("s4", {"timed_disc": "zoh"}), ("mamba", {}),
+                                       ("mamba2", {}), ("mamba", {"timed_disc": "scaled"})])
 @pytest.mark.parametrize("timed", [False, True])
-def test_recurrent_step_matches_full_sequence(name, timed):
-    block = make(name)
+def test_recurrent_step_matches_full_sequence(name, over, timed):
+    block = make(name, **over)
     x, t, mask = sample(length=8)
     seq = hs.Seq(x=x, t=t if timed else None)
     full = block(seq).x
@@ -345,3 +374,34 @@ def test_bf16_streams_keep_every_time_gap(name):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y = block(hs.Seq(x=torch.randn(2, 20, 8).bfloat16(), t=t)).x
     assert torch.isfinite(y).all()
+
+
+HELD = [("s4d", {}), ("s4d", {"disc": "bilinear", "bidirectional": True}), ("s4", {"timed_disc": "zoh"}),
+        ("mamba", {}), ("mamba2", {})]
+
+
+@pytest.mark.parametrize("name,over", HELD)
+def test_exact_hold_matches_expm_reference_at_gaps_from_a_thousandth_to_ten_thousand(name, over):
+    block = make(name, **over)
+    gaps = torch.tensor([1.0, 1e-3, 1e4, 0.3, 1e2, 1e-2, 3e3, 1.0, 10.0])
+    x = torch.randn(2, 9, 8, dtype=F64, generator=torch.Generator().manual_seed(3), requires_grad=True)
+    t = torch.cumsum(torch.stack([gaps, gaps.flip(0)]).double(), 1)
+    mask = torch.ones(2, 9, dtype=torch.bool)
+    check_against_reference(block, REFS[name], hs.Seq(x=x, t=t), gaps_ref(t, mask), gaps_ref(-t.flip(1), mask.flip(1)))
+
+
+@pytest.mark.parametrize("name,over", [c for c in HELD if not c[1].get("bidirectional")])
+def test_a_long_silence_forgets_under_the_exact_hold(name, over):
+    """The last output's sensitivity to the first input falls as the silence before the last observation
+    grows (the last input's convolution window no longer holds the first input, so only the state carries
+    it; the input held over the silence is the last one, which the first does not touch)."""
+    block = make(name, **over)
+    x = torch.randn(1, 6, 8, dtype=F64, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    influence, last = [], []
+    for silence in (1.0, 1e2, 1e4, 1e5):
+        t = torch.tensor([[0.0, 1, 2, 3, 4, 4 + silence]], dtype=F64)
+        y = block(hs.Seq(x=x, t=t)).x[0, -1]
+        influence.append(float(torch.autograd.grad(y.square().sum(), x)[0][0, 0].norm()))
+        last.append(y.detach())
+    assert influence[0] > influence[1] > influence[2] and influence[2] < 1e-3 * influence[0], influence
+    torch.testing.assert_close(last[2], last[3])       # past the memory, the held last input has saturated

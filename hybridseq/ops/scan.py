@@ -4,7 +4,8 @@
 selective state-space scan of Mamba (Gu & Dao, 2023, "Mamba: Linear-Time Sequence Modeling with
 Selective State Spaces") fused into one autograd function: its decays ``exp(Δ A)`` and inputs
 ``Δ B u`` ([L, B, D, N]) exist only one segment at a time, in the forward and (recomputed) in the
-backward pass, so memory does not grow with ``L · D · N``.
+backward pass, so memory does not grow with ``L · D · N``. With time gaps it runs the exact
+zero-order hold over each gap (`zoh_weight`), segment by segment under activation checkpointing.
 
 The scan itself (`scan_`) splits time into ``n`` chunks of ``T ≈ √L`` steps. A loop over the ``T``
 positions of a chunk runs all chunks at once (local states from zero, cumulative decays), a loop over
@@ -18,6 +19,7 @@ import math
 
 import torch
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 
 from .precision import full_precision
 
@@ -162,14 +164,50 @@ class _SelectiveScan(torch.autograd.Function):
         return du, ddelta, dA, dB, dC, None
 
 
+def zoh_weight(log_a: Tensor, gap: Tensor) -> Tensor:
+    """(Ā^g - 1) / (Ā - 1) = expm1(g log Ā) / expm1(log Ā), broadcast; g where Ā = 1.
+
+    A layer with unit-gap transition Ā = exp(log Ā) and input matrix B̄ is the exact zero-order hold,
+    over one unit, of the continuous system x' = α x + β u with α = log Ā, β = B̄ α / (Ā - 1). Its exact
+    hold over a gap g is Ā^g and B̄ times this weight: equal to B̄ at g = 1, → B̄ / (1 - Ā) as g → ∞.
+    """
+    den = torch.expm1(log_a)
+    flat = den == 0
+    ratio = torch.expm1(gap * log_a) / torch.where(flat, torch.ones_like(den), den)
+    return torch.where(flat, gap + torch.zeros_like(ratio), ratio)
+
+
+def _zoh_segment(h0: Tensor, u: Tensor, delta: Tensor, gap: Tensor, A: Tensor, B: Tensor, C: Tensor):
+    """One segment of the timed scan: states from h0 [B, D, N]; u, delta [B, S, D], gap [B, S], B, C [B, S, N]
+    -> (y [B, S, D], last state [B, D, N])."""
+    log_a = delta.unsqueeze(-1) * A                                    # unit-gap log decays [B, S, D, N]
+    g = gap[..., None, None]
+    drive = (delta * u).unsqueeze(-1) * B.unsqueeze(2) * zoh_weight(log_a, g)
+    decay = torch.exp(g * log_a)
+    drive = torch.cat([drive[:, :1] + decay[:, :1] * h0.unsqueeze(1), drive[:, 1:]], dim=1)
+    h = linear_scan(decay, drive)                                      # [B, S, D, N]
+    return torch.einsum("bsdn,bsn->bsd", h, C), h[:, -1]
+
+
 @full_precision
-def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, segment: int | None = None) -> Tensor:
+def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, segment: int | None = None,
+                   gap: Tensor | None = None) -> Tensor:
     """Mamba's selective scan without the D skip: y [B, L, D].
 
     u, delta: [B, L, D] (Δ already positive); A: [D, N] (negative real parts); B, C: [B, L, N].
-    ``segment``: time steps processed at once (default: `segment_length`).
+    ``segment``: time steps processed at once (default: `segment_length`). ``gap`` [B, L]: time gaps in
+    units of one step; position l then takes the exact hold over gap_l of the layer's unit step:
+    decay exp(gap_l Δ_l A), input Δ_l B_l u_l · `zoh_weight` (equal gaps of 1 give the plain scan).
     """
-    first = [x.transpose(0, 1).contiguous() for x in (u, delta, B, C)]  # time-first [L, B, ...]
     segment = segment or segment_length(u.shape[0] * A.numel(), u.shape[1], u.device)
+    if gap is not None:
+        h, ys = u.new_zeros(u.shape[0], *A.shape), []                  # [B, D, N]
+        for s in range(0, u.shape[1], segment):
+            part = slice(s, s + segment)
+            y, h = checkpoint(_zoh_segment, h, u[:, part], delta[:, part], gap[:, part], A, B[:, part],
+                              C[:, part], use_reentrant=False)
+            ys.append(y)
+        return torch.cat(ys, dim=1)
+    first = [x.transpose(0, 1).contiguous() for x in (u, delta, B, C)]  # time-first [L, B, ...]
     y = _SelectiveScan.apply(first[0], first[1], A, first[2], first[3], segment)
     return y.transpose(0, 1)

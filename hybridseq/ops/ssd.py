@@ -25,21 +25,25 @@ def _segment_sums(x: Tensor) -> Tensor:
 
 
 @full_precision
-def ssd_chunked(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk: int = 64) -> Tensor:
+def ssd_chunked(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk: int = 64,
+                dt_in: Tensor | None = None) -> Tensor:
     """y [B, L, H, P] of the SSD recurrence without the D skip.
 
     x: [B, L, H, P]; dt: [B, L, H] (positive); A: [H] (negative); B, C: [B, L, G, N] with G dividing H.
+    ``dt_in`` [B, L, H]: the step that scales the input, h_l = exp(dt_l a) h_{l-1} + dt_in_l x_l B_lᵀ
+    (default ``dt``).
     """
     batch, length, heads, _ = x.shape
+    dt_in = dt if dt_in is None else dt_in
     pad = -length % chunk
     if pad:                                            # dt = 0 and x = 0: identity steps at the end
-        x, dt, B, C = (F.pad(v, (0, 0) * (v.dim() - 2) + (0, pad)) for v in (x, dt, B, C))
+        x, dt, dt_in, B, C = (F.pad(v, (0, 0) * (v.dim() - 2) + (0, pad)) for v in (x, dt, dt_in, B, C))
     rep = heads // B.shape[2]
     B, C = (v.repeat_interleave(rep, dim=2) for v in (B, C))                 # [B, L, H, N]
     n = x.shape[1] // chunk
     x, B, C = (v.reshape(batch, n, chunk, heads, v.shape[-1]) for v in (x, B, C))  # [B, c, T, H, .]
     dt = dt.reshape(batch, n, chunk, heads)
-    xdt = x * dt.unsqueeze(-1)                                              # Δ x [B, c, T, H, P]
+    xdt = x * dt_in.reshape(batch, n, chunk, heads, 1)                      # Δ x [B, c, T, H, P]
     la = (dt * A).permute(0, 3, 1, 2)                                       # log decays [B, H, c, T]
     cum = la.cumsum(-1)                                                     # [B, H, c, T]
 

@@ -3,8 +3,10 @@ Selective State Spaces").
 
 in-projection to (x, z) → causal depthwise convolution → SiLU → input-dependent Δ, B, C → selective
 scan h_l = exp(Δ_l A) h_{l-1} + Δ_l B_l x_l, y_l = C_l h_l + D x_l → gate by SiLU(z) → out-projection,
-inside a pre-norm residual layer. With observation times Δ_l is multiplied by the gap (see
-`ssm_common`). ``impl``: mamba-ssm's fused CUDA scan (``cuda``), our chunk-parallel PyTorch scan
+inside a pre-norm residual layer. With observation times position l takes the exact zero-order hold
+over its gap g_l of the layer's unit step (``timed_disc: zoh``, default): decay exp(g_l Δ_l A), input
+Δ_l B_l x_l (exp(g_l Δ_l A) - 1)/(exp(Δ_l A) - 1), so a long silence forgets and an input's weight
+saturates; ``timed_disc: scaled`` multiplies Δ_l by the gap instead (see `ssm_common`). ``impl``: mamba-ssm's fused CUDA scan (``cuda``), our chunk-parallel PyTorch scan
 (``torch``, `hybridseq.ops.selective_scan`), or the first that works on the input (``auto``).
 """
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...errors import ConfigError
-from ...ops import selective_scan
+from ...ops import selective_scan, zoh_weight
 from ...ops.dispatch import IMPLS, check_impl, cuda_kernel, impl_for, planned_impl
 from ...seq import Seq
 from ..base import choice
@@ -75,18 +77,18 @@ class Mamba(SSMBlock):
         x, z = self.in_proj(u).chunk(2, dim=-1)                            # [B, L, E] each
         x = F.silu(causal_conv(x, self.conv))
         delta, B, C = self._project(x)
-        gaps = self.gaps(seq)
-        if gaps is not None:
+        gaps, hold = self.gaps(seq), self.exact_hold(seq)
+        if gaps is not None and not hold:
             delta = delta * gaps.unsqueeze(-1)
         A = -torch.exp(self.a_log)                                          # [E, N]
-        self.impl = impl_for(self.cfg.impl, x)
+        self.impl = "torch" if hold else impl_for(self.cfg.impl, x)        # the CUDA kernel has no per-state hold
         if self.impl == "cuda":
             channels_first = [v.transpose(1, 2).contiguous() for v in (x, delta, B, C, z)]   # [B, ., L]
             xs, ds, Bs, Cs, zs = channels_first
             y = cuda_kernel("selective_scan")(xs, ds, A, Bs, Cs, self.d.float(), z=zs, delta_softplus=False)
             y = y.transpose(1, 2)
         else:
-            y = (selective_scan(x, delta, A, B, C) + x * self.d) * F.silu(z)
+            y = (selective_scan(x, delta, A, B, C, gap=gaps if hold else None) + x * self.d) * F.silu(z)
         return self.out_proj(y)
 
     def init_state(self, batch: int, device, dtype) -> dict:
@@ -99,9 +101,12 @@ class Mamba(SSMBlock):
         x, window = conv_step(x, state["conv"], self.conv)
         x = F.silu(x)
         delta, B, C = self._project(x)
-        if gap is not None:
-            delta = delta * gap.unsqueeze(-1)
         A = -torch.exp(self.a_log)
-        h = torch.exp(delta.unsqueeze(-1) * A) * state["h"] + (delta * x).unsqueeze(-1) * B.unsqueeze(1)
+        log_a, drive = delta.unsqueeze(-1) * A, (delta * x).unsqueeze(-1) * B.unsqueeze(1)   # [B, E, N]
+        if gap is not None and self.cfg.timed_disc == "zoh":
+            log_a, drive = gap[:, None, None] * log_a, drive * zoh_weight(log_a, gap[:, None, None])
+        elif gap is not None:
+            log_a, drive = gap[:, None, None] * log_a, drive * gap[:, None, None]
+        h = torch.exp(log_a) * state["h"] + drive
         y = ((h * C.unsqueeze(1)).sum(-1) + x * self.d) * F.silu(z)
         return self.out_proj(y), {"conv": window, "h": h}

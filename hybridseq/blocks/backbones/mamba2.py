@@ -4,8 +4,10 @@ are SSMs: Generalized Models and Efficient Algorithms Through Structured State S
 One in-projection gives (z, x, B, C, Δ); x, B, C pass a causal depthwise convolution and SiLU; heads
 of width ``head_dim`` share a scalar decay a_h: h_l = exp(Δ_l a_h) h_{l-1} + Δ_l x_l B_lᵀ,
 y_l = h_l C_l + D x_l, computed chunk by chunk (`hybridseq.ops.ssd_chunked`); then RMSNorm(y · SiLU(z))
-and the out-projection, inside a pre-norm residual layer. With observation times Δ_l is multiplied by
-the gap (see `ssm_common`). ``impl``: mamba-ssm's triton SSD kernel (``cuda``), ours (``torch``), or
+and the out-projection, inside a pre-norm residual layer. With observation times position l takes the
+exact zero-order hold over its gap g_l of the unit step (``timed_disc: zoh``, default): decay
+exp(g_l Δ_l a_h), input weight Δ_l (exp(g_l Δ_l a_h) - 1)/(exp(Δ_l a_h) - 1); ``timed_disc: scaled``
+multiplies Δ_l by the gap instead (see `ssm_common`). ``impl``: mamba-ssm's triton SSD kernel (``cuda``), ours (``torch``), or
 the first that works on the input (``auto``).
 """
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...errors import ConfigError
-from ...ops import ssd_chunked
+from ...ops import ssd_chunked, zoh_weight
 from ...ops.dispatch import IMPLS, check_impl, cuda_kernel, impl_for, planned_impl
 from ...seq import Seq
 from ..base import choice
@@ -75,18 +77,24 @@ class Mamba2(SSMBlock):
         z, xbc, dt = self.in_proj(u).split(self.sizes, dim=-1)             # [B, L, .]
         x, B, C = self._split(F.silu(causal_conv(xbc, self.conv)))         # [B, L, H, P], [B, L, G, N] x2
         dt = F.softplus(dt + self.dt_bias)                                  # [B, L, H]
-        gaps = self.gaps(seq)
-        if gaps is not None:
-            dt = dt * gaps.unsqueeze(-1)
         A = -torch.exp(self.a_log)                                          # [H]
+        dt, dt_in = self._steps(dt, self.gaps(seq), A, self.exact_hold(seq))
         self.impl = impl_for(self.cfg.impl, x, "ssd")
-        if self.impl == "cuda":
-            y = cuda_kernel("ssd")(x.contiguous(), dt.contiguous(), A, B.contiguous(), C.contiguous(),
+        if self.impl == "cuda":                                             # the kernel's input step is dt
+            x_in = x * (dt_in / torch.where(dt > 0, dt, torch.ones_like(dt))).unsqueeze(-1)
+            y = cuda_kernel("ssd")(x_in.contiguous(), dt.contiguous(), A, B.contiguous(), C.contiguous(),
                                    chunk_size=self.cfg.chunk_size, D=self.d)
         else:
-            y = ssd_chunked(x, dt, A, B, C, self.cfg.chunk_size) + x * self.d.unsqueeze(-1)
+            y = ssd_chunked(x, dt, A, B, C, self.cfg.chunk_size, dt_in) + x * self.d.unsqueeze(-1)
         y = y.reshape(*u.shape[:2], -1)                                     # [B, L, E]
         return self.out_proj(self.norm_out(y * F.silu(z)))
+
+    def _steps(self, dt: Tensor, gaps: Tensor | None, A: Tensor, hold: bool) -> tuple[Tensor, Tensor]:
+        """The decay step and the input step [B, (L,) H] at time gaps [B, (L)] (see the module docstring)."""
+        if gaps is None:
+            return dt, dt
+        g = gaps.unsqueeze(-1)
+        return g * dt, dt * zoh_weight(dt * A, g) if hold else g * dt
 
     def init_state(self, batch: int, device, dtype) -> dict:
         width = self.sizes[1]
@@ -99,11 +107,10 @@ class Mamba2(SSMBlock):
         x, B, C = self._split(F.silu(xbc))                                  # [B, H, P], [B, G, N] x2
         rep = self.heads // self.cfg.n_groups
         B, C = B.repeat_interleave(rep, dim=1), C.repeat_interleave(rep, dim=1)   # [B, H, N]
-        dt = F.softplus(dt + self.dt_bias)                                  # [B, H]
-        if gap is not None:
-            dt = dt * gap.unsqueeze(-1)
-        decay = torch.exp(dt * -torch.exp(self.a_log))[..., None, None]     # [B, H, 1, 1]
-        h = decay * state["h"] + (dt.unsqueeze(-1) * x).unsqueeze(-1) * B.unsqueeze(2)   # [B, H, P, N]
+        A = -torch.exp(self.a_log)
+        dt, dt_in = self._steps(F.softplus(dt + self.dt_bias), gap, A, self.cfg.timed_disc == "zoh")   # [B, H]
+        decay = torch.exp(dt * A)[..., None, None]                          # [B, H, 1, 1]
+        h = decay * state["h"] + (dt_in.unsqueeze(-1) * x).unsqueeze(-1) * B.unsqueeze(2)   # [B, H, P, N]
         y = (h * C.unsqueeze(2)).sum(-1) + x * self.d.unsqueeze(-1)         # [B, H, P]
         y = y.reshape(u.shape[0], -1)
         return self.out_proj(self.norm_out(y * F.silu(z))), {"conv": window, "h": h}

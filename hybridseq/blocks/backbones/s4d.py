@@ -4,8 +4,10 @@ Initialization of Diagonal State Space Models").
 Per channel h: x'(t) = A x(t) + B u(t), y = C x + D u with diagonal complex A (N/2 modes in conjugate
 pairs, B folded into C), discretised by ZOH or bilinear with a learned step Δ_h. On a regular grid the
 layer is a convolution with K_l = 2 Re Σ_n C_n B̄_n Ā_n^l (Vandermonde product, FFT convolution,
-O(L log L)); with observation times the step of position l is Δ_h · gap_l and the layer runs as a
-chunk-parallel diagonal scan. Output: GELU, then a linear layer with a GLU gate.
+O(L log L)); with observation times the layer runs as a chunk-parallel diagonal scan whose position l
+takes the exact zero-order hold over its gap g_l of the unit step (``timed_disc: zoh``, default):
+Ā_l = Ā^{g_l}, B̄_l = B̄ (Ā^{g_l} - 1)/(Ā - 1) — for ``disc: zoh`` exactly exp(g_l Δ A) and
+(exp(g_l Δ A) - 1)/A; ``timed_disc: scaled`` discretises with step Δ_h · g_l instead. Output: GELU, then a linear layer with a GLU gate.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ...ops import fft_conv, linear_scan, vandermonde_kernel
+from ...ops import fft_conv, linear_scan, vandermonde_kernel, zoh_weight
 from ...seq import Seq
 from ..base import choice
 from .ssm_common import ModalSSMConfig, SSMBlock, gated_output, log_uniform
@@ -75,9 +77,17 @@ class S4D(SSMBlock):
             y = y + self._scan(u.flip(1), self.gaps(seq, reverse=True), A, c[1]).flip(1)
         return y
 
+    def timed_step(self, gaps: Tensor, A: Tensor) -> tuple[Tensor, Tensor]:
+        """log Ā and B̄ [..., H, M] at time gaps [...] by the ``timed_disc`` rule (module docstring)."""
+        dt, g = torch.exp(self.log_dt), gaps[..., None, None]
+        if self.cfg.timed_disc == "scaled":
+            return discretise(dt * gaps.unsqueeze(-1), A, self.cfg.disc)
+        log_a, b = discretise(dt, A, self.cfg.disc)                                 # unit step [H, M]
+        return g * log_a, b * zoh_weight(log_a, g)
+
     def _scan(self, u: Tensor, gaps: Tensor, A: Tensor, c: Tensor) -> Tensor:
-        """Diagonal recurrence with step Δ_h gap_l: u [B, L, H], gaps [B, L] -> [B, L, H]."""
-        log_a, b = discretise(torch.exp(self.log_dt) * gaps.unsqueeze(-1), A, self.cfg.disc)  # [B, L, H, M]
+        """Diagonal recurrence at time gaps: u [B, L, H], gaps [B, L] -> [B, L, H]."""
+        log_a, b = self.timed_step(gaps, A)                                                 # [B, L, H, M]
         h = linear_scan(torch.exp(log_a), b * u.unsqueeze(-1))                                 # [B, L, H, M]
         return 2 * torch.einsum("blhm,hm->blh", h, c).real
 
@@ -91,8 +101,10 @@ class S4D(SSMBlock):
         return {"h": torch.zeros(batch, self.cfg.d_model, self.cfg.d_state // 2, dtype=cdtype, device=device)}
 
     def mix_step(self, u: Tensor, state: dict, gap: Tensor | None) -> tuple[Tensor, dict]:
-        dt = torch.exp(self.log_dt) * (gap.unsqueeze(-1) if gap is not None else 1)      # [B|1, H]
-        log_a, b = discretise(dt, self.eigenvalues(), self.cfg.disc)                      # [B|1, H, M]
+        if gap is None:
+            log_a, b = discretise(torch.exp(self.log_dt), self.eigenvalues(), self.cfg.disc)   # [H, M]
+        else:
+            log_a, b = self.timed_step(gap, self.eigenvalues())                              # [B, H, M]
         h = torch.exp(log_a) * state["h"] + b * u.unsqueeze(-1)                           # [B, H, M]
         y = 2 * (h * torch.view_as_complex(self.c)[0]).sum(-1).real
         return self.out(y + self.d * u), {"h": h}

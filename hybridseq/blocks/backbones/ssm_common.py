@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from ...errors import ConfigError
 from ...seq import Seq
-from ..base import Block
+from ..base import Block, choice
 
 
 @dataclass
@@ -29,6 +29,7 @@ class SSMConfig:
     time_unit: float = 1.0     # the observation gap that counts as one step of the learned Δ
     dt_min: float = 1e-3       # initial steps Δ are log-uniform in [dt_min, dt_max]
     dt_max: float = 1e-1
+    timed_disc: str = choice("zoh", "scaled")  # with times: exact hold over each gap, or step Δ·gap
     residual_fp32: bool = True   # keep the residual stream in (at least) float32 under autocast, as mamba_ssm
 
     def validate(self, path: str) -> None:
@@ -106,6 +107,10 @@ class SSMBlock(Block):
         if seq.mask is None:
             return None
         return (seq.mask.flip(1) if reverse else seq.mask).to(dtype)
+
+    def exact_hold(self, seq: Seq) -> bool:
+        """Whether this pass discretises by the exact hold over each time gap (``timed_disc: zoh``)."""
+        return seq.t is not None and self.cfg.timed_disc == "zoh"
 
     def forward(self, seq: Seq) -> Seq:
         u = self.norm(seq.x)                                                    # [B, L, D]
