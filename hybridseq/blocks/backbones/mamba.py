@@ -20,10 +20,10 @@ from torch import Tensor, nn
 
 from ...errors import ConfigError
 from ...ops import selective_scan, zoh_weight
-from ...ops.dispatch import IMPLS, check_impl, cuda_kernel, impl_for, planned_impl
+from ...ops.dispatch import IMPLS, check_impl, cuda_kernel, fast_path, impl_for, kernel_dtype, planned_impl
 from ...seq import Seq
 from ..base import choice
-from .ssm_common import SSMBlock, SSMConfig, causal_conv, conv_step, inverse_softplus, log_uniform
+from .ssm_common import SSMBlock, SSMConfig, conv_silu, conv_step, inverse_softplus, log_uniform
 
 
 def init_dt_bias(width: int, low: float, high: float, floor: float) -> Tensor:
@@ -74,22 +74,32 @@ class Mamba(SSMBlock):
         return F.softplus(self.dt_proj(dt)), B, C
 
     def mix(self, u: Tensor, seq: Seq) -> Tensor:
-        x, z = self.in_proj(u).chunk(2, dim=-1)                            # [B, L, E] each
-        x = F.silu(causal_conv(x, self.conv))
-        delta, B, C = self._project(x)
         gaps, hold = self.gaps(seq), self.exact_hold(seq)
+        self.impl = "torch" if hold else impl_for(self.cfg.impl, u, path="mamba.impl")  # the CUDA scan has no
+        A = -torch.exp(self.a_log.float() if self.impl == "cuda" else self.a_log)      # per-state hold; A [E, N]
+        if self.impl == "cuda" and gaps is None and fast_path(u, "mamba_inner", "causal_conv1d"):
+            return self._fused(u, A)
+        x, z = self.in_proj(u).chunk(2, dim=-1)                            # [B, L, E] each
+        x = conv_silu(x, self.conv, self.impl == "cuda" and fast_path(u, "causal_conv1d"))
+        delta, B, C = self._project(x)
         if gaps is not None and not hold:
             delta = delta * gaps.unsqueeze(-1)
-        A = -torch.exp(self.a_log)                                          # [E, N]
-        self.impl = "torch" if hold else impl_for(self.cfg.impl, x)        # the CUDA kernel has no per-state hold
-        if self.impl == "cuda":
-            channels_first = [v.transpose(1, 2).contiguous() for v in (x, delta, B, C, z)]   # [B, ., L]
-            xs, ds, Bs, Cs, zs = channels_first
+        if self.impl == "cuda":                                             # one activation dtype, A and D fp32
+            work = kernel_dtype(u)
+            xs, ds, Bs, Cs, zs = (v.transpose(1, 2).to(work).contiguous() for v in (x, delta, B, C, z))  # [B, ., L]
             y = cuda_kernel("selective_scan")(xs, ds, A, Bs, Cs, self.d.float(), z=zs, delta_softplus=False)
             y = y.transpose(1, 2)
         else:
             y = (selective_scan(x, delta, A, B, C, gap=gaps if hold else None) + x * self.d) * F.silu(z)
         return self.out_proj(y)
+
+    def _fused(self, u: Tensor, A: Tensor) -> Tensor:
+        """The whole layer in mamba-ssm's fused kernel (conv, projections, scan, gate, out-projection)."""
+        xz = self.in_proj(u).transpose(1, 2)                                # [B, 2E, L]
+        return cuda_kernel("mamba_inner")(xz, self.conv.weight, self.conv.bias, self.x_proj.weight,
+                                          self.dt_proj.weight, self.out_proj.weight, self.out_proj.bias, A,
+                                          D=self.d.float(), delta_bias=self.dt_proj.bias.float(),
+                                          delta_softplus=True)             # [B, L, D]
 
     def init_state(self, batch: int, device, dtype) -> dict:
         e = self.cfg.expand * self.cfg.d_model

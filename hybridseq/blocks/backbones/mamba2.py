@@ -20,11 +20,11 @@ from torch import Tensor, nn
 
 from ...errors import ConfigError
 from ...ops import ssd_chunked, zoh_weight
-from ...ops.dispatch import IMPLS, check_impl, cuda_kernel, impl_for, planned_impl
+from ...ops.dispatch import IMPLS, check_impl, cuda_kernel, fast_path, impl_for, kernel_dtype, planned_impl
 from ...seq import Seq
 from ..base import choice
 from .mamba import check_positive, init_dt_bias
-from .ssm_common import SSMBlock, SSMConfig, causal_conv, conv_step
+from .ssm_common import SSMBlock, SSMConfig, conv_silu, conv_step
 
 
 class Mamba2(SSMBlock):
@@ -74,16 +74,19 @@ class Mamba2(SSMBlock):
         return x.reshape(*lead, self.heads, -1), B.reshape(*lead, g, n), C.reshape(*lead, g, n)
 
     def mix(self, u: Tensor, seq: Seq) -> Tensor:
+        self.impl = impl_for(self.cfg.impl, u, "ssd", path="mamba2.impl")
         z, xbc, dt = self.in_proj(u).split(self.sizes, dim=-1)             # [B, L, .]
-        x, B, C = self._split(F.silu(causal_conv(xbc, self.conv)))         # [B, L, H, P], [B, L, G, N] x2
+        xbc = conv_silu(xbc, self.conv, self.impl == "cuda" and fast_path(u, "causal_conv1d"))
+        x, B, C = self._split(xbc)                                          # [B, L, H, P], [B, L, G, N] x2
         dt = F.softplus(dt + self.dt_bias)                                  # [B, L, H]
         A = -torch.exp(self.a_log)                                          # [H]
         dt, dt_in = self._steps(dt, self.gaps(seq), A, self.exact_hold(seq))
-        self.impl = impl_for(self.cfg.impl, x, "ssd")
         if self.impl == "cuda":                                             # the kernel's input step is dt
             x_in = x * (dt_in / torch.where(dt > 0, dt, torch.ones_like(dt))).unsqueeze(-1)
-            y = cuda_kernel("ssd")(x_in.contiguous(), dt.contiguous(), A, B.contiguous(), C.contiguous(),
-                                   chunk_size=self.cfg.chunk_size, D=self.d)
+            work = kernel_dtype(u)
+            y = cuda_kernel("ssd")(*(v.to(work).contiguous() for v in (x_in, dt)), A.float(),
+                                   *(v.to(work).contiguous() for v in (B, C)), chunk_size=self.cfg.chunk_size,
+                                   D=self.d.float())
         else:
             y = ssd_chunked(x, dt, A, B, C, self.cfg.chunk_size, dt_in) + x * self.d.unsqueeze(-1)
         y = y.reshape(*u.shape[:2], -1)                                     # [B, L, E]

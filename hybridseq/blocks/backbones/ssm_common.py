@@ -18,6 +18,7 @@ from omegaconf import MISSING
 from torch import Tensor, nn
 
 from ...errors import ConfigError
+from ...ops.dispatch import cuda_kernel
 from ...seq import Seq
 from ..base import Block, choice
 
@@ -143,6 +144,15 @@ class SSMBlock(Block):
 
     def mix_step(self, u: Tensor, state: dict, gap: Tensor | None) -> tuple[Tensor, dict]:  # pragma: no cover
         raise NotImplementedError
+
+
+def conv_silu(x: Tensor, conv: nn.Conv1d, kernel: bool = False) -> Tensor:
+    """SiLU(causal depthwise convolution) of x [B, L, E]: causal-conv1d's CUDA kernel when ``kernel``."""
+    if kernel:
+        fn = cuda_kernel("causal_conv1d")
+        y = fn(x.transpose(1, 2).contiguous(), conv.weight.squeeze(1), conv.bias, activation="silu")
+        return y.transpose(1, 2)
+    return F.silu(causal_conv(x, conv))
 
 
 def causal_conv(x: Tensor, conv: nn.Conv1d) -> Tensor:
