@@ -405,3 +405,20 @@ def test_a_long_silence_forgets_under_the_exact_hold(name, over):
         last.append(y.detach())
     assert influence[0] > influence[1] > influence[2] and influence[2] < 1e-3 * influence[0], influence
     torch.testing.assert_close(last[2], last[3])       # past the memory, the held last input has saturated
+
+
+NO_DECAY = {"mamba": {"a_log", "d", "dt_proj.bias"}, "mamba2": {"a_log", "d", "dt_bias"},
+            "s4d": {"log_dt", "a_log_re", "a_im"}, "s4": {"log_dt", "lam_log_re", "lam_im", "p", "b"}}
+
+
+@pytest.mark.parametrize("name", sorted(NO_DECAY))
+def test_reference_no_decay_parameters_are_marked(name):
+    block = hs.build_block(name, d_model=8, **SMALL[name], **({"ssm_lr": 5e-4} if name.startswith("s4") else {}))
+    block = block.double()                      # the marks live on the Parameter objects, kept by .to()
+    marked = {n for n, p in block.named_parameters() if getattr(p, "_no_weight_decay", False)}
+    assert marked == NO_DECAY[name]
+    tuned = {n: p._optim for n, p in block.named_parameters() if hasattr(p, "_optim")}
+    if name.startswith("s4"):                   # state-spaces/s4: own lr, no decay for Λ, (P, B), log Δ
+        assert set(tuned) == NO_DECAY[name] and all(o == {"lr": 5e-4, "weight_decay": 0.0} for o in tuned.values())
+    else:
+        assert not tuned

@@ -23,7 +23,7 @@ from ...ops import selective_scan, zoh_weight
 from ...ops.dispatch import IMPLS, check_impl, cuda_kernel, fast_path, impl_for, kernel_dtype, planned_impl
 from ...seq import Seq
 from ..base import choice
-from .ssm_common import SSMBlock, SSMConfig, conv_silu, conv_step, inverse_softplus, log_uniform
+from .ssm_common import SSMBlock, SSMConfig, conv_silu, conv_step, inverse_softplus, log_uniform, no_weight_decay
 
 
 def init_dt_bias(width: int, low: float, high: float, floor: float) -> Tensor:
@@ -66,6 +66,7 @@ class Mamba(SSMBlock):
         self.a_log = nn.Parameter(torch.log(torch.arange(1, n + 1, dtype=torch.float)).repeat(e, 1))  # [E, N]
         self.d = nn.Parameter(torch.ones(e))
         self.out_proj = nn.Linear(e, d, bias=False)
+        no_weight_decay(self.a_log, self.d, self.dt_proj.bias)
         self.impl = planned_impl(cfg.impl)
 
     def _project(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:

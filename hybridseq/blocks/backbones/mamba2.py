@@ -24,7 +24,7 @@ from ...ops.dispatch import IMPLS, check_impl, cuda_kernel, fast_path, impl_for,
 from ...seq import Seq
 from ..base import choice
 from .mamba import check_positive, init_dt_bias
-from .ssm_common import SSMBlock, SSMConfig, conv_silu, conv_step
+from .ssm_common import SSMBlock, SSMConfig, conv_silu, conv_step, no_weight_decay
 
 
 class Mamba2(SSMBlock):
@@ -64,6 +64,7 @@ class Mamba2(SSMBlock):
         self.d = nn.Parameter(torch.ones(self.heads))
         self.norm_out = nn.RMSNorm(e)
         self.out_proj = nn.Linear(e, d, bias=False)
+        no_weight_decay(self.a_log, self.d, self.dt_bias)
         self.impl = planned_impl(cfg.impl)
 
     def _split(self, xbc: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from ...ops import fft_conv, nplr_kernel
 from ...seq import Seq
 from ..base import choice
-from .ssm_common import ModalSSMConfig, SSMBlock, gated_output, log_uniform
+from .ssm_common import ModalSSMConfig, SSMBlock, gated_output, log_uniform, own_lr
 
 EXPM_ELEMENTS = 1 << 22     # matrix-exponential entries materialised at once (positions per chunk)
 
@@ -80,6 +80,7 @@ class S4(SSMBlock):
         c = torch.randn(dirs, h, m, dtype=torch.cfloat) * 0.5 ** 0.5
         self.c = nn.Parameter(torch.view_as_real(c))                                     # [dirs, H, M, 2]
         self.d = nn.Parameter(torch.ones(h))
+        own_lr(cfg.ssm_lr, self.log_dt, self.lam_log_re, self.lam_im, self.p, self.b)
         self.out = gated_output(h, cfg.dropout)
 
     def params(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from ...ops import fft_conv, linear_scan, vandermonde_kernel, zoh_weight
 from ...seq import Seq
 from ..base import choice
-from .ssm_common import ModalSSMConfig, SSMBlock, gated_output, log_uniform
+from .ssm_common import ModalSSMConfig, SSMBlock, gated_output, log_uniform, own_lr
 
 
 def s4d_init(kind: str, channels: int, state: int) -> tuple[Tensor, Tensor]:
@@ -59,6 +59,7 @@ class S4D(SSMBlock):
         dirs = 2 if cfg.bidirectional else 1
         self.c = nn.Parameter(torch.view_as_real(torch.randn(dirs, h, m, dtype=torch.cfloat)))  # [dirs, H, M, 2]
         self.d = nn.Parameter(torch.ones(h))
+        own_lr(cfg.ssm_lr, self.log_dt, self.a_log_re, self.a_im)
         self.out = gated_output(h, cfg.dropout)
 
     def eigenvalues(self) -> Tensor:

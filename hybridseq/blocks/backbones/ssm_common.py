@@ -45,11 +45,27 @@ class ModalSSMConfig(SSMConfig):
     """Keys shared by the convolutional SSMs (s4d, s4), whose N-dimensional state is N/2 complex modes."""
     d_state: int = 64              # state size N per channel (N/2 complex conjugate pairs)
     bidirectional: bool = False    # add an anti-causal SSM (no recurrent mode)
+    ssm_lr: float = 1e-3           # learning rate of the state matrix, input matrix and step (no weight decay)
 
     def validate(self, path: str) -> None:
         super().validate(path)
+        if not (math.isfinite(self.ssm_lr) and self.ssm_lr > 0):
+            raise ConfigError(f"{path}.ssm_lr", f"must be a finite number > 0, got {self.ssm_lr!r}")
         if self.d_state < 2 or self.d_state % 2:
             raise ConfigError(f"{path}.d_state", f"must be an even number >= 2, got {self.d_state!r}")
+
+
+def no_weight_decay(*params: nn.Parameter) -> None:
+    """Mark parameters the optimiser must not decay (mamba_ssm's ``_no_weight_decay`` attribute)."""
+    for p in params:
+        p._no_weight_decay = True
+
+
+def own_lr(lr: float, *params: nn.Parameter) -> None:
+    """Give parameters their own learning rate and no weight decay (state-spaces/s4's ``_optim`` attribute)."""
+    for p in params:
+        p._optim = {"lr": lr, "weight_decay": 0.0}
+    no_weight_decay(*params)
 
 
 def gated_output(width: int, dropout: float) -> nn.Sequential:
