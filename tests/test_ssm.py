@@ -422,3 +422,18 @@ def test_reference_no_decay_parameters_are_marked(name):
         assert set(tuned) == NO_DECAY[name] and all(o == {"lr": 5e-4, "weight_decay": 0.0} for o in tuned.values())
     else:
         assert not tuned
+
+
+@pytest.mark.parametrize("name,over,timed", [(n, o, True) for n, o in [("s4d", {}), ("s4", {}), ("mamba", {}), ("mamba2", {}),
+                                                                      ("s4d", {"bidirectional": True}),
+                                                                      ("mamba", {"timed_disc": "scaled"})]]
+                         + [("mamba", {}, False), ("mamba2", {}, False)])   # untimed s4d/s4: a padded slot is an empty step
+def test_a_padded_slot_mid_sequence_changes_nothing_versus_removing_it(name, over, timed):
+    block = make(name, **over)
+    x, t, _ = sample(length=8)
+    keep = torch.tensor([0, 1, 2, 4, 5, 6, 7])                                 # slot 3 is padding
+    mask = torch.ones(2, 8, dtype=torch.bool)
+    mask[:, 3] = False
+    holed = block(hs.Seq(x=x, t=t if timed else None, mask=mask)).x
+    removed = block(hs.Seq(x=x[:, keep], t=t[:, keep] if timed else None)).x
+    torch.testing.assert_close(holed[:, keep], removed)

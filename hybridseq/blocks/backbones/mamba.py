@@ -81,7 +81,7 @@ class Mamba(SSMBlock):
         if self.impl == "cuda" and gaps is None and fast_path(u, "mamba_inner", "causal_conv1d"):
             return self._fused(u, A)
         x, z = self.in_proj(u).chunk(2, dim=-1)                            # [B, L, E] each
-        x = conv_silu(x, self.conv, self.impl == "cuda" and fast_path(u, "causal_conv1d"))
+        x = conv_silu(x, self.conv, self.impl == "cuda" and fast_path(u, "causal_conv1d"), seq.mask)
         delta, B, C = self._project(x)
         if gaps is not None and not hold:
             delta = delta * gaps.unsqueeze(-1)

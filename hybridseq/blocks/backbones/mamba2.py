@@ -77,7 +77,7 @@ class Mamba2(SSMBlock):
     def mix(self, u: Tensor, seq: Seq) -> Tensor:
         self.impl = impl_for(self.cfg.impl, u, "ssd", path="mamba2.impl")
         z, xbc, dt = self.in_proj(u).split(self.sizes, dim=-1)             # [B, L, .]
-        xbc = conv_silu(xbc, self.conv, self.impl == "cuda" and fast_path(u, "causal_conv1d"))
+        xbc = conv_silu(xbc, self.conv, self.impl == "cuda" and fast_path(u, "causal_conv1d"), seq.mask)
         x, B, C = self._split(xbc)                                          # [B, L, H, P], [B, L, G, N] x2
         dt = F.softplus(dt + self.dt_bias)                                  # [B, L, H]
         A = -torch.exp(self.a_log)                                          # [H]

@@ -162,8 +162,18 @@ class SSMBlock(Block):
         raise NotImplementedError
 
 
-def conv_silu(x: Tensor, conv: nn.Conv1d, kernel: bool = False) -> Tensor:
-    """SiLU(causal depthwise convolution) of x [B, L, E]: causal-conv1d's CUDA kernel when ``kernel``."""
+def conv_silu(x: Tensor, conv: nn.Conv1d, kernel: bool = False, mask: Tensor | None = None) -> Tensor:
+    """SiLU(causal depthwise convolution) of x [B, L, E]: causal-conv1d's CUDA kernel when ``kernel``.
+
+    With ``mask`` [B, L] the window of each valid position holds the previous *valid* inputs: the valid
+    positions are packed to the front (in order), convolved, and put back, so a padded slot anywhere
+    changes no valid output. Outputs at padded positions are finite but meaningless.
+    """
+    if mask is not None:
+        order = torch.argsort((~mask).to(torch.uint8), dim=1, stable=True)    # valid positions first [B, L]
+        index = order.unsqueeze(-1).expand_as(x)
+        packed = conv_silu(torch.gather(x, 1, index), conv, kernel)            # [B, L, E]
+        return torch.empty_like(packed).scatter_(1, index, packed)
     if kernel:
         fn = cuda_kernel("causal_conv1d")
         y = fn(x.transpose(1, 2).contiguous(), conv.weight.squeeze(1), conv.bias, activation="silu")
