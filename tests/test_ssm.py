@@ -437,3 +437,23 @@ def test_a_padded_slot_mid_sequence_changes_nothing_versus_removing_it(name, ove
     holed = block(hs.Seq(x=x, t=t if timed else None, mask=mask)).x
     removed = block(hs.Seq(x=x[:, keep], t=t[:, keep] if timed else None)).x
     torch.testing.assert_close(holed[:, keep], removed)
+
+
+def test_block_structure_follows_the_references():
+    mamba = hs.build_block("mamba", d_model=8, d_state=4)
+    assert isinstance(mamba.norm, torch.nn.RMSNorm) and mamba.norm.eps == 1e-5
+    assert isinstance(hs.build_block("s4d", d_model=8, d_state=4).norm, torch.nn.LayerNorm)
+    torch.manual_seed(0)
+    one = hs.build_block("mamba2", d_model=8, d_state=4, head_dim=4).out_proj.weight
+    torch.manual_seed(0)
+    four = hs.build_block("mamba2", d_model=8, d_state=4, head_dim=4, n_layer=4).out_proj.weight
+    torch.testing.assert_close(four, one / 2)                              # 1/√n_layer
+    norm = hs.build_block("mamba2", d_model=8, d_state=4, head_dim=4, n_groups=2).norm_out
+    y = torch.randn(3, 16)
+    with torch.no_grad():
+        norm.weight.uniform_()
+    halves = [h / h.square().mean(-1, keepdim=True).add(1e-5).sqrt() for h in y.chunk(2, -1)]
+    torch.testing.assert_close(norm(y), torch.cat(halves, -1) * norm.weight)   # RMS per group of E/G
+    drop = hs.build_block("s4d", d_model=8, d_state=4, dropout=0.5).out[1].train()
+    kept = drop(torch.ones(4, 50, 8)) != 0                                 # one mask per (batch, channel)
+    assert (kept == kept[:, :1]).all() and 0 < kept.float().mean() < 1

@@ -31,6 +31,14 @@ def init_dt_bias(width: int, low: float, high: float, floor: float) -> Tensor:
     return inverse_softplus(log_uniform(width, low, high).clamp_min(floor))
 
 
+def scaled_out_proj(width: int, d_model: int, n_layer: int) -> nn.Linear:
+    """The out-projection, its default init divided by √n_layer (GPT-2 / mamba_ssm residual rescaling)."""
+    proj = nn.Linear(width, d_model, bias=False)
+    with torch.no_grad():
+        proj.weight /= math.sqrt(n_layer)
+    return proj
+
+
 def check_positive(cfg, path: str, names: tuple[str, ...]) -> None:
     for name in names:
         if getattr(cfg, name) < 1:
@@ -45,11 +53,13 @@ class Mamba(SSMBlock):
         d_conv: int = 4                            # causal convolution width
         dt_rank: int = 0                           # rank of the Δ projection; 0 = ceil(d_model / 16)
         dt_floor: float = 1e-4
+        norm: str = choice("rms", "layer")         # pre-norm (mamba_ssm: RMSNorm)
+        n_layer: int = 1                           # layers in the stack: out_proj init scaled by 1/√n_layer
         impl: str = choice(*IMPLS)
 
         def validate(self, path: str) -> None:
             super().validate(path)
-            check_positive(self, path, ("d_state", "expand", "d_conv"))
+            check_positive(self, path, ("d_state", "expand", "d_conv", "n_layer"))
             check_impl(self.impl, f"{path}.impl")
 
     def __init__(self, cfg: Config):
@@ -65,7 +75,7 @@ class Mamba(SSMBlock):
             self.dt_proj.bias.copy_(init_dt_bias(e, cfg.dt_min, cfg.dt_max, cfg.dt_floor))
         self.a_log = nn.Parameter(torch.log(torch.arange(1, n + 1, dtype=torch.float)).repeat(e, 1))  # [E, N]
         self.d = nn.Parameter(torch.ones(e))
-        self.out_proj = nn.Linear(e, d, bias=False)
+        self.out_proj = scaled_out_proj(e, d, cfg.n_layer)
         no_weight_decay(self.a_log, self.d, self.dt_proj.bias)
         self.impl = planned_impl(cfg.impl)
 

@@ -23,8 +23,23 @@ from ...ops import ssd_chunked, zoh_weight
 from ...ops.dispatch import IMPLS, check_impl, cuda_kernel, fast_path, impl_for, kernel_dtype, planned_impl
 from ...seq import Seq
 from ..base import choice
-from .mamba import check_positive, init_dt_bias
+from .mamba import check_positive, init_dt_bias, scaled_out_proj
 from .ssm_common import SSMBlock, SSMConfig, conv_silu, conv_step, no_weight_decay
+
+
+class GroupRMSNorm(nn.Module):
+    """RMSNorm over each of ``groups`` equal slices of the last dimension, eps 1e-5, one weight per channel
+    (Mamba-2's gated norm, applied to y · SiLU(z); normalised in float32)."""
+
+    def __init__(self, width: int, groups: int, eps: float = 1e-5):
+        super().__init__()
+        self.groups, self.eps = groups, eps
+        self.weight = nn.Parameter(torch.ones(width))
+
+    def forward(self, y: Tensor) -> Tensor:
+        g = y.float().unflatten(-1, (self.groups, -1))                     # [..., G, E/G]
+        g = g * torch.rsqrt(g.square().mean(-1, keepdim=True) + self.eps)
+        return g.flatten(-2).to(y.dtype) * self.weight
 
 
 class Mamba2(SSMBlock):
@@ -37,11 +52,14 @@ class Mamba2(SSMBlock):
         d_conv: int = 4                            # causal convolution width
         chunk_size: int = 64                       # SSD chunk length
         dt_floor: float = 1e-4
+        norm: str = choice("rms", "layer")         # pre-norm (mamba_ssm: RMSNorm)
+        n_layer: int = 1                           # layers in the stack: out_proj init scaled by 1/√n_layer
         impl: str = choice(*IMPLS)
 
         def validate(self, path: str) -> None:
             super().validate(path)
-            check_positive(self, path, ("d_state", "expand", "head_dim", "n_groups", "d_conv", "chunk_size"))
+            check_positive(self, path, ("d_state", "expand", "head_dim", "n_groups", "d_conv", "chunk_size",
+                                        "n_layer"))
             inner = self.expand * self.d_model
             if inner % self.head_dim:
                 raise ConfigError(f"{path}.head_dim", f"head_dim={self.head_dim} must divide expand * d_model = {inner}")
@@ -62,8 +80,8 @@ class Mamba2(SSMBlock):
         self.dt_bias = nn.Parameter(init_dt_bias(self.heads, cfg.dt_min, cfg.dt_max, cfg.dt_floor))  # [H]
         self.a_log = nn.Parameter(torch.log(torch.empty(self.heads).uniform_(1, 16)))                # [H]
         self.d = nn.Parameter(torch.ones(self.heads))
-        self.norm_out = nn.RMSNorm(e)
-        self.out_proj = nn.Linear(e, d, bias=False)
+        self.norm_out = GroupRMSNorm(e, cfg.n_groups)
+        self.out_proj = scaled_out_proj(e, d, cfg.n_layer)
         no_weight_decay(self.a_log, self.d, self.dt_bias)
         self.impl = planned_impl(cfg.impl)
 

@@ -77,9 +77,9 @@ class S4(SSMBlock):
         self.p = nn.Parameter(torch.view_as_real(p).clone())                             # [H, M, 2]
         self.b = nn.Parameter(torch.view_as_real(b).clone())                             # [H, M, 2]
         dirs = 2 if cfg.bidirectional else 1
-        c = torch.randn(dirs, h, m, dtype=torch.cfloat) * 0.5 ** 0.5
+        c = torch.randn(dirs, h, m, dtype=torch.cfloat)
         self.c = nn.Parameter(torch.view_as_real(c))                                     # [dirs, H, M, 2]
-        self.d = nn.Parameter(torch.ones(h))
+        self.d = nn.Parameter(torch.randn(h))
         own_lr(cfg.ssm_lr, self.log_dt, self.lam_log_re, self.lam_im, self.p, self.b)
         self.out = gated_output(h, cfg.dropout)
 

@@ -58,7 +58,7 @@ class S4D(SSMBlock):
         self.a_im = nn.Parameter(im)                                                       # [H, M]
         dirs = 2 if cfg.bidirectional else 1
         self.c = nn.Parameter(torch.view_as_real(torch.randn(dirs, h, m, dtype=torch.cfloat)))  # [dirs, H, M, 2]
-        self.d = nn.Parameter(torch.ones(h))
+        self.d = nn.Parameter(torch.randn(h))
         own_lr(cfg.ssm_lr, self.log_dt, self.a_log_re, self.a_im)
         self.out = gated_output(h, cfg.dropout)
 

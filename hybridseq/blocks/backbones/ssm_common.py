@@ -30,6 +30,7 @@ class SSMConfig:
     time_unit: float = 1.0     # the observation gap that counts as one step of the learned Δ
     dt_min: float = 1e-3       # initial steps Δ are log-uniform in [dt_min, dt_max]
     dt_max: float = 1e-1
+    norm: str = choice("layer", "rms")         # pre-norm: LayerNorm or RMSNorm (eps 1e-5)
     timed_disc: str = choice("zoh", "scaled")  # with times: exact hold over each gap, or step Δ·gap
     residual_fp32: bool = True   # keep the residual stream in (at least) float32 under autocast, as mamba_ssm
 
@@ -68,9 +69,24 @@ def own_lr(lr: float, *params: nn.Parameter) -> None:
     no_weight_decay(*params)
 
 
+class TiedDropout(nn.Dropout):
+    """Dropout whose mask is shared along time: one draw per (batch, channel) of x [B, L, D] (state-spaces/s4's
+    DropoutNd with tie=True); an x of shape [B, D] (one step) gets an ordinary mask."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0 or x.dim() < 3:
+            return super().forward(x)
+        keep = torch.rand(x.shape[0], *([1] * (x.dim() - 2)), x.shape[-1], device=x.device) >= self.p
+        return x * keep / (1 - self.p)
+
+
 def gated_output(width: int, dropout: float) -> nn.Sequential:
-    """The output stage of s4d and s4: GELU, dropout, then a linear layer into a GLU gate."""
-    return nn.Sequential(nn.GELU(), nn.Dropout(dropout), nn.Linear(width, 2 * width), nn.GLU(dim=-1))
+    """The output stage of s4d and s4: GELU, time-tied dropout, then a linear layer into a GLU gate."""
+    return nn.Sequential(nn.GELU(), TiedDropout(dropout), nn.Linear(width, 2 * width), nn.GLU(dim=-1))
+
+
+NORM_EPS = 1e-5
+NORMS = {"layer": lambda width: nn.LayerNorm(width, eps=NORM_EPS), "rms": lambda width: nn.RMSNorm(width, eps=NORM_EPS)}
 
 
 def time_gaps(t: Tensor, valid: Tensor, unit: float) -> Tensor:
@@ -111,7 +127,7 @@ class SSMBlock(Block):
 
     def __init__(self, cfg):
         super().__init__(cfg)
-        self.norm = nn.LayerNorm(cfg.d_model)
+        self.norm = NORMS[cfg.norm](cfg.d_model)
         self.drop = nn.Dropout(cfg.dropout)
 
     def gaps(self, seq: Seq, reverse: bool = False) -> Tensor | None:
@@ -130,13 +146,13 @@ class SSMBlock(Block):
         return seq.t is not None and self.cfg.timed_disc == "zoh"
 
     def forward(self, seq: Seq) -> Seq:
-        u = self.norm(seq.x)                                                    # [B, L, D]
+        u = self.norm(self.residual(seq.x))           # [B, L, D]; normalised in at least float32
         if seq.mask is not None:
             u = u * seq.mask.unsqueeze(-1)
         return replace(seq, x=self.residual(seq.x) + self.drop(self.mix(u, seq)))
 
     def residual(self, x: Tensor) -> Tensor:
-        """The skip branch: x itself, or x promoted to at least float32 with ``residual_fp32``."""
+        """The skip branch (and the norm's input): x, or x promoted to at least float32 with ``residual_fp32``."""
         return x.to(torch.promote_types(x.dtype, torch.float32)) if self.cfg.residual_fp32 else x
 
     def allocate_state(self, batch_size: int, device=None, dtype=None) -> dict:
@@ -149,7 +165,7 @@ class SSMBlock(Block):
 
         ``gap`` [B] is the time since the previous observation in units of ``time_unit`` (1 if None).
         """
-        y, state = self.mix_step(self.norm(x_t), state, gap)
+        y, state = self.mix_step(self.norm(self.residual(x_t)), state, gap)
         return self.residual(x_t) + self.drop(y), state
 
     def mix(self, u: Tensor, seq: Seq) -> Tensor:  # pragma: no cover - abstract
