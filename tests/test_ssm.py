@@ -457,3 +457,18 @@ def test_block_structure_follows_the_references():
     drop = hs.build_block("s4d", d_model=8, d_state=4, dropout=0.5).out[1].train()
     kept = drop(torch.ones(4, 50, 8)) != 0                                 # one mask per (batch, channel)
     assert (kept == kept[:, :1]).all() and 0 < kept.float().mean() < 1
+
+
+@pytest.mark.parametrize("name", ["s4d", "mamba"])
+def test_timed_scan_in_segments_matches_one_segment(name, monkeypatch):
+    from hybridseq.ops import scan
+    block = make(name)
+    x, t, mask = sample(length=40, padded=True)
+    seq = hs.Seq(x=x, t=t, mask=mask)
+    whole = block(seq).x
+    g_whole = torch.autograd.grad(whole[mask].sum(), [x, *block.parameters()])
+    monkeypatch.setitem(scan.SEGMENT_ELEMENTS, "cpu", 1)                     # 16-step segments: 3 of them
+    parts = block(seq).x
+    torch.testing.assert_close(parts, whole)
+    for a, b in zip(torch.autograd.grad(parts[mask].sum(), [x, *block.parameters()]), g_whole):
+        torch.testing.assert_close(a, b)

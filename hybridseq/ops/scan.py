@@ -177,15 +177,28 @@ def zoh_weight(log_a: Tensor, gap: Tensor) -> Tensor:
     return torch.where(flat, gap + torch.zeros_like(ratio), ratio)
 
 
-def _zoh_segment(h0: Tensor, u: Tensor, delta: Tensor, gap: Tensor, A: Tensor, B: Tensor, C: Tensor):
+def scan_from(a: Tensor, b: Tensor, h0: Tensor) -> Tensor:
+    """`linear_scan` started from state h0 [B, ...] instead of zero: a, b [B, L, ...] -> h [B, L, ...]."""
+    return linear_scan(a, torch.cat([b[:, :1] + a[:, :1] * h0.unsqueeze(1), b[:, 1:]], dim=1))
+
+
+def segmented(fn, h0: Tensor, *series: Tensor, segment: int, fixed: tuple = ()) -> Tensor:
+    """Run ``fn(h, *parts, *fixed) -> (y, h)`` over segments of ``segment`` steps of ``series`` (all [B, L, ...]),
+    each under activation checkpointing: memory holds one segment's scan, not L of them. -> y [B, L, ...]."""
+    ys, h = [], h0
+    for s in range(0, series[0].shape[1], segment):
+        y, h = checkpoint(fn, h, *(x[:, s:s + segment] for x in series), *fixed, use_reentrant=False)
+        ys.append(y)
+    return torch.cat(ys, dim=1)
+
+
+def _zoh_segment(h0: Tensor, u: Tensor, delta: Tensor, gap: Tensor, B: Tensor, C: Tensor, A: Tensor):
     """One segment of the timed scan: states from h0 [B, D, N]; u, delta [B, S, D], gap [B, S], B, C [B, S, N]
     -> (y [B, S, D], last state [B, D, N])."""
     log_a = delta.unsqueeze(-1) * A                                    # unit-gap log decays [B, S, D, N]
     g = gap[..., None, None]
     drive = (delta * u).unsqueeze(-1) * B.unsqueeze(2) * zoh_weight(log_a, g)
-    decay = torch.exp(g * log_a)
-    drive = torch.cat([drive[:, :1] + decay[:, :1] * h0.unsqueeze(1), drive[:, 1:]], dim=1)
-    h = linear_scan(decay, drive)                                      # [B, S, D, N]
+    h = scan_from(torch.exp(g * log_a), drive, h0)                     # [B, S, D, N]
     return torch.einsum("bsdn,bsn->bsd", h, C), h[:, -1]
 
 
@@ -201,13 +214,8 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, se
     """
     segment = segment or segment_length(u.shape[0] * A.numel(), u.shape[1], u.device)
     if gap is not None:
-        h, ys = u.new_zeros(u.shape[0], *A.shape), []                  # [B, D, N]
-        for s in range(0, u.shape[1], segment):
-            part = slice(s, s + segment)
-            y, h = checkpoint(_zoh_segment, h, u[:, part], delta[:, part], gap[:, part], A, B[:, part],
-                              C[:, part], use_reentrant=False)
-            ys.append(y)
-        return torch.cat(ys, dim=1)
+        return segmented(_zoh_segment, u.new_zeros(u.shape[0], *A.shape), u, delta, gap, B, C, segment=segment,
+                         fixed=(A,))
     first = [x.transpose(0, 1).contiguous() for x in (u, delta, B, C)]  # time-first [L, B, ...]
     y = _SelectiveScan.apply(first[0], first[1], A, first[2], first[3], segment)
     return y.transpose(0, 1)

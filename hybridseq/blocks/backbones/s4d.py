@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ...ops import fft_conv, linear_scan, vandermonde_kernel, zoh_weight
+from ...ops import fft_conv, vandermonde_kernel, zoh_weight
+from ...ops.scan import scan_from, segment_length, segmented
 from ...seq import Seq
 from ..base import choice
 from .ssm_common import ModalSSMConfig, SSMBlock, gated_output, log_uniform, own_lr
@@ -87,10 +88,16 @@ class S4D(SSMBlock):
         return g * log_a, b * zoh_weight(log_a, g)
 
     def _scan(self, u: Tensor, gaps: Tensor, A: Tensor, c: Tensor) -> Tensor:
-        """Diagonal recurrence at time gaps: u [B, L, H], gaps [B, L] -> [B, L, H]."""
-        log_a, b = self.timed_step(gaps, A)                                                 # [B, L, H, M]
-        h = linear_scan(torch.exp(log_a), b * u.unsqueeze(-1))                                 # [B, L, H, M]
-        return 2 * torch.einsum("blhm,hm->blh", h, c).real
+        """Diagonal recurrence at time gaps: u [B, L, H], gaps [B, L] -> [B, L, H], segment by segment (only
+        one segment's [B, S, H, M] transitions and states exist at a time, in forward and backward)."""
+        h0 = torch.zeros(u.shape[0], *A.shape, dtype=c.dtype, device=u.device)              # [B, H, M]
+        size = segment_length(2 * u.shape[0] * A.numel(), u.shape[1], u.device)             # complex: 2 reals
+        return segmented(self._segment, h0, u, gaps, segment=size, fixed=(A, c))
+
+    def _segment(self, h0: Tensor, u: Tensor, gaps: Tensor, A: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+        log_a, b = self.timed_step(gaps, A)                                                 # [B, S, H, M]
+        h = scan_from(torch.exp(log_a), b * u.unsqueeze(-1), h0)                            # [B, S, H, M]
+        return 2 * torch.einsum("bshm,hm->bsh", h, c).real, h[:, -1]
 
     def mix(self, u: Tensor, seq: Seq) -> Tensor:
         return self.out(self.ssm(u, seq) + self.d * u)
