@@ -422,6 +422,15 @@ def test_reference_no_decay_parameters_are_marked(name):
         assert set(tuned) == NO_DECAY[name] and all(o == {"lr": 5e-4, "weight_decay": 0.0} for o in tuned.values())
     else:
         assert not tuned
+    from hybridseq.train.optim import configure_optimizer
+    opt = configure_optimizer(block, lr=3e-3, weight_decay=0.1)
+    group_of = {id(p): g for g in opt.param_groups for p in g["params"]}
+    for pname, p in block.named_parameters():
+        group = group_of[id(p)]
+        if pname in NO_DECAY[name]:
+            assert group["weight_decay"] == 0.0 and group["lr"] == (5e-4 if name.startswith("s4") else 3e-3)
+        else:
+            assert group["weight_decay"] == (0.1 if p.ndim >= 2 else 0.0) and group["lr"] == 3e-3
 
 
 @pytest.mark.parametrize("name,over,timed", [(n, o, True) for n, o in [("s4d", {}), ("s4", {}), ("mamba", {}), ("mamba2", {}),
