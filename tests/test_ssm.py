@@ -24,6 +24,8 @@ def make(name, **over):
         for pname, p in block.named_parameters():
             if pname in ("log_dt", "dt_proj.bias", "dt_bias"):
                 p.add_(2.0)
+            if pname in ("h0", "d"):                # a learned initial state, D per channel: not all alike
+                p.normal_()
     return block
 
 
@@ -137,21 +139,25 @@ def mamba2_ref(block, x, gaps, back_gaps, mask, rule="scaled"):
     xi, B, C = block._split(F.silu(conv_ref(block, xbc)))
     rep = block.heads // block.cfg.n_groups
     B, C = B.repeat_interleave(rep, 2), C.repeat_interleave(rep, 2)
-    dt = F.softplus(dt + block.dt_bias)
+    dt = F.softplus(dt + block.dt_bias).clamp(block.cfg.dt_limit_min, block.cfg.dt_limit_max)
     A = -torch.exp(block.a_log)
+    d = block.d if block.cfg.d_has_hdim else block.d[:, None]
     h, ys = torch.zeros(x.shape[0], block.heads, block.cfg.head_dim, block.cfg.d_state, dtype=F64), []
+    if block.cfg.learnable_init_state:
+        h = h + block.h0
     for l in range(x.shape[1]):
         g = gaps[:, l, None]
         a_bar, b_bar = held(torch.exp(dt[:, l] * A), dt[:, l], g) if rule == "zoh" else (torch.exp(g * dt[:, l] * A), g * dt[:, l])
         h = a_bar[..., None, None] * h + (b_bar[..., None] * xi[:, l])[..., None] * B[:, l, :, None, :]
-        ys.append((h * C[:, l, :, None, :]).sum(-1) + xi[:, l] * block.d[:, None])
+        ys.append((h * C[:, l, :, None, :]).sum(-1) + xi[:, l] * d)
     y = torch.stack(ys, 1).reshape(*x.shape[:2], -1)
     return x + block.out_proj(block.norm_out(y * F.silu(z)))
 
 
 REFS = {"s4d": lti_ref, "s4": lti_ref, "mamba": mamba_ref, "mamba2": mamba2_ref}
 CASES = [("s4d", {}), ("s4d", {"init": "inv", "disc": "bilinear"}), ("s4d", {"init": "real", "bidirectional": True}),
-         ("s4", {}), ("s4", {"bidirectional": True}), ("mamba", {"impl": "torch"}), ("mamba2", {"impl": "torch"})]
+         ("s4", {}), ("s4", {"bidirectional": True}), ("mamba", {"impl": "torch"}), ("mamba2", {"impl": "torch"}),
+         ("mamba2", {"d_has_hdim": True, "learnable_init_state": True, "dt_limit_min": 0.5, "dt_limit_max": 3.0})]
 
 
 def check_against_reference(block, ref_fn, seq, gaps, back):
@@ -197,7 +203,8 @@ def test_equal_gaps_reduce_to_regular_path(name, over):
 
 
 @pytest.mark.parametrize("name,over", [("s4d", {}), ("s4", {}), ("s4", {"timed_disc": "zoh"}), ("mamba", {}),
-                                       ("mamba2", {}), ("mamba", {"timed_disc": "scaled"})])
+                                       ("mamba2", {}), ("mamba", {"timed_disc": "scaled"}),
+                                       ("mamba2", {"learnable_init_state": True, "d_has_hdim": True})])
 @pytest.mark.parametrize("timed", [False, True])
 def test_recurrent_step_matches_full_sequence(name, over, timed):
     block = make(name, **over)

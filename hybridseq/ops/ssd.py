@@ -26,12 +26,12 @@ def _segment_sums(x: Tensor) -> Tensor:
 
 @full_precision
 def ssd_chunked(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk: int = 64,
-                dt_in: Tensor | None = None) -> Tensor:
+                dt_in: Tensor | None = None, h0: Tensor | None = None) -> Tensor:
     """y [B, L, H, P] of the SSD recurrence without the D skip.
 
     x: [B, L, H, P]; dt: [B, L, H] (positive); A: [H] (negative); B, C: [B, L, G, N] with G dividing H.
     ``dt_in`` [B, L, H]: the step that scales the input, h_l = exp(dt_l a) h_{l-1} + dt_in_l x_l B_lᵀ
-    (default ``dt``).
+    (default ``dt``). ``h0`` [B, H, P, N]: the state before the first step (default zeros).
     """
     batch, length, heads, _ = x.shape
     dt_in = dt if dt_in is None else dt_in
@@ -52,7 +52,8 @@ def ssd_chunked(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk: i
 
     to_end = torch.exp(cum[..., -1:] - cum)                                 # [B, H, c, T]
     states = torch.einsum("bclhn,bhcl,bclhp->bchpn", B, to_end, xdt)       # chunk-end states from inside
-    states = torch.cat([torch.zeros_like(states[:, :1]), states], dim=1)   # [B, c+1, H, P, N]
+    first = torch.zeros_like(states[:, :1]) if h0 is None else h0.unsqueeze(1).to(states.dtype)
+    states = torch.cat([first, states], dim=1)                             # [B, c+1, H, P, N]
     across = torch.exp(_segment_sums(F.pad(cum[..., -1], (1, 0))))         # [B, H, c+1, c+1]
     entering = torch.einsum("bhzc,bchpn->bzhpn", across, states)[:, :-1]   # state entering each chunk
     y_carry = torch.einsum("bclhn,bchpn,bhcl->bclhp", C, entering, torch.exp(cum))
