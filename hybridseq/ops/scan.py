@@ -164,6 +164,19 @@ class _SelectiveScan(torch.autograd.Function):
         return du, ddelta, dA, dB, dC, None
 
 
+def held_step(log_a: Tensor, gap: Tensor) -> tuple[Tensor, Tensor]:
+    """Ā^g and (Ā^g - 1)/(Ā - 1) for unit-step log Ā (broadcast with gaps g): the exact hold over g.
+
+    One expm1 serves both (Ā^g = 1 + expm1(g log Ā): an absolute error of one rounding, as the
+    recurrence itself), and 1/(Ā - 1) is formed at the unit step's (smaller) shape. Where log Ā = 0
+    (a step Δ that underflowed) a log Ā of -√tiny stands in: the weight is then g, its limit.
+    """
+    real = log_a.real if log_a.is_complex() else log_a
+    log_a = torch.where(log_a == 0, torch.full_like(log_a, -torch.finfo(real.dtype).tiny ** 0.5), log_a)
+    grown = torch.expm1(gap * log_a)
+    return grown + 1, grown * (1 / torch.expm1(log_a))
+
+
 def zoh_weight(log_a: Tensor, gap: Tensor) -> Tensor:
     """(Ā^g - 1) / (Ā - 1) = expm1(g log Ā) / expm1(log Ā), broadcast; g where Ā = 1.
 
@@ -171,10 +184,7 @@ def zoh_weight(log_a: Tensor, gap: Tensor) -> Tensor:
     over one unit, of the continuous system x' = α x + β u with α = log Ā, β = B̄ α / (Ā - 1). Its exact
     hold over a gap g is Ā^g and B̄ times this weight: equal to B̄ at g = 1, → B̄ / (1 - Ā) as g → ∞.
     """
-    den = torch.expm1(log_a)
-    flat = den == 0
-    ratio = torch.expm1(gap * log_a) / torch.where(flat, torch.ones_like(den), den)
-    return torch.where(flat, gap + torch.zeros_like(ratio), ratio)
+    return held_step(log_a, gap)[1]
 
 
 def scan_from(a: Tensor, b: Tensor, h0: Tensor) -> Tensor:
@@ -185,6 +195,8 @@ def scan_from(a: Tensor, b: Tensor, h0: Tensor) -> Tensor:
 def segmented(fn, h0: Tensor, *series: Tensor, segment: int, fixed: tuple = ()) -> Tensor:
     """Run ``fn(h, *parts, *fixed) -> (y, h)`` over segments of ``segment`` steps of ``series`` (all [B, L, ...]),
     each under activation checkpointing: memory holds one segment's scan, not L of them. -> y [B, L, ...]."""
+    if series[0].shape[1] <= segment:                                 # one segment: nothing to save by recomputing
+        return fn(h0, *series, *fixed)[0]
     ys, h = [], h0
     for s in range(0, series[0].shape[1], segment):
         y, h = checkpoint(fn, h, *(x[:, s:s + segment] for x in series), *fixed, use_reentrant=False)
@@ -195,10 +207,8 @@ def segmented(fn, h0: Tensor, *series: Tensor, segment: int, fixed: tuple = ()) 
 def _zoh_segment(h0: Tensor, u: Tensor, delta: Tensor, gap: Tensor, B: Tensor, C: Tensor, A: Tensor):
     """One segment of the timed scan: states from h0 [B, D, N]; u, delta [B, S, D], gap [B, S], B, C [B, S, N]
     -> (y [B, S, D], last state [B, D, N])."""
-    log_a = delta.unsqueeze(-1) * A                                    # unit-gap log decays [B, S, D, N]
-    g = gap[..., None, None]
-    drive = (delta * u).unsqueeze(-1) * B.unsqueeze(2) * zoh_weight(log_a, g)
-    h = scan_from(torch.exp(g * log_a), drive, h0)                     # [B, S, D, N]
+    decay, weight = held_step(delta.unsqueeze(-1) * A, gap[..., None, None])   # [B, S, D, N]
+    h = scan_from(decay, (delta * u).unsqueeze(-1) * B.unsqueeze(2) * weight, h0)
     return torch.einsum("bsdn,bsn->bsd", h, C), h[:, -1]
 
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ...ops import fft_conv, vandermonde_kernel, zoh_weight
-from ...ops.scan import scan_from, segment_length, segmented
+from ...ops import fft_conv, vandermonde_kernel
+from ...ops.scan import held_step, scan_from, segment_length, segmented
 from ...seq import Seq
 from ..base import choice
 from .ssm_common import ModalSSMConfig, SSMBlock, gated_output, log_uniform, own_lr
@@ -80,12 +80,14 @@ class S4D(SSMBlock):
         return y
 
     def timed_step(self, gaps: Tensor, A: Tensor) -> tuple[Tensor, Tensor]:
-        """log Ā and B̄ [..., H, M] at time gaps [...] by the ``timed_disc`` rule (module docstring)."""
+        """Ā and B̄ [..., H, M] at time gaps [...] by the ``timed_disc`` rule (module docstring)."""
         dt, g = torch.exp(self.log_dt), gaps[..., None, None]
         if self.cfg.timed_disc == "scaled":
-            return discretise(dt * gaps.unsqueeze(-1), A, self.cfg.disc)
+            log_a, b = discretise(dt * gaps.unsqueeze(-1), A, self.cfg.disc)
+            return torch.exp(log_a), b
         log_a, b = discretise(dt, A, self.cfg.disc)                                 # unit step [H, M]
-        return g * log_a, b * zoh_weight(log_a, g)
+        decay, weight = held_step(log_a, g)
+        return decay, b * weight
 
     def _scan(self, u: Tensor, gaps: Tensor, A: Tensor, c: Tensor) -> Tensor:
         """Diagonal recurrence at time gaps: u [B, L, H], gaps [B, L] -> [B, L, H], segment by segment (only
@@ -95,8 +97,8 @@ class S4D(SSMBlock):
         return segmented(self._segment, h0, u, gaps, segment=size, fixed=(A, c))
 
     def _segment(self, h0: Tensor, u: Tensor, gaps: Tensor, A: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
-        log_a, b = self.timed_step(gaps, A)                                                 # [B, S, H, M]
-        h = scan_from(torch.exp(log_a), b * u.unsqueeze(-1), h0)                            # [B, S, H, M]
+        a_bar, b = self.timed_step(gaps, A)                                                 # [B, S, H, M]
+        h = scan_from(a_bar, b * u.unsqueeze(-1), h0)                                       # [B, S, H, M]
         return 2 * torch.einsum("bshm,hm->bsh", h, c).real, h[:, -1]
 
     def mix(self, u: Tensor, seq: Seq) -> Tensor:
@@ -111,8 +113,9 @@ class S4D(SSMBlock):
     def mix_step(self, u: Tensor, state: dict, gap: Tensor | None) -> tuple[Tensor, dict]:
         if gap is None:
             log_a, b = discretise(torch.exp(self.log_dt), self.eigenvalues(), self.cfg.disc)   # [H, M]
+            a_bar = torch.exp(log_a)
         else:
-            log_a, b = self.timed_step(gap, self.eigenvalues())                              # [B, H, M]
-        h = torch.exp(log_a) * state["h"] + b * u.unsqueeze(-1)                           # [B, H, M]
+            a_bar, b = self.timed_step(gap, self.eigenvalues())                              # [B, H, M]
+        h = a_bar * state["h"] + b * u.unsqueeze(-1)                                      # [B, H, M]
         y = 2 * (h * torch.view_as_complex(self.c)[0]).sum(-1).real
         return self.out(y + self.d * u), {"h": h}
