@@ -1,16 +1,25 @@
 """hybridseq.ops kernels against plain sequential float64 references: values and gradients; the choice
 between them and mamba-ssm's kernels."""
 import subprocess
-import types
 import sys
+import types
 from types import SimpleNamespace
 
 import pytest
 import torch
 
 import hybridseq as hs
-from hybridseq.ops import (cauchy_sum, dispatch, fft_conv, linear_scan, nplr_dense, nplr_kernel, selective_scan,
-                           ssd_chunked, vandermonde_kernel)
+from hybridseq.ops import (
+    cauchy_sum,
+    dispatch,
+    fft_conv,
+    linear_scan,
+    nplr_dense,
+    nplr_kernel,
+    selective_scan,
+    ssd_chunked,
+    vandermonde_kernel,
+)
 from hybridseq.ops.scan import scan_
 
 F64 = torch.float64
@@ -93,7 +102,8 @@ def seq_ssd(x, dt, A, B, C):
 def test_ssd_matches_sequential(chunk):
     g = torch.Generator().manual_seed(chunk)
     b, length, heads, p, groups, n = 2, 13, 4, 3, 2, 5
-    args = [torch.randn(b, length, heads, p, dtype=F64, generator=g), torch.rand(b, length, heads, dtype=F64, generator=g),
+    args = [torch.randn(b, length, heads, p, dtype=F64, generator=g),
+            torch.rand(b, length, heads, dtype=F64, generator=g),
             -2 * torch.rand(heads, dtype=F64, generator=g), torch.randn(b, length, groups, n, dtype=F64, generator=g),
             torch.randn(b, length, groups, n, dtype=F64, generator=g)]
     args = [x.requires_grad_() for x in args]
@@ -121,7 +131,8 @@ def test_vandermonde_and_cauchy_match_direct_sums():
     log_z = torch.complex(-torch.rand(3, 4, dtype=F64, generator=g), torch.randn(3, 4, dtype=F64, generator=g))
     ref = torch.stack([2 * (coef * torch.exp(log_z * l)).sum(-1).real for l in range(9)], -1)
     torch.testing.assert_close(vandermonde_kernel(coef, log_z, 9), ref)
-    alpha, beta = torch.randn(9, dtype=torch.complex128, generator=g), torch.randn(9, dtype=torch.complex128, generator=g)
+    alpha = torch.randn(9, dtype=torch.complex128, generator=g)
+    beta = torch.randn(9, dtype=torch.complex128, generator=g)
     direct = (coef[..., None] / (alpha - beta * log_z[..., None])).sum(-2)
     torch.testing.assert_close(cauchy_sum(coef, log_z, alpha, beta), direct)
 
@@ -219,7 +230,8 @@ def test_selective_scan_exact_hold_over_gaps_matches_sequential(length, segment)
     h, ys = torch.zeros(b, d, n, dtype=F64), []
     for l in range(length):
         step, k = delta[:, l, :, None] * A, gap[:, l, None, None]
-        h = torch.exp(k * step) * h + (delta[:, l] * u[:, l])[..., None] * B[:, l, None, :] * torch.expm1(k * step) / torch.expm1(step)
+        drive = (delta[:, l] * u[:, l])[..., None] * B[:, l, None, :] * torch.expm1(k * step) / torch.expm1(step)
+        h = torch.exp(k * step) * h + drive
         ys.append((h * C[:, l, None, :]).sum(-1))
     ref = torch.stack(ys, 1)
     y = selective_scan(*args, segment=segment, gap=gap)
@@ -238,7 +250,8 @@ def fake_selective_scan_fn(u, delta, A, B, C, D=None, z=None, delta_bias=None, d
     if delta_bias is not None:
         delta = delta + delta_bias[:, None]
     delta = torch.nn.functional.softplus(delta) if delta_softplus else delta
-    y = selective_scan(u.transpose(1, 2), delta.transpose(1, 2), A, B.transpose(1, 2), C.transpose(1, 2)).transpose(1, 2)
+    y = selective_scan(*(v.transpose(1, 2) for v in (u, delta)), A, *(v.transpose(1, 2) for v in (B, C)))
+    y = y.transpose(1, 2)
     y = y + (D[:, None] * u if D is not None else 0)
     return (y * torch.nn.functional.silu(z) if z is not None else y).to(u.dtype)
 

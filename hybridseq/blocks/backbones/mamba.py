@@ -6,7 +6,8 @@ scan h_l = exp(Δ_l A) h_{l-1} + Δ_l B_l x_l, y_l = C_l h_l + D x_l → gate by
 inside a pre-norm residual layer. With observation times position l takes the exact zero-order hold
 over its gap g_l of the layer's unit step (``timed_disc: zoh``, default): decay exp(g_l Δ_l A), input
 Δ_l B_l x_l (exp(g_l Δ_l A) - 1)/(exp(Δ_l A) - 1), so a long silence forgets and an input's weight
-saturates; ``timed_disc: scaled`` multiplies Δ_l by the gap instead (see `ssm_common`). ``impl``: mamba-ssm's fused CUDA scan (``cuda``), our chunk-parallel PyTorch scan
+saturates; ``timed_disc: scaled`` multiplies Δ_l by the gap instead (see `ssm_common`).
+``impl``: mamba-ssm's fused CUDA scan (``cuda``), our chunk-parallel PyTorch scan
 (``torch``, `hybridseq.ops.selective_scan`), or the first that works on the input (``auto``).
 """
 from __future__ import annotations

@@ -7,7 +7,8 @@ y_l = h_l C_l + D x_l, computed chunk by chunk (`hybridseq.ops.ssd_chunked`); th
 and the out-projection, inside a pre-norm residual layer. With observation times position l takes the
 exact zero-order hold over its gap g_l of the unit step (``timed_disc: zoh``, default): decay
 exp(g_l Δ_l a_h), input weight Δ_l (exp(g_l Δ_l a_h) - 1)/(exp(Δ_l a_h) - 1); ``timed_disc: scaled``
-multiplies Δ_l by the gap instead (see `ssm_common`). ``impl``: mamba-ssm's triton SSD kernel (``cuda``), ours (``torch``), or
+multiplies Δ_l by the gap instead (see `ssm_common`).
+``impl``: mamba-ssm's triton SSD kernel (``cuda``), ours (``torch``), or
 the first that works on the input (``auto``).
 """
 from __future__ import annotations
@@ -67,7 +68,8 @@ class Mamba2(SSMBlock):
                                         "n_layer"))
             inner = self.expand * self.d_model
             if inner % self.head_dim:
-                raise ConfigError(f"{path}.head_dim", f"head_dim={self.head_dim} must divide expand * d_model = {inner}")
+                raise ConfigError(f"{path}.head_dim",
+                                  f"head_dim={self.head_dim} must divide expand * d_model = {inner}")
             if (inner // self.head_dim) % self.n_groups:
                 raise ConfigError(f"{path}.n_groups", f"n_groups={self.n_groups} must divide the number of "
                                   f"heads {inner // self.head_dim}")

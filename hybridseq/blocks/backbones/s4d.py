@@ -7,7 +7,8 @@ layer is a convolution with K_l = 2 Re Σ_n C_n B̄_n Ā_n^l (Vandermonde produc
 O(L log L)); with observation times the layer runs as a chunk-parallel diagonal scan whose position l
 takes the exact zero-order hold over its gap g_l of the unit step (``timed_disc: zoh``, default):
 Ā_l = Ā^{g_l}, B̄_l = B̄ (Ā^{g_l} - 1)/(Ā - 1) — for ``disc: zoh`` exactly exp(g_l Δ A) and
-(exp(g_l Δ A) - 1)/A; ``timed_disc: scaled`` discretises with step Δ_h · g_l instead. Output: GELU, then a linear layer with a GLU gate.
+(exp(g_l Δ A) - 1)/A; ``timed_disc: scaled`` discretises with step Δ_h · g_l instead.
+Output: GELU, then a linear layer with a GLU gate.
 """
 from __future__ import annotations
 
