@@ -3,6 +3,7 @@
 ```python
 from hybridseq.ablate import ablate
 records, table = ablate("configs/sweeps/quickstart.yaml", "runs/ablate/quickstart", workers=2)
+records, table = ablate("configs/sweeps/quickstart.yaml", executor="ray")       # on a local Ray
 ```
 """
 from __future__ import annotations
@@ -10,9 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from .plots import plot_curves, plot_metric
-from .runner import run_sweep
+from .jobs import select
+from .runner import make_executor, run_sweep
 from .store import ResultStore
-from .summary import metric_keys, summarize, write_summary
+from .summary import metric_keys, summarize, to_markdown, write_summary
 from .sweep import Run, Sweep, load_sweep, shard
 
 
@@ -27,24 +29,33 @@ def report(sweep: Sweep, out_dir, records: list[dict]) -> str:
     return table
 
 
-def ablate(source, out_dir=None, *, overrides=(), workers: int = 1, shard_spec: str | None = None,
-           retry_failed: bool = False, summary_only: bool = False, echo=print) -> tuple[list[dict], str]:
+def ablate(source, out_dir=None, *, overrides=(), executor: str = "local", workers: int | None = None,
+           threads: int | None = None, address: str | None = None, shard_spec: str | None = None,
+           run_id: str | None = None, index: int | None = None, retry_failed: bool = False,
+           summary_only: bool = False, echo=print) -> tuple[list[dict], str]:
     """Run (or resume) the sweep ``source`` (a YAML path or a mapping) into ``out_dir`` and report it.
 
-    ``overrides`` (dotlist) apply to every run. Returns the latest record of each run and the Markdown
-    summary table. With ``summary_only`` nothing is trained: the table covers every run recorded in
-    ``out_dir`` (e.g. after shards were merged).
+    ``overrides`` (dotlist) apply to every run. ``executor`` is "local" (``workers`` processes, default
+    one per GPU, else one per core up to 4; ``workers=0``: in this process) or "ray" (``address``: a
+    cluster; none: a Ray started here). ``threads``: torch threads per run. ``shard_spec`` ("i/n"),
+    ``run_id`` or ``index`` run one part of the sweep, which records into its own results file and
+    writes no summary (the returned table covers the part). With ``summary_only`` nothing is trained:
+    the table covers every run recorded in ``out_dir``, whichever file it was recorded in. Returns the
+    latest record of each run and the Markdown summary table.
     """
     sweep = load_sweep(source, overrides=overrides)
     out = Path(out_dir or Path("runs") / "ablate" / sweep.name)
+    runs, part = select(sweep.runs(), shard_spec=shard_spec, run_id=run_id, index=index)
     if summary_only:
         latest = ResultStore(out).latest()
-        records = [latest[r.run_id] for r in sweep.runs() if r.run_id in latest]
+        records = [latest[r.run_id] for r in runs if r.run_id in latest]
     else:
-        records = run_sweep(sweep, out, workers=workers, shard_spec=shard_spec, retry_failed=retry_failed,
-                            echo=echo)
+        runner = make_executor(executor, sweep, workers=workers, threads=threads, address=address)
+        records = run_sweep(sweep, out, runner, runs, part=part, retry_failed=retry_failed, echo=echo)
+    if part is not None:
+        return records, to_markdown(summarize(records, sweep.metric), records)
     return records, report(sweep, out, records)
 
 
 __all__ = ["ResultStore", "Run", "Sweep", "ablate", "load_sweep", "plot_curves", "plot_metric", "report",
-           "run_sweep", "shard", "summarize", "write_summary"]
+           "make_executor", "run_sweep", "select", "shard", "summarize", "write_summary"]
