@@ -10,23 +10,37 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import ConfigError
+
 from .plots import plot_curves, plot_metric
 from .jobs import select
 from .runner import make_executor, run_sweep
 from .store import ResultStore
 from .summary import metric_keys, summarize, to_markdown, write_summary
 from .sweep import Run, Sweep, load_sweep, shard
+from .tune import SAMPLER_NAMES
 
 
 def report(sweep: Sweep, out_dir, records: list[dict]) -> str:
     """Write ``summary.md``, ``summary.csv`` and ``plots/*.png`` for ``records``; returns the table."""
     out = Path(out_dir)
-    table = write_summary(out, records, sweep.metric)
+    table = write_summary(out, records, sweep.metric, tune_note(sweep, records))
     keys = metric_keys(records, sweep.metric)
     if keys:
         plot_metric(summarize(records, sweep.metric), keys[0], out / "plots" / f"{keys[0]}.png")
     plot_curves(records, out / "plots" / "curves.png")
     return table
+
+
+def tune_note(sweep: Sweep, records: list[dict]) -> str:
+    """The sentence under a tuned sweep's table: how each variant's setting was chosen."""
+    t = sweep.tune
+    if t is None:
+        return ""
+    metric = next((r["tune"]["metric"] for r in records if r.get("tune", {}).get("metric")), t.metric or "val_*")
+    return (f"Each variant at its own best setting of {', '.join(t.params)}: {t.trials} trials of {SAMPLER_NAMES[t.sampler]} "
+            f"search (seed {t.seed}) on {metric} at seed {sweep.seeds[0]}; the test metrics are those of the "
+            f"selected setting only, trained at every seed.")
 
 
 def ablate(source, out_dir=None, *, overrides=(), executor: str = "local", workers: int | None = None,
@@ -46,7 +60,15 @@ def ablate(source, out_dir=None, *, overrides=(), executor: str = "local", worke
     sweep = load_sweep(source, overrides=overrides)
     out = Path(out_dir or Path("runs") / "ablate" / sweep.name)
     runs, part = select(sweep.runs(), shard_spec=shard_spec, run_id=run_id, index=index)
-    if summary_only:
+    if sweep.tune is not None and part is not None:
+        raise ConfigError("sweep.tune", "a tuned sweep picks its runs as trials finish, so it runs whole "
+                          "(on many machines: --executor ray), not as --shard/--run/--index parts")
+    if summary_only and sweep.tune is not None:
+        from .runner import Driver
+        from .tune import tune_sweep
+
+        records = tune_sweep(sweep, Driver(sweep, out, None, echo=echo), echo)
+    elif summary_only:
         latest = ResultStore(out).latest()
         records = [latest[r.run_id] for r in runs if r.run_id in latest]
     else:

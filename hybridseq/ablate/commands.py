@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import ConfigError
 from ..hookspecs import hookimpl
 
 
@@ -15,6 +16,8 @@ def cmd_ablate(args) -> int:
     sweep = load_sweep(args.sweep, overrides=args.overrides)
     out = args.out or str(Path("runs") / "ablate" / sweep.name)
     if args.list:
+        if sweep.tune is not None:
+            raise ConfigError("sweep.tune", "a tuned sweep picks its runs as trials finish: it has no fixed list")
         print("\n".join(listing(sweep.runs(), ResultStore(out).latest())))
         return 0
     print(f"sweep {args.sweep} -> {out}")

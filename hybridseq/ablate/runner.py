@@ -167,7 +167,9 @@ class ProcessPool:
 
 
 def _line(k: int, total: int, failed: int, record: dict, metric: str | None, progress: str) -> str:
-    head = f"[{k}/{total}{f', {failed} failed' if failed else ''}] {record['variant']} seed {record['seed']}:"
+    tune = record.get("tune")
+    trial = f" ({'selected ' * ('trials' in tune)}trial {tune['trial']})" if tune else ""
+    head = f"[{k}/{total}{f', {failed} failed' if failed else ''}] {record['variant']} seed {record['seed']}{trial}:"
     tail = f" | {progress}" if progress else ""
     if record["status"] != "ok":
         err = record["error"]
@@ -187,9 +189,11 @@ class Driver:
         self.retry_failed = retry_failed
 
     def run(self, runs: list[Run], notes: dict[str, dict] | None = None) -> dict[str, dict]:
-        """Train those of ``runs`` not yet recorded; ``notes`` (run id -> fields) are added to their
-        records. Returns the latest record of each of ``runs`` that has one."""
+        """Train those of ``runs`` not yet recorded (none without an executor); ``notes`` (run id ->
+        fields) are added to their records. Returns the latest record of each of ``runs`` that has one."""
         latest = self.store.latest()
+        if self.executor is None:
+            return {r.run_id: latest[r.run_id] for r in runs if r.run_id in latest}
         done = {rid for rid, r in latest.items() if r.get("status") == "ok" or not self.retry_failed}
         todo = [r for r in runs if r.run_id not in done]
         if len(todo) < len(runs):
@@ -218,7 +222,12 @@ def run_sweep(sweep: Sweep, out_dir, executor, runs: list[Run] | None = None, *,
     runs = sweep.runs() if runs is None else runs
     check_runs(sweep, runs)
     with executor:
-        latest = Driver(sweep, out_dir, executor, part=part, retry_failed=retry_failed, echo=echo).run(runs)
+        driver = Driver(sweep, out_dir, executor, part=part, retry_failed=retry_failed, echo=echo)
+        if sweep.tune is not None:
+            from .tune import tune_sweep
+
+            return tune_sweep(sweep, driver, echo)
+        latest = driver.run(runs)
     return [latest[r.run_id] for r in runs if r.run_id in latest]
 
 

@@ -14,6 +14,7 @@ axes:                                # grid: every combination of these values
 seeds: [0, 1, 2]
 metric: test_accuracy                # the summary's headline metric (default: the task's test metric)
 resources: {cpus_per_run: 2, gpus_per_run: 1}   # what one run reserves on Ray (see resources.py)
+tune: {params: {train.lr: {log_uniform: [1.0e-4, 1.0e-2]}}, trials: 8}   # per-configuration search (tune.py)
 ```
 Runs are variants x axes grid x seeds. A run's id is a stable hash of the base config's content, its
 overrides and its seed, so a re-run finds its finished runs whatever the order, and an edited base config
@@ -37,8 +38,9 @@ from omegaconf import DictConfig, OmegaConf
 from ..config import compose
 from ..errors import ConfigError
 from .resources import Resources, parse_resources
+from .tune import Tune, parse_tune
 
-SWEEP_KEYS = ("name", "base", "overrides", "variants", "axes", "seeds", "metric", "final_overrides", "resources")
+SWEEP_KEYS = ("name", "base", "overrides", "variants", "axes", "seeds", "metric", "final_overrides", "resources", "tune")
 
 
 @dataclass
@@ -69,6 +71,7 @@ class Sweep:
     metric: str | None = None
     final_overrides: list[str] = field(default_factory=list)    # after variants and axes: they win
     resources: Resources = field(default_factory=Resources)
+    tune: Tune | None = None
 
     def groups(self) -> list[tuple[str, list[str]]]:
         """(label, overrides) of each configuration that seeds repeat: variants, then the axes grid (last
@@ -105,7 +108,7 @@ class Sweep:
     def as_dict(self) -> dict:
         return {"name": self.name, "base": self.base, "overrides": self.overrides, "variants": self.variants,
                 "axes": self.axes, "seeds": self.seeds, "metric": self.metric, "final_overrides": self.final_overrides,
-                "resources": self.resources.as_dict()}
+                "resources": self.resources.as_dict(), **({"tune": self.tune.as_dict()} if self.tune else {})}
 
 
 def run_id(overrides: list[str], seed: int, base: str = "") -> str:
@@ -173,7 +176,7 @@ def load_sweep(source, base_dir=None, overrides=()) -> Sweep:
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
         raise ConfigError("sweep.seeds", f"expected a non-empty list of integers, got {seeds!r}")
     sweep = Sweep(str(raw.get("name") or default_name), base, overrides, variants, axes, seeds, raw.get("metric"),
-                  final, parse_resources(raw.get("resources")))
+                  final, parse_resources(raw.get("resources")), parse_tune(raw.get("tune")))
     runs = sweep.runs()
     for run in runs:                       # fail fast on overrides that do not apply to the base config
         with in_variant(run):
