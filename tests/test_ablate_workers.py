@@ -42,6 +42,8 @@ def test_executor_options(monkeypatch):
         make_executor("slurm", s)
     with pytest.raises(ConfigError, match="--address: an address is for --executor ray"):
         make_executor("local", s, address="auto")
+    with pytest.raises(ConfigError, match="--workers: worker processes are for --executor local"):
+        make_executor("ray", s, workers=2)
 
 
 def test_visible_gpus_and_round_robin():

@@ -52,7 +52,19 @@ class RayExecutor:
             else:                           # a fresh local Ray over this process's cores
                 ray.init(address="local", num_cpus=cpu_budget(), include_dashboard=False, log_to_driver=False)
             self.started = True
-        total = ray.cluster_resources()
+        try:
+            self._check()
+        except BaseException:
+            self.__exit__()
+            raise
+        self.remote = ray.remote(run_task).options(
+            num_cpus=self.resources.cpus_per_run, num_gpus=self.resources.gpus_per_run,
+            max_retries=self.resources.max_retries, retry_exceptions=False)
+        return self
+
+    def _check(self) -> None:
+        """A run must fit the cluster as a whole, or it would wait forever; count how many fit at once."""
+        total = self.ray.cluster_resources()
         for key, need, name in (("CPU", self.resources.cpus_per_run, "cpus_per_run"),
                                 ("GPU", self.resources.gpus_per_run, "gpus_per_run")):
             if need > total.get(key, 0):
@@ -60,14 +72,11 @@ class RayExecutor:
                                   f"has {total.get(key, 0):g} in all, so no run could ever start")
         self.slots = min(math.floor(total.get(key, 0) / need) for key, need in
                          (("CPU", self.resources.cpus_per_run), ("GPU", self.resources.gpus_per_run)) if need > 0)
-        self.remote = ray.remote(run_task).options(
-            num_cpus=self.resources.cpus_per_run, num_gpus=self.resources.gpus_per_run,
-            max_retries=self.resources.max_retries, retry_exceptions=False)
-        return self
 
     def __exit__(self, *exc):
         if self.started:
             self.ray.shutdown()
+            self.started = False
         return False
 
     def _progress(self, left: int) -> str:

@@ -243,6 +243,10 @@ def make_executor(kind: str, sweep: Sweep, *, workers: int | None = None, thread
     if kind == "ray":
         from .ray_executor import RayExecutor
 
+        if workers is not None:
+            raise ConfigError("--workers", "worker processes are for --executor local; on Ray, "
+                              "resources.cpus_per_run and gpus_per_run set how many runs share the cluster")
+
         return RayExecutor(sweep.resources, address, threads)
     if kind != "local":
         raise ConfigError("--executor", f"unknown executor {kind!r}", choices=EXECUTORS, got=kind)
