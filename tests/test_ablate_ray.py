@@ -2,6 +2,7 @@
 as the process pool, failures recorded, lost workers' runs retried, a killed driver loses nothing."""
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -104,13 +105,19 @@ def test_ray_and_the_process_pool_record_the_same_runs(cluster, tmp_path):
     assert lines[-1].startswith("[4/4] ") and "running 0, queued 0" in lines[-1]
 
 
-def test_failures_are_recorded_and_lost_workers_retried(cluster, tmp_path):
+def test_failures_are_recorded_and_lost_workers_retried(cluster, tmp_path, monkeypatch):
+    from hybridseq.ablate import ray_executor
+
+    monkeypatch.setattr(ray_executor, "PROGRESS_S", 0.2)      # progress lines while runs are in flight
     marker = tmp_path / "died-once"
     spec = sweep(variants={"good": [], "bad_heads": ["model.blocks[0].heads=3"],
                            "flaky": ["data.name=dies_once", f"+data.marker={marker}"],
                            "dies": ["data={name: dies}"]},
                  resources={"cpus_per_run": 1, "max_retries": 1})
-    records, table = ablate(spec, tmp_path / "out", executor="ray", echo=quiet)
+    lines = []
+    records, table = ablate(spec, tmp_path / "out", executor="ray", echo=lines.append)
+    assert any(re.fullmatch(r"\[[0-3]/4(, [12] failed)?\] running [12], queued [0-2]", line) for line in lines), lines
+    assert re.match(r"\[4/4, 2 failed\] ", lines[-1])
     by = {r["variant"]: r for r in records}
     assert {v: r["status"] for v, r in by.items()} == {"good": "ok", "bad_heads": "failed", "flaky": "ok",
                                                         "dies": "failed"}
