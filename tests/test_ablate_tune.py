@@ -19,7 +19,7 @@ TUNE = {"params": {"train.lr": {"log_uniform": [1.0e-3, 1.0e-1]}}, "trials": 3, 
 
 
 def test_each_variant_is_reported_at_its_best_trial(tmp_path):
-    spec = sweep(**TWO_BY_TWO, tune=TUNE)
+    spec = sweep(**TWO_BY_TWO, tune=TUNE, overrides=["data.val_fraction=0.3"])
     records, table = ablate(spec, tmp_path, workers=0, echo=lambda line: None)
     stored = list(ResultStore(tmp_path).latest().values())
     assert len(stored) == 2 * (3 + 1)               # per variant: 3 trials at seed 0, then the best at seed 1
@@ -52,6 +52,11 @@ def test_each_variant_is_reported_at_its_best_trial(tmp_path):
     assert len(ResultStore(tmp_path).latest()) == 8
     summary, table_summary = ablate(spec, tmp_path, summary_only=True, echo=lines.append)
     assert table_summary == table
+
+
+def test_without_a_validation_split_the_search_stops_with_the_reason(tmp_path):
+    with pytest.raises(ConfigError, match=r"sweep.tune.metric: run \w+ reports no val_loss \(validation cases: 0\)"):
+        ablate(sweep(tune=TUNE), tmp_path, workers=0, echo=lambda line: None)     # 30 cases: no validation split
 
 
 def test_a_tuned_sweep_runs_whole(tmp_path, capsys):

@@ -62,6 +62,7 @@ class Tune:
         return self.metric_of(record).removeprefix("val_") in HIGHER_IS_BETTER
 
     def metric_of(self, record: dict) -> str:
+        """The metric searched on: ``metric``, else the run's checkpoint-selection metric."""
         return self.metric or record.get("monitor") or "val_loss"
 
 
@@ -180,7 +181,12 @@ def tune_sweep(sweep, driver, echo=print) -> list[dict]:
                 s.complete = False
                 continue
             s.trials[trial.number] = record
-            value = record.get(tune.metric_of(record)) if record.get("status") == "ok" else None
+            metric = tune.metric_of(record)
+            if record.get("status") == "ok" and metric not in record:
+                raise ConfigError("sweep.tune.metric", f"run {run.run_id} reports no {metric} (validation cases: "
+                                  f"{record.get('val_cases', '?')}); the search needs a validation split, e.g. "
+                                  "data.val_fraction=0.2", got=metric)
+            value = record.get(metric) if record.get("status") == "ok" else None
             if isinstance(value, (int, float)) and math.isfinite(value):
                 s.study.tell(trial, value if tune.higher(record) else -value)
             else:
