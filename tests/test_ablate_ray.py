@@ -144,7 +144,9 @@ def test_a_killed_driver_loses_no_finished_run(cluster, tmp_path):
     finished = ResultStore(out).latest()
     assert 1 <= len(finished) < 4
     stamps = {rid: (Path(r["run_dir"]) / "results.json").stat().st_mtime_ns for rid, r in finished.items()}
+    deadline = time.monotonic() + 120
     while ray.available_resources().get("CPU", 0) < CPUS:   # Ray ends the dead driver's tasks
+        assert time.monotonic() < deadline, "Ray kept the killed driver's tasks running"
         time.sleep(0.1)
     # the rerun starts a Ray of its own on this machine (no --address)
     rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
