@@ -85,3 +85,11 @@ def test_bad_tune_sections_name_the_key(bad, message):
     with pytest.raises(ConfigError) as err:
         load_sweep(sweep(tune=bad))
     assert message in str(err.value)
+
+
+def test_trials_proposing_the_same_setting_train_it_once(tmp_path):
+    tune = {"params": {"train.lr": {"choice": [0.01]}}, "trials": 2, "parallel": 2, "metric": "val_loss"}
+    records, _ = ablate(sweep(tune=tune, overrides=["data.val_fraction=0.3"]), tmp_path, workers=0,
+                        echo=lambda line: None)
+    assert len(records) == 1 and records[0]["status"] == "ok" and records[0]["tune"]["trials"] == 2
+    assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 1

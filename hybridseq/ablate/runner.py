@@ -195,9 +195,11 @@ class Driver:
         if self.executor is None:
             return {r.run_id: latest[r.run_id] for r in runs if r.run_id in latest}
         done = {rid for rid, r in latest.items() if r.get("status") == "ok" or not self.retry_failed}
-        todo = [r for r in runs if r.run_id not in done]
-        if len(todo) < len(runs):
-            self.echo(f"{len(runs) - len(todo)} of {len(runs)} runs already recorded in {self.out}; running {len(todo)}")
+        unique = list({r.run_id: r for r in runs}.values())     # two trials may propose the same setting
+        todo = [r for r in unique if r.run_id not in done]
+        if len(todo) < len(unique):
+            self.echo(f"{len(unique) - len(todo)} of {len(unique)} runs already recorded in {self.out}; "
+                      f"running {len(todo)}")
         atomic_write_text(self.out / "sweep.yaml", yaml.safe_dump(self.sweep.as_dict(), sort_keys=False))
         tasks = [Task(r, OmegaConf.to_container(self.sweep.config(r)), str(self.out / "runs" / r.dir_name))
                  for r in todo]
@@ -246,7 +248,6 @@ def make_executor(kind: str, sweep: Sweep, *, workers: int | None = None, thread
         if workers is not None:
             raise ConfigError("--workers", "worker processes are for --executor local; on Ray, "
                               "resources.cpus_per_run and gpus_per_run set how many runs share the cluster")
-
         return RayExecutor(sweep.resources, address, threads)
     if kind != "local":
         raise ConfigError("--executor", f"unknown executor {kind!r}", choices=EXECUTORS, got=kind)
