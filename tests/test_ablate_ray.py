@@ -18,7 +18,7 @@ from hybridseq.ablate.store import ResultStore
 from ablate_cases import TWO_BY_TWO, sweep
 
 if os.environ.get("CI"):
-    import ray                      # CI installs the ray extra: these tests must run there, not skip
+    import ray  # CI installs the ray extra: these tests must run there, not skip
 else:
     ray = pytest.importorskip("ray")
 
@@ -172,5 +172,6 @@ def test_without_ray_the_error_names_the_install(tmp_path, monkeypatch, capsys):
 def test_a_run_asking_for_more_than_the_cluster_has_is_an_error(cluster, tmp_path):
     from hybridseq import ConfigError
 
-    with pytest.raises(ConfigError, match="sweep.resources.gpus_per_run: a run asks for 1 GPUs but the Ray cluster has 0"):
+    message = "sweep.resources.gpus_per_run: a run asks for 1 GPUs but the Ray cluster has 0"
+    with pytest.raises(ConfigError, match=message):
         ablate(sweep(resources={"gpus_per_run": 1}), tmp_path, executor="ray", echo=quiet)

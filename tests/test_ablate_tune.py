@@ -73,7 +73,8 @@ def test_a_tuned_sweep_runs_whole(tmp_path, capsys):
 
 @pytest.mark.parametrize("bad, message", [
     ({"params": {"train.lr": {"log_uniform": [0, 1]}}}, "sweep.tune.params.train.lr.log_uniform: expected [low, high]"),
-    ({"params": {"train.lr": {"loguniform": [1e-3, 1e-2]}}}, "unknown search space 'loguniform'; did you mean 'log_uniform'?"),
+    ({"params": {"train.lr": {"loguniform": [1e-3, 1e-2]}}},
+     "unknown search space 'loguniform'; did you mean 'log_uniform'?"),
     ({"params": {"model.d_model": {"int": [8.5, 16]}}}, "expected [low, high]: two integers"),
     ({"params": {}}, "sweep.tune.params: expected a mapping from a dotted key to a search space"),
     ({**TUNE, "metric": "test_accuracy"}, "sweep.tune.metric: the search selects on a validation metric"),

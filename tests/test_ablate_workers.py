@@ -6,9 +6,16 @@ import pytest
 
 from hybridseq import ConfigError
 from hybridseq.ablate import ablate, load_sweep
-from hybridseq.ablate.resources import (cpu_budget, default_workers, gpu_of, parse_resources, threads_per_worker,
-                                        visible_gpus)
-from hybridseq.ablate.runner import InProcess, ProcessPool, make_executor
+from hybridseq.ablate.executors import make_executor
+from hybridseq.ablate.resources import (
+    cpu_budget,
+    default_workers,
+    gpu_of,
+    parse_resources,
+    threads_per_worker,
+    visible_gpus,
+)
+from hybridseq.ablate.runner import InProcess, ProcessPool
 
 from ablate_cases import TWO_BY_TWO, sweep
 

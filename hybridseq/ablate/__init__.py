@@ -11,10 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import ConfigError
-
-from .plots import plot_curves, plot_metric
+from .executors import make_executor
 from .jobs import select
-from .runner import make_executor, run_sweep
+from .plots import plot_curves, plot_metric
+from .runner import run_sweep
 from .store import ResultStore
 from .summary import metric_keys, summarize, to_markdown, write_summary
 from .sweep import Run, Sweep, load_sweep, shard
@@ -38,7 +38,8 @@ def tune_note(sweep: Sweep, records: list[dict]) -> str:
     if t is None:
         return ""
     metric = next((r["tune"]["metric"] for r in records if r.get("tune", {}).get("metric")), t.metric or "val_*")
-    return (f"Each variant at its own best setting of {', '.join(t.params)}: {t.trials} trials of {SAMPLER_NAMES[t.sampler]} "
+    return (f"Each variant at its own best setting of {', '.join(t.params)}: {t.trials} trials of "
+            f"{SAMPLER_NAMES[t.sampler]} "
             f"search (seed {t.seed}) on {metric} at seed {sweep.seeds[0]}; the test metrics are those of the "
             f"selected setting only, trained at every seed.")
 
@@ -65,7 +66,7 @@ def ablate(source, out_dir=None, *, overrides=(), executor: str = "local", worke
                           "(on many machines: --executor ray), not as --shard/--run/--index parts")
     if summary_only and sweep.tune is not None:
         from .runner import Driver
-        from .tune import tune_sweep
+        from .search import tune_sweep
 
         records = tune_sweep(sweep, Driver(sweep, out, None, echo=echo), echo)
     elif summary_only:

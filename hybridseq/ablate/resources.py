@@ -80,7 +80,8 @@ def parse_resources(raw) -> Resources:
     if raw is None:
         return Resources()
     if not isinstance(raw, dict):
-        raise ConfigError("sweep.resources", f"expected a mapping such as {{cpus_per_run: 2, gpus_per_run: 1}}, got {raw!r}")
+        raise ConfigError("sweep.resources",
+                          f"expected a mapping such as {{cpus_per_run: 2, gpus_per_run: 1}}, got {raw!r}")
     keys = tuple(Resources.__dataclass_fields__)
     for key, value in raw.items():
         if key not in keys:

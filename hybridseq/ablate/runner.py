@@ -28,7 +28,6 @@ from typing import Iterator
 import yaml
 from omegaconf import OmegaConf
 
-from ..errors import ConfigError
 from ..io import atomic_write_text
 from .resources import gpu_of
 from .store import ResultStore
@@ -62,7 +61,7 @@ def run_task(task: Task, threads: int | None = None) -> dict:
     intra-op threads. The record says where it ran (``worker``: host, pid, threads, visible GPUs)."""
     import torch
 
-    from ..train.state import STATE_FILE
+    from ..train.checkpoint import RunDir
     from ..train.trainer import train
 
     if threads:
@@ -73,7 +72,7 @@ def run_task(task: Task, threads: int | None = None) -> dict:
               "worker": {"host": socket.gethostname(), "pid": os.getpid(), "threads": torch.get_num_threads(),
                          "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}}
     try:
-        results = train(OmegaConf.create(task.config), run_dir, resume=(run_dir / STATE_FILE).is_file(),
+        results = train(OmegaConf.create(task.config), run_dir, resume=RunDir(run_dir).holds_run(),
                         progress=False)
         record.update(status="ok", **results)
     except Exception as err:  # a failing run is data for the summary, not the end of the sweep
@@ -226,37 +225,9 @@ def run_sweep(sweep: Sweep, out_dir, executor, runs: list[Run] | None = None, *,
     with executor:
         driver = Driver(sweep, out_dir, executor, part=part, retry_failed=retry_failed, echo=echo)
         if sweep.tune is not None:
-            from .tune import tune_sweep
+            from .search import tune_sweep
 
             return tune_sweep(sweep, driver, echo)
         latest = driver.run(runs)
     return [latest[r.run_id] for r in runs if r.run_id in latest]
 
-
-EXECUTORS = ("local", "ray")
-
-
-def make_executor(kind: str, sweep: Sweep, *, workers: int | None = None, threads: int | None = None,
-                  address: str | None = None):
-    """The executor ``kind`` ("local": this machine's worker processes, ``workers=0`` in this process;
-    "ray": Ray tasks with the sweep's resources, on ``address`` or a Ray started here)."""
-    from .resources import cpu_budget, default_workers, threads_per_worker, visible_gpus
-
-    if kind == "ray":
-        from .ray_executor import RayExecutor
-
-        if workers is not None:
-            raise ConfigError("--workers", "worker processes are for --executor local; on Ray, "
-                              "resources.cpus_per_run and gpus_per_run set how many runs share the cluster")
-        return RayExecutor(sweep.resources, address, threads)
-    if kind != "local":
-        raise ConfigError("--executor", f"unknown executor {kind!r}", choices=EXECUTORS, got=kind)
-    if address:
-        raise ConfigError("--address", "an address is for --executor ray")
-    if workers == 0:
-        return InProcess(threads)
-    gpus = visible_gpus()
-    workers = default_workers(gpus, cpu_budget()) if workers is None else workers
-    if workers < 0:
-        raise ConfigError("--workers", f"expected a number >= 0, got {workers}")
-    return ProcessPool(workers, threads_per_worker(workers, threads), gpus)

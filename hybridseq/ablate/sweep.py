@@ -40,7 +40,8 @@ from ..errors import ConfigError
 from .resources import Resources, parse_resources
 from .tune import Tune, parse_tune
 
-SWEEP_KEYS = ("name", "base", "overrides", "variants", "axes", "seeds", "metric", "final_overrides", "resources", "tune")
+SWEEP_KEYS = ("name", "base", "overrides", "variants", "axes", "seeds", "metric", "final_overrides", "resources",
+              "tune")
 
 
 @dataclass
@@ -201,7 +202,7 @@ def check_runs(sweep: Sweep, runs: list[Run]) -> None:
     widths they fill get placeholders). If every run fails, the sweep itself is wrong (a misspelt key in
     the base or the overrides): raise the first error. Runs that fail alone are left to fail and be
     recorded while the others train."""
-    from ..spec import validate_config
+    from ..sections import validate_config
     from ..train.tasks import with_placeholder_widths
 
     errors = []

@@ -31,8 +31,8 @@ def _input(source: str, cfg, model, batch: int, seed: int):
 
 
 def cmd_analyze(args) -> int:
+    from ..analysis import analyze, write_report
     from ..train.checkpoint import load_run
-    from . import analyze, write_report
 
     cfg, model = load_run(args.path)
     torch.manual_seed(args.seed)

@@ -8,10 +8,10 @@ from ..hookspecs import hookimpl
 
 
 def cmd_ablate(args) -> int:
-    from . import ablate
-    from .jobs import listing
-    from .store import ResultStore
-    from .sweep import load_sweep
+    from ..ablate import ablate
+    from ..ablate.jobs import listing
+    from ..ablate.store import ResultStore
+    from ..ablate.sweep import load_sweep
 
     sweep = load_sweep(args.sweep, overrides=args.overrides)
     out = args.out or str(Path("runs") / "ablate" / sweep.name)
@@ -39,7 +39,8 @@ def cmd_ablate(args) -> int:
 def hybridseq_register_commands(cli):
     p = cli.add_parser("ablate", help="run a sweep of configs (variants x axes x seeds) and summarise it")
     p.add_argument("sweep", help="sweep YAML file (base config, variants, axes, seeds)")
-    p.add_argument("overrides", nargs="*", help="dotlist overrides for every run, applied last (they win over variants and axes), "
+    p.add_argument("overrides", nargs="*", help="dotlist overrides for every run, applied last (they win over "
+                   "variants and axes), "
                    "e.g. train.epochs=2 (they change the run ids: a different config is a different run)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: runs/ablate/<sweep name>)")
     p.add_argument("--retry-failed", action="store_true", help="run again the runs recorded as failed")
@@ -60,6 +61,7 @@ def hybridseq_register_commands(cli):
     part.add_argument("--list", action="store_true",
                       help="print the runs in order (index, run id, variant, seed, status) and exit")
     part.add_argument("--run", metavar="ID", help="train exactly the run with this id")
-    part.add_argument("--index", type=int, metavar="K", help="train exactly run K of --list (e.g. $SLURM_ARRAY_TASK_ID)")
+    part.add_argument("--index", type=int, metavar="K",
+                      help="train exactly run K of --list (e.g. $SLURM_ARRAY_TASK_ID)")
     part.add_argument("--shard", metavar="i/n", help="train the runs k with k mod n = i (0 <= i < n)")
     p.set_defaults(func=cmd_ablate)
