@@ -24,7 +24,8 @@ from ...ops import selective_scan, zoh_weight
 from ...ops.dispatch import IMPLS, check_impl, cuda_kernel, fast_path, impl_for, kernel_dtype, planned_impl
 from ...seq import Seq
 from ..base import choice
-from .ssm_common import SSMBlock, SSMConfig, conv_silu, conv_step, inverse_softplus, log_uniform, no_weight_decay
+from ..layers import no_weight_decay
+from .ssm_common import SSMBlock, SSMConfig, conv_silu, conv_step, inverse_softplus, log_uniform
 
 
 def init_dt_bias(width: int, low: float, high: float, floor: float) -> Tensor:

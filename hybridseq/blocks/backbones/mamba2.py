@@ -25,8 +25,9 @@ from ...ops import ssd_chunked, zoh_weight
 from ...ops.dispatch import IMPLS, check_impl, cuda_kernel, fast_path, impl_for, kernel_dtype, planned_impl
 from ...seq import Seq
 from ..base import choice
+from ..layers import no_weight_decay
 from .mamba import check_positive, init_dt_bias, scaled_out_proj
-from .ssm_common import SSMBlock, SSMConfig, conv_silu, conv_step, no_weight_decay
+from .ssm_common import SSMBlock, SSMConfig, conv_silu, conv_step
 
 
 class GroupRMSNorm(nn.Module):

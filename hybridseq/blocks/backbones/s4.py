@@ -22,7 +22,8 @@ from torch import Tensor, nn
 from ...ops import fft_conv, nplr_kernel
 from ...seq import Seq
 from ..base import choice
-from .ssm_common import ModalSSMConfig, SSMBlock, gated_output, log_uniform, own_lr
+from ..layers import own_lr
+from .ssm_common import ModalSSMConfig, SSMBlock, gated_output, log_uniform
 
 EXPM_ELEMENTS = 1 << 22     # matrix-exponential entries materialised at once (positions per chunk)
 

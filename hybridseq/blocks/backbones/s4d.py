@@ -22,7 +22,8 @@ from ...ops import fft_conv, vandermonde_kernel
 from ...ops.scan import held_step, scan_from, segment_length, segmented
 from ...seq import Seq
 from ..base import choice
-from .ssm_common import ModalSSMConfig, SSMBlock, gated_output, log_uniform, own_lr
+from ..layers import own_lr
+from .ssm_common import ModalSSMConfig, SSMBlock, gated_output, log_uniform
 
 
 def s4d_init(kind: str, channels: int, state: int) -> tuple[Tensor, Tensor]:

@@ -56,19 +56,6 @@ class ModalSSMConfig(SSMConfig):
             raise ConfigError(f"{path}.d_state", f"must be an even number >= 2, got {self.d_state!r}")
 
 
-def no_weight_decay(*params: nn.Parameter) -> None:
-    """Mark parameters the optimiser must not decay (mamba_ssm's ``_no_weight_decay`` attribute)."""
-    for p in params:
-        p._no_weight_decay = True
-
-
-def own_lr(lr: float, *params: nn.Parameter) -> None:
-    """Give parameters their own learning rate and no weight decay (state-spaces/s4's ``_optim`` attribute)."""
-    for p in params:
-        p._optim = {"lr": lr, "weight_decay": 0.0}
-    no_weight_decay(*params)
-
-
 class TiedDropout(nn.Dropout):
     """Dropout whose mask is shared along time: one draw per (batch, channel) of x [B, L, D] (state-spaces/s4's
     DropoutNd with tie=True); an x of shape [B, D] (one step) gets an ordinary mask."""
