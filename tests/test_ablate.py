@@ -9,17 +9,9 @@ from hybridseq.ablate import ablate, load_sweep, shard, summarize
 from hybridseq.ablate.store import ResultStore
 from hybridseq.ablate.summary import metric_keys, to_markdown
 
+from ablate_cases import BASE, sweep
+
 ROOT = Path(__file__).resolve().parents[1]
-BASE = {
-    "data": {"name": "spirals", "n_train": 30, "n_test": 8, "points": 10, "batch_size": 16},
-    "model": {"d_model": 8, "encoder": {"type": "linear", "time_features": 4},
-              "blocks": [{"type": "transformer", "heads": 2}], "head": {"type": "classify"}},
-    "train": {"epochs": 1, "progress": False},
-}
-
-
-def sweep(**over):
-    return {"name": "t", "base": BASE, **over}
 
 
 def test_expansion_is_variants_by_grid_by_seeds_with_stable_ids():

@@ -13,6 +13,8 @@ axes:                                # grid: every combination of these values
   data.irregular.drop: [0.3, 0.5, 0.7]
 seeds: [0, 1, 2]
 metric: test_accuracy                # the summary's headline metric (default: the task's test metric)
+resources: {cpus_per_run: 2, gpus_per_run: 1}   # what one run reserves on Ray (see resources.py)
+tune: {params: {train.lr: {log_uniform: [1.0e-4, 1.0e-2]}}, trials: 8}   # per-configuration search (tune.py)
 ```
 Runs are variants x axes grid x seeds. A run's id is a stable hash of the base config's content, its
 overrides and its seed, so a re-run finds its finished runs whatever the order, and an edited base config
@@ -27,6 +29,7 @@ import json
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import yaml
@@ -34,8 +37,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..config import compose
 from ..errors import ConfigError
+from .resources import Resources, parse_resources
+from .tune import Tune, parse_tune
 
-SWEEP_KEYS = ("name", "base", "overrides", "variants", "axes", "seeds", "metric", "final_overrides")
+SWEEP_KEYS = ("name", "base", "overrides", "variants", "axes", "seeds", "metric", "final_overrides", "resources",
+              "tune")
 
 
 @dataclass
@@ -65,20 +71,35 @@ class Sweep:
     seeds: list[int] = field(default_factory=lambda: [0])
     metric: str | None = None
     final_overrides: list[str] = field(default_factory=list)    # after variants and axes: they win
+    resources: Resources = field(default_factory=Resources)
+    tune: Tune | None = None
 
-    def runs(self) -> list[Run]:
-        """Every run in expansion order: variants, then the axes grid (last axis fastest), then seeds."""
+    def groups(self) -> list[tuple[str, list[str]]]:
+        """(label, overrides) of each configuration that seeds repeat: variants, then the axes grid (last
+        axis fastest). The overrides stop before `final_overrides`, which `run` adds."""
         variants = list(self.variants.items()) or [("", [])]
         keys = list(self.axes)
-        base = hashlib.sha1(OmegaConf.to_yaml(self.config(None)).encode()).hexdigest()
         out = []
         for (vname, vover), combo in itertools.product(variants, itertools.product(*self.axes.values())):
-            over = [*self.overrides, *vover, *(f"{k}={_text(v)}" for k, v in zip(keys, combo)),
-                    *self.final_overrides]
+            over = [*self.overrides, *vover, *(f"{k}={_text(v)}" for k, v in zip(keys, combo))]
             label = "/".join([vname] * bool(vname) + [f"{_short(k, keys)}={_label(v)}" for k, v in zip(keys, combo)])
-            for seed in self.seeds:
-                out.append(Run(run_id(over, seed, base), label or "base", seed, [*over, f"train.seed={seed}"]))
+            out.append((label or "base", over))
         return out
+
+    def run(self, label: str, overrides: list[str], seed: int, extra: list[str] = ()) -> Run:
+        """The run of configuration (``label``, ``overrides``) at ``seed``; ``extra`` overrides (tuned
+        values) come after the configuration's and before `final_overrides`."""
+        over = [*overrides, *extra, *self.final_overrides]
+        return Run(run_id(over, seed, self.base_digest), label, seed, [*over, f"train.seed={seed}"])
+
+    def runs(self) -> list[Run]:
+        """Every run in expansion order: `groups`, then seeds."""
+        return [self.run(label, over, seed) for label, over in self.groups() for seed in self.seeds]
+
+    @cached_property
+    def base_digest(self) -> str:
+        """Digest of the base config's content: part of every run id."""
+        return hashlib.sha1(OmegaConf.to_yaml(self.config(None)).encode()).hexdigest()
 
     def config(self, run: Run | None) -> DictConfig:
         """The config of ``run`` (None: the base config alone)."""
@@ -87,7 +108,8 @@ class Sweep:
 
     def as_dict(self) -> dict:
         return {"name": self.name, "base": self.base, "overrides": self.overrides, "variants": self.variants,
-                "axes": self.axes, "seeds": self.seeds, "metric": self.metric, "final_overrides": self.final_overrides}
+                "axes": self.axes, "seeds": self.seeds, "metric": self.metric, "final_overrides": self.final_overrides,
+                "resources": self.resources.as_dict(), **({"tune": self.tune.as_dict()} if self.tune else {})}
 
 
 def run_id(overrides: list[str], seed: int, base: str = "") -> str:
@@ -155,7 +177,7 @@ def load_sweep(source, base_dir=None, overrides=()) -> Sweep:
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
         raise ConfigError("sweep.seeds", f"expected a non-empty list of integers, got {seeds!r}")
     sweep = Sweep(str(raw.get("name") or default_name), base, overrides, variants, axes, seeds, raw.get("metric"),
-                  final)
+                  final, parse_resources(raw.get("resources")), parse_tune(raw.get("tune")))
     runs = sweep.runs()
     for run in runs:                       # fail fast on overrides that do not apply to the base config
         with in_variant(run):
