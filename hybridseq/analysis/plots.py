@@ -13,6 +13,13 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def plot_spectra(spec: dict, path: Path, title: str) -> Path:
     """Eigenvalues of W_Q W_Kᵀ and W_V W_O in the complex plane coloured by t, and the largest real
     part per head as a function of t."""
@@ -46,10 +53,7 @@ def plot_spectra(spec: dict, path: Path, title: str) -> Path:
         ax.plot(spec["t"], [values[0] for values in spec["ff_singular"]], marker="o", ms=3)
         ax.set(title="largest σ(W_2 W_1)", xlabel="depth t")
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_lyapunov(lyap: dict, path: Path, title: str) -> Path:
@@ -63,10 +67,7 @@ def plot_lyapunov(lyap: dict, path: Path, title: str) -> Path:
     ax.axhline(0, color="grey", lw=0.5)
     ax.set(xlabel="exponent index", ylabel="λ (per unit depth)", title=title)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def _heatmap(fig, ax, values, title: str, xlabel: str, ylabel: str, label: str) -> None:
@@ -81,10 +82,7 @@ def plot_sensitivity(sensitivity: list, path: Path, title: str) -> Path:
     fig, ax = plt.subplots(figsize=(5.5, 4.5))
     _heatmap(fig, ax, sensitivity, f"{title}: token sensitivity", "input token i", "output token j",
              "‖∂y_j / ∂x_i‖_F")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_pde(pde: dict, path: Path, title: str) -> Path:
@@ -103,7 +101,4 @@ def plot_pde(pde: dict, path: Path, title: str) -> Path:
                                                                             "after the PDE")):
             _heatmap(fig, ax, pde[key], f"attention, {label} (mean over heads)", "key", "query", "weight")
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
