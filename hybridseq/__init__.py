@@ -6,12 +6,12 @@ from .blocks.base import Block, ODEBlock, choice
 from .config import load_config
 from .errors import ConfigError, PluginWarning
 from .hookspecs import hookimpl
-from .seq import IrregularBatch, Seq
+from .seq import IrregularBatch, Seq, TokenBatch
 from .solvers import ODESolver, SolverConfig
 from .spec import validate_model
 
 __all__ = [
     "Block", "ConfigError", "ODEBlock", "HybridModel", "IrregularBatch", "ODESolver", "PluginWarning", "Seq",
-    "SolverConfig", "assemble", "build_block", "choice", "describe", "hookimpl", "load_config",
+    "SolverConfig", "TokenBatch", "assemble", "build_block", "choice", "describe", "hookimpl", "load_config",
     "validate_model", "__version__",
 ]

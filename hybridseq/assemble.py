@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from . import registry
 from .schema import build_config
-from .seq import IrregularBatch, Seq
+from .seq import IrregularBatch, Seq, TokenBatch
 from .spec import INPUT_NODE, ModelSpec, validate_model
 
 
@@ -34,14 +34,24 @@ class HybridModel(nn.Module):
         self._plan = [(n.name, tuple(n.inputs), n.merge) for n in spec.nodes]
         first = spec.nodes[0]
         self._wants_irregular = first.cls.accepts == "irregular"
+        self._wants_tokens = first.cls.accepts == "tokens"
 
     def adapt(self, batch):
         """The first block's input from ``batch``: the one place where the input kinds convert.
 
         A tensor [B, L, C] becomes a `Seq`; a `Seq` becomes an `IrregularBatch` (every channel observed)
         for an encoder; an `IrregularBatch` becomes a `Seq` of its observed values for a model that starts
-        with a sequence block (``model.input.kind: sequence``).
+        with a sequence block (``model.input.kind: sequence``). A model on token input takes a
+        `TokenBatch` or an integer tensor [B, L] of token ids (every position valid), and nothing else.
         """
+        if self._wants_tokens:
+            if isinstance(batch, Tensor) and not batch.is_floating_point():
+                batch = TokenBatch(tokens=batch, lengths=torch.full(batch.shape[:1], batch.shape[1],
+                                                                    device=batch.device))
+            if not isinstance(batch, TokenBatch):
+                raise TypeError(f"a model on token input takes a TokenBatch or token ids [B, L], got "
+                                f"{type(batch).__name__}")
+            return batch
         if isinstance(batch, Tensor):
             batch = Seq(x=batch)
         if not isinstance(batch, (Seq, IrregularBatch)):

@@ -2,12 +2,19 @@
 
 Classification: accuracy and macro-F1 (mean over the classes that occur in the targets or the
 predictions, from a confusion matrix). Regression and query-time prediction: MSE and MAE over the
-observed entries (a mask selects them; padding and unobserved query values never count).
+observed entries (a mask selects them; padding and unobserved query values never count). Language
+modelling: mean cross-entropy per target token (nats), perplexity, bits per token (bits per character on a
+character-level corpus) and the share of target tokens predicted exactly (argmax).
 """
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor
+
+IGNORE = -100                  # target id of positions that carry no target (padding, context)
 
 
 class ClassifyMeter:
@@ -55,3 +62,22 @@ class ErrorMeter:
     def compute(self) -> dict:
         n = max(self.entries, 1)
         return {"loss": self.loss_sum / max(self.count, 1), "mse": self.sq / n, "mae": self.abs / n}
+
+
+class TokenMeter:
+    """Summed cross-entropy and exact predictions over the target tokens (ids other than `IGNORE`)."""
+
+    def __init__(self):
+        self.nll, self.correct, self.tokens = 0.0, 0, 0
+
+    def update(self, logits: Tensor, target: Tensor) -> None:
+        logits, target = logits.detach().float().flatten(0, 1), target.flatten()      # [B*L, V], [B*L]
+        keep = target != IGNORE
+        self.nll += float(F.cross_entropy(logits[keep], target[keep], reduction="sum"))
+        self.correct += int((logits[keep].argmax(-1) == target[keep]).sum())
+        self.tokens += int(keep.sum())
+
+    def compute(self) -> dict:
+        loss = self.nll / max(self.tokens, 1)
+        return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "bits_per_token": loss / math.log(2),
+                "accuracy": self.correct / max(self.tokens, 1)}

@@ -95,3 +95,30 @@ class IrregularBatch:
 
     def to(self, device=None, dtype=None) -> "IrregularBatch":
         return _moved(self, device, dtype)
+
+
+@dataclass
+class TokenBatch:
+    """What token datasets yield: integer token ids, padded at the end.
+
+    tokens:  [B, L] long token ids (anything at padded positions; blocks must ignore it)
+    lengths: [B] long, number of valid tokens per sequence
+    times:   [B, L] optional observation times of the tokens (None: positions 0, 1, ..)
+    """
+
+    tokens: Tensor
+    lengths: Tensor
+    times: Tensor | None = None
+
+    @property
+    def valid(self) -> Tensor:
+        """[B, L] bool, True at the non-padded positions."""
+        n = self.tokens.shape[1]
+        return torch.arange(n, device=self.tokens.device)[None, :] < self.lengths[:, None]
+
+    def seq(self, x: Tensor) -> Seq:
+        """The `Seq` of features ``x`` [B, L, D] at this batch's positions (and times, when given)."""
+        return Seq(x=x, t=self.times, mask=self.valid)
+
+    def to(self, device=None, dtype=None) -> "TokenBatch":
+        return _moved(self, device, dtype)

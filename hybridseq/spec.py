@@ -16,7 +16,8 @@ from .errors import ConfigError
 from .schema import build_config
 
 MODEL_KEYS = ("d_model", "input", "encoder", "blocks", "head")
-INPUT_KINDS = ("irregular", "sequence")
+INPUT_KINDS = ("irregular", "sequence", "tokens")
+INPUT_WIDTH = {"irregular": "channels", "sequence": "channels", "tokens": "vocab"}   # the key giving its width
 STRUCTURAL = ("type", "name", "repeat", "inputs", "merge")
 MERGES = ("add", "concat")
 INPUT_NODE = "input"
@@ -40,7 +41,7 @@ class NodeSpec:
 class ModelSpec:
     d_model: int
     input_kind: str
-    channels: int
+    channels: int              # input width: channels, or the vocabulary size of token input
     nodes: list[NodeSpec]      # in execution (topological) order
     output: str
 
@@ -200,7 +201,12 @@ def _node(e: _Entry, srcs: list[str], merge: str, ports: dict, widths: dict, d_m
         raise ConfigError(f"{e.entry_path or e.path}.inputs", "width mismatch: merge 'add' needs equal widths, got "
                           + ", ".join(f"{s}={w}" for s, w in zip(srcs, ins)) + "; use merge: concat")
     width = sum(ins) if merge == "concat" else ins[0]
-    inject = {"d_in": width, "d_model": d_model} if cls.accepts == "irregular" else {"d_model": width}
+    if cls.accepts == "irregular":
+        inject = {"d_in": width, "d_model": d_model}
+    elif cls.accepts == "tokens":
+        inject = {"vocab": width, "d_model": d_model}
+    else:
+        inject = {"d_model": width}
     params = dict(e.params)
     fields = {f for f in cls.Config.__dataclass_fields__}
     for key, value in inject.items():
@@ -226,13 +232,15 @@ def validate_model(model, path: str = "model") -> ModelSpec:
     inp = m.get("input")
     if not isinstance(inp, dict):
         raise ConfigError(f"{path}.input", "expected a mapping such as {kind: irregular, channels: 6}")
-    for key in inp:
-        if key not in ("kind", "channels"):
-            raise ConfigError(f"{path}.input.{key}", f"unknown key '{key}'", choices=("kind", "channels"), got=key)
     kind = inp.get("kind", "irregular")
     if kind not in INPUT_KINDS:
         raise ConfigError(f"{path}.input.kind", f"invalid value {kind!r}", choices=INPUT_KINDS, got=kind)
-    channels = _int(inp.get("channels"), f"{path}.input.channels")
+    width_key = INPUT_WIDTH[kind]
+    for key in inp:
+        if key not in ("kind", width_key):
+            raise ConfigError(f"{path}.input.{key}", f"unknown key '{key}' for input kind '{kind}'",
+                              choices=("kind", width_key), got=key)
+    channels = _int(inp.get(width_key), f"{path}.input.{width_key}")
     blocks = m.get("blocks", [])
     if not isinstance(blocks, list):
         raise ConfigError(f"{path}.blocks", f"expected a list of blocks, got {type(blocks).__name__}")
@@ -254,7 +262,7 @@ def validate_model(model, path: str = "model") -> ModelSpec:
         seen[e.name] = e.path
 
     inputs = _resolve_inputs(entries)
-    ports = {INPUT_NODE: "irregular" if kind == "irregular" else "sequence"}
+    ports = {INPUT_NODE: "sequence" if kind == "sequence" else kind}
     widths = {INPUT_NODE: channels}
     nodes = []
     for e in _topological(entries, inputs):

@@ -8,6 +8,9 @@ direction, and says what the model's task head must produce. Tasks are registere
 | `regress`     | pooled values [B, outputs]       | MSE                       | mse, mae            |
 | `interpolate` | sequence [B, Q, channels]        | MSE over observed queries | mse, mae            |
 | `extrapolate` | sequence [B, Q, channels]        | MSE over observed queries | mse, mae            |
+| `lm`          | sequence [B, L, vocab] logits    | cross-entropy per target  | perplexity, bits_per_token, accuracy |
+
+`lm` reads ``targets["next"]`` [B, L]: the token each position must predict (`IGNORE` where none).
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ from torch import Tensor
 
 from . import registry
 from .hookspecs import hookimpl
-from .metrics import ClassifyMeter, ErrorMeter
+from .metrics import IGNORE, ClassifyMeter, ErrorMeter, TokenMeter
 
 
 class Task:
@@ -97,6 +100,21 @@ class QueryTask(Task):
         meter.update(pred, targets["query_values"], targets["query_mask"], loss)
 
 
+class LanguageModel(Task):
+    """Causal language modelling: cross-entropy of each position's logits against its target token."""
+
+    port, width_key, monitor, maximize = "sequence", "vocab", "perplexity", frozenset({"accuracy"})
+
+    def loss(self, pred, targets):
+        return F.cross_entropy(pred.float().flatten(0, 1), targets["next"].flatten(), ignore_index=IGNORE)
+
+    def meter(self, width):
+        return TokenMeter()
+
+    def update(self, meter, pred, targets, loss):
+        meter.update(pred, targets["next"])
+
+
 def get_task(name: str, path: str = "task") -> Task:
     """The registered task ``name``, or a `ConfigError` at ``path`` listing the tasks."""
     return registry.tasks.get(name, path)(name)
@@ -108,3 +126,4 @@ def hybridseq_register_tasks(register):
     register("regress", Regress)
     register("interpolate", QueryTask)
     register("extrapolate", QueryTask)
+    register("lm", LanguageModel)

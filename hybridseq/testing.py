@@ -19,7 +19,7 @@ from torch import Tensor
 
 from . import plugins, registry
 from .schema import build_config
-from .seq import IrregularBatch, Seq
+from .seq import IrregularBatch, Seq, TokenBatch
 
 
 @contextlib.contextmanager
@@ -40,14 +40,16 @@ def block_config(block, overrides: dict | None = None, *, d_model: int = 8, d_in
     """The block class and a validated small config: injected widths, then ``example``, then overrides."""
     cls = registry.blocks.get(block, "type") if isinstance(block, str) else block
     names = {f.name for f in fields(cls.Config)}
-    values = {k: v for k, v in (("d_model", d_model), ("d_in", d_in)) if k in names}
+    injected = (("d_model", d_model), ("vocab" if cls.accepts == "tokens" else "d_in", d_in))
+    values = {k: v for k, v in injected if k in names}
     values.update(copy.deepcopy(cls.example))
     values.update(overrides or {})
     return cls, build_config(cls.Config, values, getattr(cls, "__name__", "block"))
 
 
 def example_input(cls, cfg, *, batch: int = 3, length: int = 9, queries: int = 4, seed: int = 0):
-    """A padded input for block ``cls``: an `IrregularBatch` for encoders, else a `Seq`.
+    """A padded input for block ``cls``: an `IrregularBatch` for encoders, a `TokenBatch` (ids below
+    ``cfg.vocab``) for token encoders, else a `Seq`.
 
     The second series is 3 steps shorter (padding), times are increasing and irregular, and about a
     third of the channel observations are missing.
@@ -57,6 +59,8 @@ def example_input(cls, cfg, *, batch: int = 3, length: int = 9, queries: int = 4
     valid = torch.arange(length)[None, :] < lengths[:, None]                     # [B, L]
     times = torch.cumsum(0.05 + torch.rand(batch, length, generator=g), dim=1)    # [B, L]
     query_t = torch.sort(torch.rand(batch, queries, generator=g) * times[:, -1:], dim=1).values
+    if cls.accepts == "tokens":
+        return TokenBatch(torch.randint(0, cfg.vocab, (batch, length), generator=g), lengths, times)
     if cls.accepts == "irregular":
         values = torch.randn(batch, length, cfg.d_in, generator=g)
         mask = (torch.rand(batch, length, cfg.d_in, generator=g) > 0.33) & valid[..., None]
@@ -68,6 +72,9 @@ def example_input(cls, cfg, *, batch: int = 3, length: int = 9, queries: int = 4
 def perturb_padding(inp, seed: int = 1):
     """A copy of ``inp`` whose padded positions (and unobserved channel values) hold other numbers."""
     g = torch.Generator().manual_seed(seed)
+    if isinstance(inp, TokenBatch):
+        other = torch.randint(0, int(inp.tokens.max()) + 1, inp.tokens.shape, generator=g)
+        return TokenBatch(torch.where(inp.valid, inp.tokens, other), inp.lengths, inp.times)
     if isinstance(inp, IrregularBatch):
         hidden = ~inp.mask                                                        # [B, N, C]
         noise = 10 * torch.randn(inp.values.shape, generator=g)
@@ -99,7 +106,7 @@ def check_block(block, overrides: dict | None = None, *, d_model: int = 8, d_in:
     inp = example_input(cls, cfg, seed=seed)
     if autocast is not None:
         return _check_autocast(name, module.to(device), inp.to(device), autocast, seed)
-    batch = inp.values.shape[0] if isinstance(inp, IrregularBatch) else inp.x.shape[0]
+    batch = inp.x.shape[0] if isinstance(inp, Seq) else inp.lengths.shape[0]
 
     out = module(inp)
     assert isinstance(out, Seq), f"{name}.forward must return a Seq, got {type(out).__name__}"

@@ -183,6 +183,8 @@ def test_cli_config_errors_name_the_key_without_traceback(tmp_path, capsys, over
 
 # -- shipped configs -------------------------------------------------------------------------------------
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+TINY_TOKENS = {"data": {"name": "selective_copy", "length": 8, "tokens": 4, "n_train": 8, "n_test": 4},
+               "model": {"d_model": 8}, "train": {"epochs": 1, "progress": False}}
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "configs" / "models").glob("*.yaml")), ids=lambda p: p.stem)
@@ -191,15 +193,18 @@ def test_every_model_config_runs_on_data_of_its_task(path):
     from hybridseq.config import compose
     from hybridseq.data import collate
 
-    head = OmegaConf.load(path).model.head.type
+    model_section = OmegaConf.load(path).model
+    head = model_section.head.type
     task = {"classify": "classify", "regress": "regress"}.get(head, head)
-    cfg = compose([OmegaConf.create(tiny_config(task)), path])
+    tokens = model_section.get("input", {}).get("kind") == "tokens"
+    base = TINY_TOKENS if tokens else tiny_config(task)
+    cfg = compose([OmegaConf.create(base), path])
     splits = load_data(cfg.data)
     cfg, _ = resolve(cfg, splits.info)
     model = assemble(cfg.model)
     batch, targets = collate([splits.train[i] for i in range(3)])
     out = model(batch).x
-    want = {"classify": (3, 2), "regress": (3, 2)}.get(task, (3, 4, 2))
+    want = {"classify": (3, 2), "regress": (3, 2), "lm": (3, 12, 16)}.get(task, (3, 4, 2))
     assert tuple(out.shape) == want and torch.isfinite(out).all()
 
 

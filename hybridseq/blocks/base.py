@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from ..seq import Seq
 from ..solvers import ODESolver, SolverConfig
 
-PORTS = ("irregular", "sequence", "pooled")
+PORTS = ("irregular", "tokens", "sequence", "pooled")
 
 
 def choice(default: str, *choices: str) -> Any:
@@ -23,9 +23,10 @@ class Block(nn.Module):
     """Base class of every block.
 
     Subclasses define a nested ``@dataclass Config`` (the YAML schema: types, defaults, ``MISSING`` for
-    required values), the ports ``accepts`` / ``produces`` (``"irregular"`` | ``"sequence"`` |
-    ``"pooled"``) and ``forward(seq) -> Seq``. The assembler injects ``d_model`` (the incoming stream
-    width) and, for encoders, ``d_in`` (input channels) into Config fields of those names. A block whose
+    required values), the ports ``accepts`` / ``produces`` (``"irregular"`` | ``"tokens"`` |
+    ``"sequence"`` | ``"pooled"``) and ``forward(seq) -> Seq``. The assembler injects ``d_model`` (the
+    incoming stream width) and, for encoders, ``d_in`` (input channels; ``vocab`` for a ``"tokens"``
+    encoder) into Config fields of those names. A block whose
     output width differs from ``d_model`` overrides `out_width`.
 
     Optional class attributes: ``example`` (config values that make a small valid instance, used by

@@ -3,12 +3,26 @@
 ``load_data(cfg.data)`` returns `DataSplits` (train / val / test datasets and a `DataInfo`); `collate`
 pads samples into an `IrregularBatch` and a dict of targets. Built-in datasets register through the same
 ``hybridseq_register_datasets`` hook as third-party ones: ``uea`` (UEA/UCR ``.ts`` files; BasicMotions and
-JapaneseVowels ship inside the package) and ``spirals`` (synthetic, generated from a seed).
+JapaneseVowels ship inside the package), ``spirals`` (synthetic, generated from a seed) and the token
+datasets ``selective_copy``, ``induction_heads`` (Mamba's recall tasks) and ``listops`` (LRA's grammar).
 """
 from ..hookspecs import hookimpl
 from .archive import uea
-from .core import DataInfo, DataOptions, DataSplits, IrregularOptions, SeriesDataset, collate, load_data, make_splits
+from .core import (
+    DataInfo,
+    DataOptions,
+    DataSplits,
+    IrregularOptions,
+    SeriesDataset,
+    collate,
+    collate_tokens,
+    load_data,
+    make_splits,
+)
+from .listops import listops
+from .recall import induction_heads, selective_copy
 from .synthetic import spirals
+from .tokens import TokenOptions, make_token_splits
 from .tsfile import TSData, TSFormatError, read_ts
 
 
@@ -16,7 +30,10 @@ from .tsfile import TSData, TSFormatError, read_ts
 def hybridseq_register_datasets(register):
     register("uea", uea)
     register("spirals", spirals)
+    register("selective_copy", selective_copy)
+    register("induction_heads", induction_heads)
+    register("listops", listops)
 
 
 __all__ = ["DataInfo", "DataOptions", "DataSplits", "IrregularOptions", "SeriesDataset", "TSData", "TSFormatError",
-           "collate", "load_data", "make_splits", "read_ts"]
+           "TokenOptions", "collate", "collate_tokens", "load_data", "make_splits", "make_token_splits", "read_ts"]

@@ -20,7 +20,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from .. import registry
 from ..errors import ConfigError
-from ..seq import IrregularBatch
+from ..metrics import IGNORE
+from ..seq import IrregularBatch, TokenBatch
 from . import transforms as T
 
 AUTO_VAL_FRACTION = 0.2    # data.val_fraction: null takes this share of train for validation ...
@@ -78,6 +79,7 @@ class DataInfo:
     outputs: Optional[int] = None    # regression target width (regress)
     max_len: int = 0                 # longest series over all splits
     class_names: Optional[list] = None
+    vocab: Optional[int] = None      # vocabulary size of token data (None: the data are values)
 
 
 class SeriesDataset(Dataset):
@@ -126,8 +128,25 @@ def _pad_times(times: list[Tensor]) -> Tensor:
     return out
 
 
-def collate(samples: list[dict]) -> tuple[IrregularBatch, dict[str, Tensor]]:
-    """Pad samples to the batch's longest series: ``(IrregularBatch, targets)``."""
+def collate_tokens(samples: list[dict]) -> tuple[TokenBatch, dict[str, Tensor]]:
+    """Pad token samples ("tokens" [N] long, optional "times" [N], and "label" or "next" [N]) at the end:
+    ``(TokenBatch, targets)``; padded positions of ``targets["next"]`` hold `IGNORE`."""
+    lengths = torch.tensor([s["tokens"].shape[0] for s in samples], dtype=torch.long)
+    times = _pad_times([s["times"] for s in samples]) if "times" in samples[0] else None
+    batch = TokenBatch(tokens=_pad([s["tokens"] for s in samples]), lengths=lengths, times=times)
+    targets = {}
+    if "label" in samples[0]:
+        targets["label"] = torch.stack([torch.as_tensor(s["label"], dtype=torch.long) for s in samples])
+    if "next" in samples[0]:
+        targets["next"] = _pad([s["next"] for s in samples], IGNORE)                   # [B, L]
+    return batch, targets
+
+
+def collate(samples: list[dict]) -> tuple[IrregularBatch | TokenBatch, dict[str, Tensor]]:
+    """Pad samples to the batch's longest series: ``(IrregularBatch, targets)``, or ``(TokenBatch,
+    targets)`` for token samples (`collate_tokens`)."""
+    if "tokens" in samples[0]:
+        return collate_tokens(samples)
     lengths = torch.tensor([s["times"].shape[0] for s in samples], dtype=torch.long)
     query = _pad_times([s["query_times"] for s in samples]) if "query_times" in samples[0] else None
     batch = IrregularBatch(values=_pad([s["values"] for s in samples]), times=_pad_times([s["times"] for s in samples]),

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .. import registry
 from ..errors import ConfigError
+from ..spec import INPUT_WIDTH
 from ..tasks import Task, get_task
 
 
@@ -22,7 +23,7 @@ def _heads_for(task: Task) -> list[str]:
     for name in registry.blocks.names():
         cls = registry.blocks.get(name)
         fields = {f.name for f in dataclasses.fields(cls.Config)}
-        if cls.produces == task.port and task.width_key in fields and cls.accepts != "irregular":
+        if cls.produces == task.port and task.width_key in fields and cls.accepts not in ("irregular", "tokens"):
             names.append(name)
     return names
 
@@ -38,7 +39,16 @@ def resolve(cfg: DictConfig, info) -> tuple[DictConfig, Task]:
         raise ConfigError("model", "missing the model section")
     if "input" not in model or model.input is None:
         model.input = {"kind": "irregular"}
-    _fill(model.input, "channels", info.channels, "model.input", f"dataset '{info.name}' has {info.channels} channels")
+    kind = model.input.get("kind", "irregular")
+    vocab = getattr(info, "vocab", None)
+    if (kind == "tokens") != (vocab is not None):
+        raise ConfigError("model.input.kind", f"dataset '{info.name}' yields "
+                          + ("tokens: set kind: tokens" if vocab is not None else "values, not tokens"), got=kind)
+    if kind == "tokens":
+        _fill(model.input, "vocab", vocab, "model.input", f"dataset '{info.name}' has a vocabulary of {vocab}")
+    else:
+        _fill(model.input, "channels", info.channels, "model.input",
+              f"dataset '{info.name}' has {info.channels} channels")
 
     head = model.get("head")
     if head is None or "type" not in head:
@@ -67,8 +77,9 @@ def with_placeholder_widths(cfg: DictConfig) -> DictConfig:
         return cfg
     if not isinstance(model.get("input"), DictConfig):
         model.input = {"kind": "irregular"}
-    if model.input.get("channels") is None:
-        model.input.channels = 1
+    key = INPUT_WIDTH.get(model.input.get("kind", "irregular"), "channels")
+    if model.input.get(key) is None:
+        model.input[key] = 1 if key == "channels" else 2
     head = model.get("head")
     if isinstance(head, DictConfig) and head.get("type") in registry.blocks.names():
         fields = {f.name for f in dataclasses.fields(registry.blocks.get(head.type, "model.head.type").Config)}

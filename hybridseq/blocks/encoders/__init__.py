@@ -1,6 +1,7 @@
-"""Encoders: irregular observations → a sequence on the model's stream."""
+"""Encoders: irregular observations (or token ids) → a sequence on the model's stream."""
 from ...hookspecs import hookimpl
 from .contiformer import ContiFormerEncoder
+from .embedding import Embedding
 from .gru_ode import GRUODEEncoder
 from .linear import LinearEncoder
 from .mtan import MTANEncoder
@@ -16,3 +17,4 @@ def hybridseq_register_blocks(register):
     register("ncde", NCDEEncoder)
     register("mtan", MTANEncoder)
     register("contiformer", ContiFormerEncoder)
+    register("embedding", Embedding)

@@ -1,5 +1,6 @@
 """Task heads: sequence → outputs."""
 from ...hookspecs import hookimpl
+from .lm import LanguageModelHead
 from .pooled import Classify, Regress
 from .query import Extrapolate, Interpolate
 
@@ -10,3 +11,4 @@ def hybridseq_register_blocks(register):
     register("regress", Regress)
     register("interpolate", Interpolate)
     register("extrapolate", Extrapolate)
+    register("lm", LanguageModelHead)

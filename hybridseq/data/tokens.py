@@ -1,0 +1,40 @@
+"""Token datasets: the options they share and `make_token_splits`, their `make_splits`.
+
+A token sample is a dict with "tokens" [N] long and a target: "label" (classify) or "next" [N] long (the
+token each position must predict, `IGNORE` where none; the ``lm`` task). The irregular-series options of
+`DataOptions` (drop protocols, time normalisation, standardisation) do not apply to tokens: a drop is
+refused rather than ignored.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import ConfigError
+from .core import DataInfo, DataOptions, DataSplits, SeriesDataset, _pick, _split, val_fraction
+
+
+@dataclass
+class TokenOptions(DataOptions):
+    n_train: int = 2048          # sequences in train (validation is carved from it)
+    n_test: int = 512
+
+    def validate(self, path: str) -> None:
+        super().validate(path)
+        for key in ("drop", "channel_drop"):
+            if getattr(self.irregular, key) != 0.0:
+                raise ConfigError(f"{path}.irregular.{key}", "token datasets have no time points to drop; "
+                                  "leave it at 0", got=getattr(self.irregular, key))
+        for key in ("n_train", "n_test"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{path}.{key}", f"must be >= 1, got {getattr(self, key)}", got=getattr(self, key))
+
+
+def make_token_splits(name: str, task: str, train: list[dict], test: list[dict], opts: DataOptions, *,
+                      vocab: int, classes: list[str] | None = None) -> DataSplits:
+    """Validation carved from ``train`` (seeded, stratified by class for classification); the `DataInfo`."""
+    keep, val = _split(train, val_fraction(opts.val_fraction, len(train)), opts.seed, classes is not None)
+    parts = {"train": _pick(train, keep), "val": _pick(train, val), "test": test}
+    max_len = max(s["tokens"].shape[0] for v in parts.values() for s in v)
+    info = DataInfo(name=name, channels=1, task=task, classes=len(classes) if classes is not None else None,
+                    max_len=max_len, class_names=list(classes) if classes is not None else None, vocab=vocab)
+    return DataSplits(*(SeriesDataset(parts[k]) for k in ("train", "val", "test")), info=info, options=opts)
