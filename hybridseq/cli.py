@@ -4,12 +4,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 import warnings
 
-from . import __version__, plugins, registry
-from .errors import ConfigError
+from . import __version__, boundary, plugins, registry
 
 
 def _schema(cls) -> list[dict]:
@@ -103,6 +101,8 @@ def cmd_describe(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hybridseq", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--version", action="version", version=f"hybridseq {__version__}")
+    parser.add_argument(boundary.TRACEBACK_FLAG, action="store_true",
+                        help=f"on an error, print the full stack too (or set {boundary.TRACEBACK_ENV}=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("blocks", help="list registered blocks with their config schema")
@@ -131,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     warnings.simplefilter("default")
+    show_traceback, argv = boundary.wants_traceback(sys.argv[1:] if argv is None else list(argv))
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:                          # overrides given after options: `ablate S.yaml --workers 2 a.b=1`
@@ -140,19 +141,7 @@ def main(argv=None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 0
-    try:
-        return int(args.func(args) or 0)
-    except ConfigError as err:
-        print(f"hybridseq: config error: {err}", file=sys.stderr)
-        return 2
-    except FileNotFoundError as err:
-        print(f"hybridseq: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:                   # output piped into `head` and the like: not an error
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+    return boundary.run(lambda: args.func(args), show_traceback)
 
 
 if __name__ == "__main__":

@@ -8,14 +8,13 @@ its depth map on that input (`lyapunov`). ``write_report`` saves them as JSON an
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
 from ..blocks.backbones.transformer import attention_mask
 from ..blocks.heads.neural_ode_transformer import NeuralODETransformer
-from ..io import atomic_write_text
+from ..io import atomic_write_text, to_json
 from .lyapunov import lyapunov_exponents, rk4_map
 from .plots import plot_lyapunov, plot_spectra
 from .spectra import CONTINUOUS_DEPTH, spectra
@@ -75,7 +74,7 @@ def write_report(result: dict, out_dir) -> list[Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "analysis.json"]
-    atomic_write_text(written[0], json.dumps(result, indent=1))
+    atomic_write_text(written[0], to_json(result, indent=1))
     for name, node in result.items():
         written.append(plot_spectra(node["spectra"], out / f"{name}_spectra.png", f"{name} ({node['type']})"))
         written.append(plot_lyapunov(node["lyapunov"], out / f"{name}_lyapunov.png", f"{name}: Lyapunov exponents"))

@@ -163,6 +163,11 @@ def make_splits(name: str, task: str, train: list[dict], test: list[dict], opts:
                 classes: list[str] | None = None, outputs: int | None = None) -> DataSplits:
     """Apply the shared options (see the module docstring) to raw samples and describe the result."""
     train, val = _val_split(train, opts.val_fraction, opts.seed, stratify=task == "classify")
+    if not train:
+        raise ConfigError("data.val_fraction", f"{opts.val_fraction} leaves no series of '{name}' to train on; "
+                          "lower it", got=opts.val_fraction)
+    if not test:
+        raise ConfigError("data", f"dataset '{name}' has no test series")
     parts = {"train": train, "val": val, "test": test}
     offset = min(float(s["times"][0]) for s in train)
     span = max(float(s["times"][-1]) for s in train) - offset
@@ -191,5 +196,7 @@ def load_data(data_cfg, path: str = "data") -> DataSplits:
         raise ConfigError(f"{path}.name", "missing required value: the dataset to load",
                           choices=registry.datasets.names())
     name = section.pop("name")
+    if not isinstance(name, str):
+        raise ConfigError(f"{path}.name", f"expected a dataset name, got {name!r}", choices=registry.datasets.names())
     factory = registry.datasets.get(name, f"{path}.name")
     return factory(**section)

@@ -17,6 +17,10 @@ from .. import registry
 from ..errors import ConfigError
 
 
+DRY_RUN_SPAN = 0.1     # validation runs the solver once on dy/dt = -y over [0, span] ...
+DRY_RUN_STEPS = 4      # ... or over this many fixed steps, when that is shorter
+
+
 @dataclass
 class SolverConfig:
     method: str = "dopri5"            # any registered solver name (`hybridseq plugins` lists them)
@@ -54,11 +58,20 @@ class SolverConfig:
                     raise ConfigError(f"{path}.options.{key}", f"unknown option for solver '{self.method}'",
                                       choices=accepted, got=key)
         y0 = torch.ones(1, requires_grad=False)
+        span = DRY_RUN_SPAN if self.step_size is None else min(DRY_RUN_SPAN, DRY_RUN_STEPS * self.step_size)
         try:
-            entry.obj(_Decay(), y0, torch.tensor([0.0, 0.1]), **self.solve_kwargs())
+            out = entry.obj(_Decay(), y0, torch.tensor([0.0, span]), **self.solve_kwargs())
         except Exception as err:
             raise ConfigError(f"{path}.options", f"solver '{self.method}' rejected options "
                               f"{self.solve_kwargs()}: {type(err).__name__}: {err}") from None
+        owner = f" (from plugin {entry.owner})" if getattr(entry, "owner", None) else ""
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, 1):
+            got = f"shape {list(out.shape)}" if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ConfigError(f"{path}.method", f"solver '{self.method}'{owner} returned {got} for 2 output times "
+                              "of a state of shape [1]; a solver must return [len(t), *y0.shape]")
+        if not bool(torch.isfinite(out).all()):
+            raise ConfigError(f"{path}.method", f"solver '{self.method}'{owner} returned non-finite values on "
+                              "dy/dt = -y; check its options")
 
 
 class _Decay(nn.Module):

@@ -14,10 +14,11 @@ CONFIG_FILE = "config.yaml"
 
 
 def save_run(run_dir, cfg, model: HybridModel, name: str = "best") -> Path:
-    """Write ``config.yaml`` and ``<name>.safetensors`` into ``run_dir`` atomically."""
+    """Write ``config.yaml`` (as given: interpolations stay, see `hybridseq.config.as_written`) and
+    ``<name>.safetensors`` into ``run_dir`` atomically."""
     run_dir = Path(run_dir)
     cfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
-    atomic_write_text(run_dir / CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True))
+    atomic_write_text(run_dir / CONFIG_FILE, OmegaConf.to_yaml(cfg))
     module = getattr(model, "module", model)  # unwrap DDP / compiled wrappers
     module = getattr(module, "_orig_mod", module)
     return atomic_save_safetensors(module.state_dict(), run_dir / f"{name}.safetensors")
@@ -40,7 +41,12 @@ def load_weights(model: HybridModel, weights, key: str) -> None:
     from safetensors.torch import load_file
 
     try:
-        model.load_state_dict(load_file(str(weights), device="cpu"))
+        tensors = load_file(str(weights), device="cpu")
+    except Exception as err:          # truncated, tampered or not a safetensors file
+        raise ConfigError(str(weights), f"not a readable safetensors file ({type(err).__name__}: "
+                          f"{str(err).splitlines()[0] if str(err) else 'unreadable'})") from None
+    try:
+        model.load_state_dict(tensors)
     except RuntimeError as err:
         detail = " ".join(str(err).split())
         raise ConfigError(key, f"the weights in {weights} do not fit this model: {detail}; only changes that "

@@ -2,7 +2,6 @@
 config, optionally on changed data, on one split)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -10,7 +9,7 @@ import torch
 from ..assemble import HybridModel
 from ..config import apply_overrides
 from ..errors import ConfigError
-from ..io import atomic_write_text
+from ..io import atomic_write_text, to_json
 from .checkpoint import load_run
 from .config import batch_size, train_config
 from .ddp import pick_device
@@ -85,5 +84,5 @@ def evaluate_run(run_dir, data_overrides=(), split: str = "test", name: str = "b
     result = {"run": str(run_dir), "checkpoint": name, "split": split, "task": task.name,
               "overrides": list(overrides), "data_overrides": list(data_overrides), **metrics}
     if write:
-        atomic_write_text(Path(run_dir) / f"eval_{split}.json", json.dumps(result, indent=2))
+        atomic_write_text(Path(run_dir) / f"eval_{split}.json", to_json(result, indent=2))
     return result

@@ -8,7 +8,6 @@ memory). Every file is written atomically; only rank 0 writes.
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 import warnings
@@ -21,13 +20,15 @@ from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
 from ..assemble import assemble
+from ..config import as_written, check_interpolations
 from ..errors import ConfigError
-from ..io import append_jsonl, atomic_write_text
+from ..io import append_jsonl, atomic_write_text, to_json
 from . import ddp
 from .checkpoint import CONFIG_FILE, load_weights, run_files, save_run
 from .config import as_dict, batch_size, train_config
 from .ddp import pick_device
 from .evaluate import autocast, evaluate, model_input, total_nfe
+from .guard import check_loss, claim_run_dir, release_run_dir
 from .state import load_state, peak_memory_mb, rng_state, save_state, seed_everything, set_rng_state
 from .tasks import check_output, resolve
 
@@ -46,8 +47,9 @@ class Trainer:
     """
 
     def __init__(self, cfg, run_dir=None, *, splits=None, collate=None, resume: bool = False,
-                 compile: bool | None = None, progress: bool | None = None, on_epoch_end=None):
-        cfg = OmegaConf.create(cfg) if not isinstance(cfg, DictConfig) else cfg
+                 compile: bool | None = None, progress: bool | None = None, on_epoch_end=None,
+                 force: bool = False):
+        cfg = check_interpolations(OmegaConf.create(cfg) if not isinstance(cfg, DictConfig) else cfg)
         if splits is None or collate is None:
             from .. import data
 
@@ -59,6 +61,7 @@ class Trainer:
         t.compile = t.compile if compile is None else compile
         t.progress = t.progress if progress is None else progress
         self.cfg.train = as_dict(t)
+        self.saved_cfg = as_written(self.cfg, cfg)        # what config.yaml holds: interpolations as written
         self.batch_size = batch_size(t, self.cfg.get("data"))
         self.monitor = t.monitor or self.task.monitor
         self.higher = self.monitor in HIGHER_IS_BETTER if t.monitor else self.task.higher_is_better
@@ -72,7 +75,7 @@ class Trainer:
             raise ConfigError("train.batch_size", f"{self.batch_size} is not divisible by the {self.dist.world} "
                               "processes; the global batch is split evenly across them")
         self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.resume = resume
+        self.resume, self.force = resume, force
         self._check_run_dir()
 
         seed_everything(t.seed)
@@ -145,6 +148,8 @@ class Trainer:
                 if old.get(key) != new.get(key):
                     raise ConfigError(key, f"differs from the config of the run being resumed in {self.run_dir}; "
                                       "only the train section may change on --resume")
+        if self.dist.main:
+            claim_run_dir(self.run_dir, force=self.force)
 
     def _restore(self) -> None:
         state = load_state(self.run_dir)
@@ -157,7 +162,7 @@ class Trainer:
         self.state = state
         if self.dist.main:   # records written after the saved state (a kill in between) are dropped
             atomic_write_text(self.run_dir / METRICS_FILE, "".join(
-                json.dumps(r) + "\n" for r in state["history"]))
+                to_json(r) + "\n" for r in state["history"]))
 
     def _write(self, fn, name: str | None, *args) -> None:
         """``fn(run_dir / name, *args)`` (or ``fn(run_dir, *args)``) on rank 0 when there is a run dir."""
@@ -192,13 +197,14 @@ class Trainer:
             with self._unused_parameters_hint(), autocast(device, t.bf16):
                 pred = self.net(model_input(self.model, batch)).x
             loss = self.task.loss(pred, targets)
+            value = check_loss(loss, self.model, model_input(self.model, batch), targets, epoch + 1, steps + 1)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             if t.grad_clip:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
             self.opt.step()
             self.sched.step()
-            loss_sum, nfe_sum, steps = loss_sum + loss.item(), nfe_sum + total_nfe(self.model), steps + 1
+            loss_sum, nfe_sum, steps = loss_sum + value, nfe_sum + total_nfe(self.model), steps + 1
             bar.set_postfix(loss=f"{loss_sum / steps:.4f}")
             if steps >= self.steps_per_epoch:
                 break
@@ -220,7 +226,7 @@ class Trainer:
     def fit(self) -> dict:
         """Train until ``train.epochs`` or early stopping; then score the best weights on the test split."""
         t, s = self.tcfg, self.state
-        self._write(atomic_write_text, CONFIG_FILE, OmegaConf.to_yaml(self.cfg))
+        self._write(atomic_write_text, CONFIG_FILE, OmegaConf.to_yaml(self.saved_cfg))
         if self.dist.main and t.progress:
             params = sum(p.numel() for p in self.model.parameters())
             tqdm.write(f"{self.task.name} on {self.info.name}: {params:,} parameters, device {self.device}, "
@@ -235,7 +241,7 @@ class Trainer:
             improved = s["best"] is None or (score > s["best"] if self.higher else score < s["best"])
             if improved:
                 s.update(best=score, best_epoch=epoch + 1, bad_epochs=0)
-                self._write(save_run, None, self.cfg, self.model, "best")
+                self._write(save_run, None, self.saved_cfg, self.model, "best")
             else:
                 s["bad_epochs"] += 1
             s["stopped"] = bool(t.patience and s["bad_epochs"] >= t.patience)
@@ -259,9 +265,7 @@ class Trainer:
         """Load the best weights, score them on the test split and write ``results.json``."""
         s, hist = self.state, self.state["history"]
         if self.run_dir is not None and (self.run_dir / "best.safetensors").is_file():
-            from safetensors.torch import load_file
-
-            self.model.load_state_dict(load_file(str(self.run_dir / "best.safetensors"), device=str(self.device)))
+            load_weights(self.model, self.run_dir / "best.safetensors", str(self.run_dir / "best.safetensors"))
         best = next((r for r in hist if r["epoch"] == s["best_epoch"]), {})
         results = {"task": self.task.name, "monitor": f"val_{self.monitor}", "epochs": s["epoch"],
                    "best_epoch": s["best_epoch"], "stopped_early": s["stopped"],
@@ -276,10 +280,12 @@ class Trainer:
                             self.tcfg.bf16)
             results.update({f"test_{k}": v for k, v in test.items() if k != "nfe"})
         results["curves"] = {k: [r.get(k) for r in hist] for k in ("train_loss", f"val_{self.monitor}", "val_loss")}
-        self._write(atomic_write_text, RESULTS_FILE, json.dumps(results, indent=2))
+        self._write(atomic_write_text, RESULTS_FILE, to_json(results, indent=2))
         return results
 
     def close(self) -> None:
+        if self.run_dir is not None and self.dist.main:
+            release_run_dir(self.run_dir)
         ddp.teardown(self.dist)
 
 
