@@ -28,12 +28,14 @@ def report(sweep: Sweep, out_dir, records: list[dict]) -> str:
 
 
 def ablate(source, out_dir=None, *, overrides=(), workers: int = 1, shard_spec: str | None = None,
-           retry_failed: bool = False, summary_only: bool = False, echo=print) -> tuple[list[dict], str]:
+           retry_failed: bool = False, summary_only: bool = False, echo=print,
+           force: bool = False) -> tuple[list[dict], str]:
     """Run (or resume) the sweep ``source`` (a YAML path or a mapping) into ``out_dir`` and report it.
 
     ``overrides`` (dotlist) apply to every run. Returns the latest record of each run and the Markdown
     summary table. With ``summary_only`` nothing is trained: the table covers every run recorded in
-    ``out_dir`` (e.g. after shards were merged).
+    ``out_dir`` (e.g. after shards were merged). ``force`` writes into a non-empty folder that is not a
+    hybridseq output folder.
     """
     sweep = load_sweep(source, overrides=overrides)
     out = Path(out_dir or Path("runs") / "ablate" / sweep.name)
@@ -42,7 +44,7 @@ def ablate(source, out_dir=None, *, overrides=(), workers: int = 1, shard_spec: 
         records = [latest[r.run_id] for r in sweep.runs() if r.run_id in latest]
     else:
         records = run_sweep(sweep, out, workers=workers, shard_spec=shard_spec, retry_failed=retry_failed,
-                            echo=echo)
+                            echo=echo, force=force)
     return records, report(sweep, out, records)
 
 

@@ -15,7 +15,7 @@ def cmd_ablate(args) -> int:
     print(f"sweep {args.sweep} -> {out}")
     workers = args.workers if args.workers is not None else default_workers()
     records, table = ablate(args.sweep, out, overrides=args.overrides, workers=workers, shard_spec=args.shard,
-                            retry_failed=args.retry_failed, summary_only=args.summary_only)
+                            retry_failed=args.retry_failed, summary_only=args.summary_only, force=args.force)
     print()
     print(table)
     print(f"summary: {Path(out) / 'summary.md'}, {Path(out) / 'summary.csv'}; plots: {Path(out) / 'plots'}")
@@ -39,4 +39,6 @@ def hybridseq_register_commands(cli):
     p.add_argument("--out", metavar="DIR", help="output folder (default: runs/ablate/<sweep name>)")
     p.add_argument("--retry-failed", action="store_true", help="run again the runs recorded as failed")
     p.add_argument("--summary-only", action="store_true", help="train nothing; summarise the recorded runs")
+    p.add_argument("--force", action="store_true", help="write into --out even if it is a non-empty folder "
+                   "that is not a hybridseq output folder")
     p.set_defaults(func=cmd_ablate)

@@ -20,6 +20,7 @@ from pathlib import Path
 import yaml
 
 from ..io import atomic_write_text
+from ..train.guard import claim_run_dir, exit_with_parent, release_run_dir
 from .store import ResultStore
 from .sweep import Run, Sweep, check_runs, shard
 
@@ -66,7 +67,7 @@ def _line(k: int, total: int, record: dict, metric: str | None) -> str:
 
 
 def run_sweep(sweep: Sweep, out_dir, *, workers: int = 1, shard_spec: str | None = None,
-              retry_failed: bool = False, echo=print) -> list[dict]:
+              retry_failed: bool = False, echo=print, force: bool = False) -> list[dict]:
     """Run the sweep's unfinished runs (of shard ``shard_spec``) with ``workers`` processes.
 
     ``workers=0`` runs in this process (no isolation; handy for debugging). Returns the latest record
@@ -75,7 +76,7 @@ def run_sweep(sweep: Sweep, out_dir, *, workers: int = 1, shard_spec: str | None
     mine = shard(sweep.runs(), shard_spec)
     check_runs(sweep, mine)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    claim_run_dir(out, force=force)          # refuses a folder of the user's own files and a live sweep
     atomic_write_text(out / "sweep.yaml", yaml.safe_dump(sweep.as_dict(), sort_keys=False))
     store = ResultStore(out)
     done = store.finished(retry_failed)
@@ -97,7 +98,8 @@ def run_sweep(sweep: Sweep, out_dir, *, workers: int = 1, shard_spec: str | None
     elif todo:
         ctx = multiprocessing.get_context("spawn")
         crashed = []
-        with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx) as pool:
+        with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx, initializer=exit_with_parent,
+                                 initargs=(os.getpid(),)) as pool:
             futures = {pool.submit(run_one, sweep, run, str(out), threads): run for run in todo}
             for fut in as_completed(futures):
                 run = futures[fut]
@@ -110,11 +112,13 @@ def run_sweep(sweep: Sweep, out_dir, *, workers: int = 1, shard_spec: str | None
                     record = {**run.as_dict(), **failure(err), "wall_s": None}
                 finish(record)
         for run in crashed:                   # alone in a fresh worker each: only the run that kills it fails
-            with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+            with ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=exit_with_parent,
+                                     initargs=(os.getpid(),)) as pool:
                 try:
                     record = pool.submit(run_one, sweep, run, str(out), threads).result()
                 except Exception as err:
                     record = {**run.as_dict(), **failure(err), "wall_s": None}
             finish(record)
+    release_run_dir(out)
     latest = store.latest()
     return [latest[r.run_id] for r in mine if r.run_id in latest]

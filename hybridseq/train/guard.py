@@ -77,8 +77,12 @@ def _non_run_files(run_dir: Path) -> list[str]:
 
 
 def is_run_dir(run_dir: Path) -> bool:
-    """Marked as a run directory (or written before the marker existed: a resumable state and config)."""
-    return (run_dir / MARKER_FILE).is_file() or ((run_dir / "last.pt").is_file() and (run_dir / "config.yaml").is_file())
+    """Marked as a run (or sweep) directory, or written before the marker existed: a resumable state and
+    config, or a sweep's file and results."""
+    def both(a: str, b: str) -> bool:
+        return (run_dir / a).is_file() and (run_dir / b).is_file()
+
+    return (run_dir / MARKER_FILE).is_file() or both("last.pt", "config.yaml") or both("sweep.yaml", "results.jsonl")
 
 
 def claim_run_dir(run_dir, *, force: bool = False):
@@ -130,6 +134,20 @@ def _lock(folder: Path):
     handle.flush()
     _HELD[key] = handle
     return handle
+
+
+def exit_with_parent(parent: int, every_s: float = 1.0) -> None:
+    """In a worker process: exit as soon as process ``parent`` is gone (killed, even with -9), so no
+    orphan keeps training and writing into run directories a new sweep resumes."""
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def release_run_dir(run_dir) -> None:
