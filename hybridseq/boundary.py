@@ -1,11 +1,15 @@
-"""The command line's error boundary: a mistake in a config, a data file or a path is one line on stderr
-and exit status 2; anything else is one line naming the error and exit status 1. ``--traceback`` (or
-``HYBRIDSEQ_TRACEBACK=1``) prints the full stack as well, for bug reports.
+"""The command line's boundaries. Errors: a mistake in a config, a data file or a path is one line on
+stderr and exit status 2; anything else is one line naming the error (and the plugin it came from) and
+exit status 1. ``--traceback`` (or ``HYBRIDSEQ_TRACEBACK=1``) prints the full stack as well, for bug
+reports. Plugins: what they print while loading goes to stderr (stdout stays clean for ``--json``), and a
+plugin slow to import is named after a moment instead of leaving the command silent.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+import threading
 import traceback
 from typing import Callable
 
@@ -15,6 +19,47 @@ TRACEBACK_FLAG = "--traceback"
 TRACEBACK_ENV = "HYBRIDSEQ_TRACEBACK"
 USER_ERROR, INTERNAL_ERROR = 2, 1
 MAX_UNEXPECTED = 400          # characters of an unexpected error's message shown without --traceback
+SLOW_IMPORT_S = 2.0           # a plugin import taking longer than this is named on stderr
+
+
+@contextlib.contextmanager
+def plugin_output_to_stderr():
+    """Send what plugins print while they load to stderr, so stdout holds only the command's output."""
+    with contextlib.redirect_stdout(sys.stderr):
+        yield
+
+
+@contextlib.contextmanager
+def slow_notice(what: str, after_s: float = SLOW_IMPORT_S):
+    """Say on stderr that ``what`` is still running once it has taken ``after_s`` seconds."""
+    timer = threading.Timer(after_s, lambda: print(f"hybridseq: {what} is taking more than {after_s:.0f} s "
+                                                   f"(set HYBRIDSEQ_LOAD_PLUGINS to skip it)", file=sys.stderr,
+                                                   flush=True))
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+
+
+def _plugin_of(err: BaseException) -> str | None:
+    """The third-party plugin whose code raised ``err`` (innermost frame first), if any."""
+    from . import plugins, registry
+
+    owners = {}
+    for table in registry.KINDS.values():
+        for name in table.names():
+            entry = table.entry(name)
+            info = plugins.infos.get(entry.owner)
+            module = getattr(entry.obj, "__module__", None) or ""
+            if info is not None and not info.builtin and module.split(".")[0] != "hybridseq":
+                owners[module.split(".")[0]] = entry.owner          # the plugin's top-level package
+    frames = [f.f_globals.get("__name__", "") for f, _ in traceback.walk_tb(err.__traceback__)]
+    for module in reversed(frames):
+        if module.split(".")[0] in owners:
+            return owners[module.split(".")[0]]
+    return None
 
 
 def wants_traceback(argv: list[str]) -> tuple[bool, list[str]]:
@@ -63,7 +108,9 @@ def run(command: Callable[[], int], show_traceback: bool) -> int:
         if message is None:
             text = _one_line(err)
             cut = text if show_traceback or len(text) <= MAX_UNEXPECTED else text[:MAX_UNEXPECTED] + " …"
-            message = f"unexpected error {type(err).__name__}: {cut}"
+            owner = _plugin_of(err)
+            source = f" in plugin '{owner}'" if owner else ""
+            message = f"unexpected error{source} {type(err).__name__}: {cut}"
         hint = "" if show_traceback else f" (run with {TRACEBACK_FLAG} or {TRACEBACK_ENV}=1 for the stack)" \
             if status == INTERNAL_ERROR else ""
         print(f"hybridseq: {redact(_one_line(message))}{hint}", file=sys.stderr)

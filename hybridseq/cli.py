@@ -132,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     warnings.simplefilter("default")
     show_traceback, argv = boundary.wants_traceback(sys.argv[1:] if argv is None else list(argv))
-    parser = build_parser()
+    with boundary.plugin_output_to_stderr():
+        parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:                          # overrides given after options: `ablate S.yaml --workers 2 a.b=1`
         if not hasattr(args, "overrides") or any(e.startswith("-") for e in extra):
