@@ -190,3 +190,10 @@ def test_a_validation_split_that_leaves_nothing_to_train_on():
     with pytest.raises(hs.ConfigError) as err:
         load_data({"name": "spirals", "n_train": 4, "n_test": 2, "val_fraction": 0.99})
     assert err.value.path == "data.val_fraction"
+
+
+def test_a_case_with_every_value_missing_is_an_error_at_its_line(tmp_path):
+    f = tmp_path / "empty.ts"
+    f.write_text(HEADER + "1,2:3,4:a\n?,?:?:b\n")
+    with pytest.raises(TSFormatError, match=r"empty\.ts:9: every value of this case is missing"):
+        read_ts(f)

@@ -208,6 +208,8 @@ def read_ts(path) -> TSData:
         if max(lengths) == 0:
             raise TSFormatError(path, number, "empty case (no values)")
         v, t = _case(per_dim, bool(header.get("timestamps")))
+        if bool(torch.isnan(v).all()):
+            raise TSFormatError(path, number, "every value of this case is missing ('?'); remove the case")
         values.append(v)
         times.append(t)
         if header.get("classlabel"):
