@@ -174,3 +174,11 @@ def test_a_data_key_typo_stops_the_sweep_before_anything_trains(tmp_path):
         ablate(spec, tmp_path / "out", workers=0, echo=lambda *a: None)
     assert err.value.path == "data.irregular.dorp"
     assert not (tmp_path / "out" / "results.jsonl").exists()
+
+
+def test_a_checkpoint_name_cannot_leave_the_run_directory(tmp_path):
+    from hybridseq.train.checkpoint import run_files
+
+    with pytest.raises(ConfigError) as err:
+        run_files(tmp_path, "../../etc/passwd")
+    assert err.value.path == "--checkpoint"

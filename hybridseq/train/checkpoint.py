@@ -27,6 +27,9 @@ def save_run(run_dir, cfg, model: HybridModel, name: str = "best") -> Path:
 def run_files(path, name: str = "best") -> tuple[Path, Path]:
     """(weights, config) of a run directory, or of a ``.safetensors`` file with config.yaml beside it."""
     path = Path(path)
+    if Path(name).name != name or name.startswith("."):
+        raise ConfigError("--checkpoint", f"expected the name of a checkpoint in the run directory (best, ...), "
+                          f"got {name!r}", got=name)
     weights = path if path.suffix == ".safetensors" else path / f"{name}.safetensors"
     config = weights.parent / CONFIG_FILE
     for needed in (weights, config):
