@@ -25,7 +25,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf._yaml import get_yaml_loader
 from omegaconf.errors import OmegaConfBaseException
 
-from .errors import ConfigError, add_secret
+from .errors import ConfigError, add_secret, redact
 
 INCLUDE_KEYS = ("defaults", "base")
 MAX_INCLUDE_DEPTH = 32
@@ -228,6 +228,26 @@ def as_written(resolved, written) -> DictConfig:
     new = OmegaConf.to_container(resolved, resolve=False) if isinstance(resolved, (DictConfig, ListConfig)) else resolved
     old = OmegaConf.to_container(written, resolve=False) if isinstance(written, (DictConfig, ListConfig)) else written
     return OmegaConf.create(merge(new, old))
+
+
+def printable(cfg: DictConfig, resolve: bool = True) -> str:
+    """``cfg`` as YAML for people to read: interpolations resolved (``resolve``), except those that read
+    an environment variable, which stay as written so that no secret is echoed."""
+    written = OmegaConf.to_container(cfg, resolve=False)
+    if not resolve:
+        return OmegaConf.to_yaml(written)
+
+    def keep_env(new, old):
+        if isinstance(old, str) and "oc.env" in old:
+            return old
+        if isinstance(new, dict) and isinstance(old, dict):
+            return {k: keep_env(v, old.get(k)) for k, v in new.items()}
+        if isinstance(new, list) and isinstance(old, list):
+            return [keep_env(v, o) for v, o in zip(new, old)]
+        return new
+
+    resolved = OmegaConf.to_container(check_interpolations(cfg), resolve=True)
+    return redact(OmegaConf.to_yaml(keep_env(resolved, written)))
 
 
 def _load(paths, cache: dict) -> DictConfig:

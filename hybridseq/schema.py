@@ -57,8 +57,7 @@ _COUNT = _POSITIVE                                # counts and widths (ints): > 
 COMMON_RANGES: dict[str, Range] = {
     **dict.fromkeys(("d_model", "d_in", "d_out", "d_state", "d_conv", "expand", "heads", "hidden", "hyper_hidden",
                      "field_width", "key_width", "head_dim", "n_groups", "chunk_size", "reference_points",
-                     "quadrature", "rank", "steps", "layers", "t_embed", "classes", "outputs", "channels",
-                     "batch_size", "epochs", "points", "queries", "n_train", "n_test"), _COUNT),
+                     "quadrature", "rank", "steps", "layers", "t_embed", "classes", "outputs", "channels"), _COUNT),
     **dict.fromkeys(("time_features", "dt_rank", "num_workers"), Range(ge=0)),
     **dict.fromkeys(("mlp_ratio", "hidden_ratio", "time_unit", "dt_min", "dt_max", "dt_floor", "time", "rtol",
                      "atol", "step_size", "lr", "grad_clip", "diffusion_max", "speed_max", "reaction_max",

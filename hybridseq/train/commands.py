@@ -32,6 +32,14 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_config(args) -> int:
+    from ..config import compose, printable, split_args
+
+    files, overrides = split_args(args.overrides)
+    print(printable(compose([args.config, *files], overrides), resolve=not args.unresolved), end="")
+    return 0
+
+
 def cmd_evaluate(args) -> int:
     from .evaluate import evaluate_run
 
@@ -53,6 +61,13 @@ def hybridseq_register_commands(cli):
     p.add_argument("--force", action="store_true", help="write into --out even if it is a non-empty folder "
                    "that is not a hybridseq run directory")
     p.set_defaults(func=cmd_train)
+
+    p = cli.add_parser("config", help="print the composed config (files merged, overrides applied, "
+                       "interpolations resolved) without validating or running it")
+    p.add_argument("config", help="YAML config file")
+    p.add_argument("overrides", nargs="*", help="more YAML files and dotlist overrides, as for train")
+    p.add_argument("--unresolved", action="store_true", help="keep interpolations as written")
+    p.set_defaults(func=cmd_config)
 
     p = cli.add_parser("evaluate", help="score a run's checkpoint on a data split; prints JSON")
     p.add_argument("run_dir", help="run directory written by `hybridseq train`")

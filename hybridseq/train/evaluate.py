@@ -2,6 +2,7 @@
 config, optionally on changed data, on one split)."""
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import torch
@@ -52,6 +53,15 @@ def total_nfe(model: HybridModel) -> int:
     return sum(int(s.get("nfe", 0)) for s in model.stats().values())
 
 
+def eval_file_name(split: str, name: str = "best", overrides=(), data_overrides=()) -> str:
+    """``eval_<split>.json`` for the plain checkpoint; a digest of what differs otherwise."""
+    changes = [*overrides, *(f"data.{d}" for d in data_overrides)] + ([f"checkpoint={name}"] if name != "best" else [])
+    if not changes:
+        return f"eval_{split}.json"
+    digest = hashlib.sha1("\n".join(changes).encode()).hexdigest()[:8]
+    return f"eval_{split}-{digest}.json"
+
+
 def evaluate_run(run_dir, data_overrides=(), split: str = "test", name: str = "best", *, overrides=(),
                  splits=None, collate=None, write: bool = True) -> dict:
     """Metrics of run ``run_dir``'s ``name`` checkpoint on ``split``.
@@ -59,7 +69,9 @@ def evaluate_run(run_dir, data_overrides=(), split: str = "test", name: str = "b
     ``data_overrides`` are ``key=value`` items applied under ``data.`` (e.g. ``irregular.drop=0.7`` to
     score at another drop ratio); ``overrides`` are full dotlist items applied to the saved config before
     the model is built, e.g. ``model.blocks[0].steps=16`` for a continuous-depth head evaluated at another
-    depth (they must keep every parameter's shape). The result is also written to ``eval_<split>.json``.
+    depth (they must keep every parameter's shape). The result is also written to ``eval_<split>.json``
+    (``eval_<split>-<digest>.json`` when any override is given, so that scores under other settings do
+    not overwrite each other; the file records its overrides).
     """
     if split not in SPLITS:
         raise ConfigError("--split", f"invalid value {split!r}", choices=SPLITS, got=split)
@@ -84,5 +96,5 @@ def evaluate_run(run_dir, data_overrides=(), split: str = "test", name: str = "b
     result = {"run": str(run_dir), "checkpoint": name, "split": split, "task": task.name,
               "overrides": list(overrides), "data_overrides": list(data_overrides), **metrics}
     if write:
-        atomic_write_text(Path(run_dir) / f"eval_{split}.json", to_json(result, indent=2))
+        atomic_write_text(Path(run_dir) / eval_file_name(split, name, overrides, data_overrides), to_json(result, indent=2))
     return result
