@@ -113,20 +113,33 @@ def _numbers(f: dataclasses.Field, value, where: str) -> None:
 
 
 def check_choices(obj: Any, path: str) -> None:
-    """Run ``choice`` checks, the number checks and ``validate(path)`` methods over a config instance,
-    recursively."""
+    """Run ``choice`` checks, ``validate(path)`` methods and the number checks over a config instance,
+    recursively. A schema's own ``validate`` runs before the number checks, so its messages win; if it
+    fails on a value the number checks reject (a division by a zero count, say), their error is raised."""
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
         where = _join(path, f.name)
         options = f.metadata.get("choices")
         if options is not None and value not in options:
             raise ConfigError(where, f"invalid value {value!r}", choices=options, got=value)
-        if not dataclasses.is_dataclass(value):
-            _numbers(f, value, where)
         if dataclasses.is_dataclass(value):
             check_choices(value, where)
     if callable(getattr(obj, "validate", None)):
-        obj.validate(path)
+        try:
+            obj.validate(path)
+        except ConfigError:
+            raise
+        except Exception:
+            _check_numbers(obj, path)
+            raise
+    _check_numbers(obj, path)
+
+
+def _check_numbers(obj: Any, path: str) -> None:
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if not dataclasses.is_dataclass(value):
+            _numbers(f, value, _join(path, f.name))
 
 
 def build_config(schema: type, values: dict, path: str, *, what: str = "block") -> Any:

@@ -4,6 +4,7 @@ written into it (a marker file, a lock held while the run lives, leftovers of ki
 """
 from __future__ import annotations
 
+import atexit
 import math
 import os
 from pathlib import Path
@@ -17,6 +18,7 @@ from ..io import atomic_write_text, remove_stale_temps
 MARKER_FILE = ".hybridseq-run"       # marks a folder as a hybridseq run directory
 LOCK_FILE = ".lock"                  # held (flock) by the process training into the folder
 _HELD: dict[Path, object] = {}       # folder -> open lock file, for the folders this process holds
+atexit.register(lambda: [handle.close() for handle in _HELD.values()])
 
 
 def _finite(value) -> bool:
