@@ -12,7 +12,7 @@ from hybridseq.data.archive import EMBEDDED_DIR, OPTIONAL_PACKAGES, embedded_nam
 from hybridseq.data.transforms import drop_channels, drop_points, sample
 
 INSTALLED = [p for p in OPTIONAL_PACKAGES if importlib.util.find_spec(p) is not None]
-SPIRALS = {"name": "spirals", "n_train": 24, "n_test": 8, "points": 20, "queries": 5}
+SPIRALS = {"name": "spirals", "n_train": 24, "n_test": 8, "points": 20, "queries": 5, "val_fraction": 0.2}
 
 
 def test_builtin_datasets_registered():

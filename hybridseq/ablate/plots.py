@@ -63,7 +63,7 @@ def plot_curves(records: list[dict], path) -> Path | None:
         ax.set_xlabel("epoch")
         ax.set_ylabel(key)
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=8)
+    axes[0][0].legend(fontsize=8)
     try:
         return _save(fig, Path(path))
     finally:

@@ -2,7 +2,8 @@
 
 Every dataset factory builds its raw train/test samples and hands them to `make_splits`, which applies
 the options all datasets share, in this order: a seeded (stratified, for classification) validation split
-carved from train; the time scale taken from train; the irregular protocol (``irregular.drop`` of the
+carved from train (by default 20% of it when that is at least 30 cases, else none: the trainer then keeps
+the last epoch's weights); the time scale taken from train; the irregular protocol (``irregular.drop`` of the
 time points of every series, ``irregular.channel_drop`` of single entries; drawn once, seeded, so the same
 seed gives the same data); time normalisation (train times map to [0, 1]); standardisation of values with
 train statistics.
@@ -23,6 +24,8 @@ from ..seq import IrregularBatch
 from . import transforms as T
 
 TASKS = ("classify", "regress", "interpolate", "extrapolate")
+AUTO_VAL_FRACTION = 0.2    # data.val_fraction: null takes this share of train for validation ...
+MIN_VAL_CASES = 30         # ... when it holds at least this many cases; fewer make best-epoch selection noise
 _SPLIT_STREAM = {"train": 1, "val": 2, "test": 3}   # one generator stream per split for the drop protocol
 
 
@@ -44,7 +47,7 @@ class DataOptions:
     """Options every dataset accepts; a dataset's schema subclasses this."""
 
     batch_size: int = 32
-    val_fraction: float = 0.2   # share of train carved out as the validation split (seeded)
+    val_fraction: Optional[float] = None   # share of train held out for validation (seeded); None = auto
     seed: int = 0               # seed of the validation split (and of synthetic generation)
     irregular: IrregularOptions = field(default_factory=IrregularOptions)
     normalise_time: bool = True  # map train observation times to [0, 1]
@@ -53,8 +56,8 @@ class DataOptions:
     def validate(self, path: str) -> None:
         if self.batch_size < 1:
             raise ConfigError(f"{path}.batch_size", f"must be >= 1, got {self.batch_size}", got=self.batch_size)
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ConfigError(f"{path}.val_fraction", f"must be in [0, 1), got {self.val_fraction}")
+        if self.val_fraction is not None and not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"{path}.val_fraction", f"must be in [0, 1) or null (auto), got {self.val_fraction}")
 
 
 @dataclass
@@ -131,6 +134,13 @@ def collate(samples: list[dict]) -> tuple[IrregularBatch, dict[str, Tensor]]:
     return batch, targets
 
 
+def val_fraction(option: float | None, n_train: int) -> float:
+    """The share of ``n_train`` cases to validate on: ``option``, or the automatic rule when it is None."""
+    if option is not None:
+        return option
+    return AUTO_VAL_FRACTION if round(n_train * AUTO_VAL_FRACTION) >= MIN_VAL_CASES else 0.0
+
+
 def _val_split(train: list[dict], fraction: float, seed: int, stratify: bool) -> tuple[list[dict], list[dict]]:
     g = torch.Generator().manual_seed(seed)
     groups: dict = {}
@@ -162,7 +172,8 @@ def _irregular(samples: list[dict], opts: IrregularOptions, split: str) -> list[
 def make_splits(name: str, task: str, train: list[dict], test: list[dict], opts: DataOptions, *,
                 classes: list[str] | None = None, outputs: int | None = None) -> DataSplits:
     """Apply the shared options (see the module docstring) to raw samples and describe the result."""
-    train, val = _val_split(train, opts.val_fraction, opts.seed, stratify=task == "classify")
+    train, val = _val_split(train, val_fraction(opts.val_fraction, len(train)), opts.seed,
+                            stratify=task == "classify")
     if not train:
         raise ConfigError("data.val_fraction", f"{opts.val_fraction} leaves no series of '{name}' to train on; "
                           "lower it", got=opts.val_fraction)

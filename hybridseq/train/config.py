@@ -30,6 +30,8 @@ class TrainConfig:
     max_steps_per_epoch: Optional[int] = None  # cap on optimizer steps per epoch
     num_workers: int = 0                       # DataLoader worker processes
     monitor: Optional[str] = None              # validation metric to select on; None = the task's
+    select: str = choice("auto", "best", "last")   # weights scored on test: the best validation epoch's or
+    #                                            the last epoch's; auto = best when there is a validation split
     progress: bool = True                      # tqdm progress bar
     init_from: Optional[str] = None            # start from these weights: a run dir or a .safetensors file
     find_unused_parameters: bool = False       # DDP: let a step leave some parameters without gradient

@@ -29,6 +29,7 @@ from .config import as_dict, batch_size, train_config
 from .ddp import pick_device
 from .evaluate import autocast, evaluate, model_input, total_nfe
 from .guard import check_loss, claim_run_dir, release_run_dir
+from .optim import configure_optimizer
 from .state import load_state, peak_memory_mb, rng_state, save_state, seed_everything, set_rng_state
 from .tasks import check_output, resolve
 
@@ -66,6 +67,9 @@ class Trainer:
         self.monitor = t.monitor or self.task.monitor
         self.higher = self.monitor in HIGHER_IS_BETTER if t.monitor else self.task.higher_is_better
         self.width = getattr(self.info, self.task.width_key)
+        self.has_val = self.splits.val is not None and len(self.splits.val) > 0
+        self.select = t.select if t.select != "auto" else ("best" if self.has_val else "last")
+        self._check_selection(t)
 
         self.device = pick_device(t.device)
         self.dist = ddp.setup(self.device)
@@ -95,7 +99,7 @@ class Trainer:
                 warnings.warn(f"train.compile: blocks {unsafe} are not compile_safe; running uncompiled")
             else:
                 self.net = torch.compile(self.net)
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        self.opt = configure_optimizer(self.model, t.lr, t.weight_decay)
         per_rank = math.ceil(len(self.splits.train) / self.dist.world)
         self.steps_per_epoch = math.ceil(per_rank / (self.batch_size // self.dist.world))
         if t.max_steps_per_epoch:
@@ -112,6 +116,18 @@ class Trainer:
                       "history": []}
         if resume and self.run_dir is not None:
             self._restore()
+
+    def _check_selection(self, t) -> None:
+        """Best-epoch selection and early stopping need a validation split to judge epochs on."""
+        if self.has_val:
+            return
+        why = (f"there is no validation split ({len(self.splits.train)} training cases; data.val_fraction=null "
+               f"holds out 20% only when that is at least 30 cases; set data.val_fraction to force one)")
+        if t.select == "best":
+            raise ConfigError("train.select", f"'best' needs a validation split, but {why}", choices=("auto", "last"))
+        if t.patience:
+            raise ConfigError("train.patience", f"early stopping needs a validation split, but {why}; set "
+                              "train.patience=null to train every epoch and keep the last", got=t.patience)
 
     @staticmethod
     def _init_weights(path: str) -> Path:
@@ -213,10 +229,9 @@ class Trainer:
                 "nfe": ddp.mean(nfe_sum / max(steps, 1), self.dist), "lr": self.sched.get_last_lr()[0]}
 
     def _validate(self) -> dict:
-        val = self.splits.val if self.splits.val is not None and len(self.splits.val) else self.splits.train
         metrics = None
         if self.dist.main:
-            metrics = evaluate(self.model, self.task, self._loader(val, None), self.width, self.device,
+            metrics = evaluate(self.model, self.task, self._loader(self.splits.val, None), self.width, self.device,
                                self.tcfg.bf16)
             if self.monitor not in metrics:
                 raise ConfigError("train.monitor", f"unknown metric {self.monitor!r}", choices=metrics,
@@ -235,12 +250,12 @@ class Trainer:
         while s["epoch"] < t.epochs and not s["stopped"]:
             epoch, start = s["epoch"], time.perf_counter()
             record = {"epoch": epoch + 1, **self._train_epoch(epoch)}
-            val = self._validate()
-            record.update({f"val_{k}": v for k, v in val.items() if k != "nfe"})
-            score = val[self.monitor]
-            improved = s["best"] is None or (score > s["best"] if self.higher else score < s["best"])
+            if self.has_val:
+                val = self._validate()
+                record.update({f"val_{k}": v for k, v in val.items() if k != "nfe"})
+            improved = self._improved(record)
             if improved:
-                s.update(best=score, best_epoch=epoch + 1, bad_epochs=0)
+                s.update(best=record.get(f"val_{self.monitor}"), best_epoch=epoch + 1, bad_epochs=0)
                 self._write(save_run, None, self.saved_cfg, self.model, "best")
             else:
                 s["bad_epochs"] += 1
@@ -256,18 +271,30 @@ class Trainer:
                 self.on_epoch_end(epoch + 1, record)
         return self.finish()
 
+    def _improved(self, record: dict) -> bool:
+        """Whether this epoch's weights become the selected ones (every epoch under ``select: last``)."""
+        if self.select == "last":
+            return True
+        best, score = self.state["best"], record[f"val_{self.monitor}"]
+        return best is None or (score > best if self.higher else score < best)
+
     def _save(self, run_dir: Path, record: dict) -> None:
         save_state(run_dir, {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
                                   "scheduler": self.sched.state_dict(), "rng": rng_state(), **self.state})
         append_jsonl(run_dir / METRICS_FILE, record)
 
     def finish(self) -> dict:
-        """Load the best weights, score them on the test split and write ``results.json``."""
+        """Load the selected weights, score them on the test split and write ``results.json``.
+
+        ``best_epoch`` is the epoch whose weights were selected: the best validation epoch, or the last
+        one under ``select: last`` (the rule when there is no validation split)."""
         s, hist = self.state, self.state["history"]
         if self.run_dir is not None and (self.run_dir / "best.safetensors").is_file():
             load_weights(self.model, self.run_dir / "best.safetensors", str(self.run_dir / "best.safetensors"))
         best = next((r for r in hist if r["epoch"] == s["best_epoch"]), {})
-        results = {"task": self.task.name, "monitor": f"val_{self.monitor}", "epochs": s["epoch"],
+        results = {"task": self.task.name, "monitor": f"val_{self.monitor}" if self.has_val else None,
+                   "selection": "best_val" if self.select == "best" else "last_epoch",
+                   "val_cases": len(self.splits.val) if self.has_val else 0, "epochs": s["epoch"],
                    "best_epoch": s["best_epoch"], "stopped_early": s["stopped"],
                    "params": sum(p.numel() for p in self.model.parameters()),
                    "time_per_epoch": sum(r["epoch_time"] for r in hist) / max(len(hist), 1),
@@ -279,7 +306,8 @@ class Trainer:
             test = evaluate(self.model, self.task, self._loader(self.splits.test, None), self.width, self.device,
                             self.tcfg.bf16)
             results.update({f"test_{k}": v for k, v in test.items() if k != "nfe"})
-        results["curves"] = {k: [r.get(k) for r in hist] for k in ("train_loss", f"val_{self.monitor}", "val_loss")}
+        results["curves"] = {k: [r.get(k) for r in hist] for k in ("train_loss", f"val_{self.monitor}", "val_loss")
+                             if any(k in r for r in hist)}
         self._write(atomic_write_text, RESULTS_FILE, to_json(results, indent=2))
         return results
 

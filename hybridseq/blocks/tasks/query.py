@@ -29,15 +29,7 @@ from ..base import Block
 from ..encoders.linear import TimeEncoding
 from .pooled import masked_pool
 
-
-def time_encoding(k: int, max_freq: float = 64.0) -> TimeEncoding:
-    """Time2Vec whose periodic features start at angular frequencies spread geometrically over
-    [1, ``max_freq``]: the data layer maps times to [0, 1], where frequencies near 1 barely vary."""
-    enc = TimeEncoding(k)
-    with torch.no_grad():
-        enc.lin.weight[1:, 0] = torch.logspace(0, torch.log10(torch.tensor(max_freq)), k - 1)
-        enc.lin.bias[1:].uniform_(0, 2 * torch.pi)
-    return enc
+QUERY_MAX_FREQ = 64.0    # query times are smooth targets: the time encoding needs no finer resolution
 
 
 def _times(seq: Seq) -> Tensor:
@@ -86,7 +78,7 @@ class Interpolate(QueryHead):
     def __init__(self, cfg: Config):
         super().__init__(cfg)
         d = cfg.d_model
-        self.time = time_encoding(cfg.time_features)
+        self.time = TimeEncoding(cfg.time_features, QUERY_MAX_FREQ)
         self.query = nn.Linear(cfg.time_features, d)
         self.key_time = nn.Linear(cfg.time_features, d)
         self.norm = nn.LayerNorm(d)

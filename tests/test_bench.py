@@ -1,0 +1,76 @@
+"""The irregular benchmark runs as documented (its --quick smoke run), resumes, and reports skips."""
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import hybridseq as hs
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench" / "irregular_benchmark.py"
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location("irregular_benchmark", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quick_run_prints_the_table_and_resumes(tmp_path):
+    cmd = [sys.executable, str(BENCH), "--quick", "--out", str(tmp_path), "--configs", "ref:transformer",
+           "ref:gru", "linear+transformer"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "| config | BasicMotions | average | params | s/epoch | NFE | act. MiB |" in out.stdout
+    for name in ("ref:transformer", "ref:gru", "linear+transformer"):
+        assert f"| {name} |" in out.stdout
+    records = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert [r["status"] for r in records] == ["ok"] * 3
+    assert all(0.0 <= r["accuracy"] <= 1.0 and r["params"] > 0 for r in records)
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert again.returncode == 0 and again.stderr == ""                    # nothing rerun
+    assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 3
+
+
+def test_over_budget_runs_are_recorded_as_skipped_with_their_projection(tmp_path):
+    bench = load_bench()
+    bench.main(["--quick", "--out", str(tmp_path), "--configs", "ref:gru", "linear+transformer",
+                "--budget", "0"])
+    records = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert [r["status"] for r in records] == ["skipped", "skipped"]
+    assert all(r["projected_s"] > 0 and r["act_mib"] > 0 for r in records)
+
+
+def test_every_configuration_of_the_suite_validates():
+    """Each row of the benchmark is a valid hybridseq config on 3 channels and 4 classes."""
+    bench = load_bench()
+    from omegaconf import OmegaConf
+
+    suite = OmegaConf.load(bench.SUITE)
+    splits = type("S", (), {"info": type("I", (), {"channels": 3, "classes": 4})()})()
+    for name in suite.configs:
+        cfg = bench.hybridseq_config(suite, name, splits, {"epochs": 1, "lr": 1e-3, "batch_size": 4}, 0)
+        model = hs.assemble(cfg.model)
+        batch = hs.IrregularBatch(values=torch.randn(2, 6, 3), times=torch.linspace(0, 1, 6).expand(2, 6),
+                                  mask=torch.ones(2, 6, 3, dtype=torch.bool), lengths=torch.tensor([6, 4]))
+        assert model(batch).x.shape == (2, 4), name
+
+
+@pytest.mark.parametrize("name", ["RefTransformer", "RefGRU"])
+def test_references_ignore_padding(name):
+    """A reference's output for a series does not depend on what follows its last valid point."""
+    bench = load_bench()
+    torch.manual_seed(0)
+    model = getattr(bench, name)(3, 4).eval()
+    values = torch.randn(1, 8, 3)
+    times = torch.linspace(0, 1, 8)[None]
+    mask = torch.ones(1, 8, 3, dtype=torch.bool)
+    short = hs.IrregularBatch(values=values, times=times, mask=mask, lengths=torch.tensor([5]))
+    junk = hs.IrregularBatch(values=values + 10 * (torch.arange(8) >= 5)[None, :, None], times=times, mask=mask,
+                             lengths=torch.tensor([5]))
+    torch.testing.assert_close(model(short), model(junk))
