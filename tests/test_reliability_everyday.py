@@ -61,3 +61,15 @@ def test_evaluations_under_other_settings_get_their_own_files(tmp_path):
     assert len(files) == 3 and "eval_test.json" in files
     recorded = {tuple(json.loads((run / f).read_text())["data_overrides"]) for f in files}
     assert recorded == {(), ("irregular.drop=0.5",), ("irregular.drop=0.7",)}
+
+
+def test_weights_that_do_not_fit_are_reported_briefly(tmp_path):
+    from hybridseq.train.checkpoint import load_weights, save_run
+    import hybridseq as hs
+
+    small = {"d_model": 8, "input": {"kind": "sequence", "channels": 2}, "blocks": [{"type": "mlp", "repeat": 20}]}
+    save_run(tmp_path, {"model": small}, hs.assemble(small))
+    wide = hs.assemble({**small, "input": {"kind": "sequence", "channels": 4}})
+    with pytest.raises(ConfigError, match="and [0-9]+ more") as err:
+        load_weights(wide, tmp_path / "best.safetensors", "overrides")
+    assert err.value.path == "overrides" and len(str(err.value)) < 800

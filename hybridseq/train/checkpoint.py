@@ -51,10 +51,28 @@ def load_weights(model: HybridModel, weights, key: str) -> None:
     try:
         model.load_state_dict(tensors)
     except RuntimeError as err:
-        detail = " ".join(str(err).split())
+        detail = _mismatches(str(err))
         raise ConfigError(key, f"the weights in {weights} do not fit this model: {detail}; only changes that "
                           "keep every parameter's name and shape apply to saved weights (e.g. a head's steps "
                           "or solver)") from None
+
+
+SHOWN_MISMATCHES = 3       # parameters named in a does-not-fit error; the rest are counted
+
+
+def _mismatches(message: str) -> str:
+    """torch's load_state_dict error cut to its first few problems: keys are listed one by one, and a
+    model with many layers makes it thousands of characters long."""
+    items = []
+    for line in message.splitlines()[1:]:
+        line = line.strip().rstrip(".")
+        if line.startswith(("Missing key(s)", "Unexpected key(s)")):
+            kind, _, keys = line.partition(":")
+            items += [f"{kind.split()[0].lower()} {k.strip().strip(chr(34))}" for k in keys.split(",") if k.strip()]
+        elif line:
+            items.append(line)
+    shown = "; ".join(items[:SHOWN_MISMATCHES])
+    return shown + (f"; and {len(items) - SHOWN_MISMATCHES} more" if len(items) > SHOWN_MISMATCHES else "")
 
 
 def load_run(path, name: str = "best", overrides=None):
