@@ -29,6 +29,7 @@ import json
 import statistics
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -41,6 +42,7 @@ from _timing import peak_saved_bytes  # noqa: E402
 import hybridseq as hs  # noqa: E402
 from hybridseq.data import collate, load_data  # noqa: E402
 from hybridseq.io import append_jsonl, read_jsonl  # noqa: E402
+from hybridseq.train.config import train_config  # noqa: E402
 from hybridseq.train.evaluate import total_nfe  # noqa: E402
 from hybridseq.train.trainer import Trainer  # noqa: E402
 
@@ -140,9 +142,14 @@ def hybridseq_config(suite, name: str, splits, protocol: dict, seed: int, **trai
                          f"model.input={{kind: irregular, channels: {info.channels}}}",
                          f"model.head.classes={info.classes}"])
     cfg.data = {"name": "uea", "val_fraction": 0.0}            # the splits are given; this records the rule
-    cfg.train = {"epochs": protocol["epochs"], "lr": protocol["lr"], "batch_size": protocol["batch_size"],
-                 "seed": seed, "progress": False, "device": "cpu", **train_over}
+    cfg.train = hybridseq_train(protocol, seed, **train_over)
     return cfg
+
+
+def hybridseq_train(protocol: dict, seed: int, **over) -> dict:
+    """The train section of a hybridseq row: the protocol's settings, hybridseq's defaults otherwise."""
+    return {"epochs": protocol["epochs"], "lr": protocol["lr"], "batch_size": protocol["batch_size"],
+            "seed": seed, "progress": False, "device": "cpu", **over}
 
 
 def hybridseq_run(suite, name: str, splits, protocol: dict, seed: int, budget: float) -> dict:
@@ -182,8 +189,13 @@ def load_splits(problem: dict, data_root: Path, drop: float, seed: int):
 
 
 def run_key(config: str, problem: str, drop: float, seed: int, protocol: dict, suite) -> str:
-    entry = list(suite.configs[config]) if config in suite.configs else config
-    text = json.dumps([config, entry, problem, drop, seed, protocol], sort_keys=True)
+    """A digest of everything a run depends on: for hybridseq rows the composed model section and the
+    full train section with hybridseq's defaults, so a changed default reruns them."""
+    entry = config
+    if config in suite.configs:
+        cfg = hs.load_config(SUITE.parent / suite.base, list(suite.configs[config]))
+        entry = [OmegaConf.to_container(cfg.model), asdict(train_config(hybridseq_train(protocol, seed)))]
+    text = json.dumps([config, entry, problem, drop, seed, protocol], sort_keys=True, default=str)
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 

@@ -12,7 +12,8 @@ config = {
         "input": {"kind": "irregular", "channels": 6},
         "encoder": {"type": "linear"},
         "blocks": [
-            {"type": "pattern", "pattern": "TMT", "legend": {"T": {"type": "transformer"}, "M": {"type": "mlp", "hidden_ratio": 2}}},
+            {"type": "pattern", "pattern": "TMT",
+             "legend": {"T": {"type": "transformer"}, "M": {"type": "mlp", "hidden_ratio": 2}}},
             {"type": "mlp", "name": "skip", "inputs": ["encoder", "b0"], "merge": "concat"},
         ],
         "head": {"type": "classify", "classes": 4},

@@ -9,7 +9,6 @@ from torch import Tensor, nn
 from . import registry
 from .schema import build_config
 from .seq import IrregularBatch, Seq
-from .solvers import ODESolver
 from .spec import INPUT_NODE, ModelSpec, validate_model
 
 
@@ -31,26 +30,33 @@ class HybridModel(nn.Module):
     def __init__(self, spec: ModelSpec):
         super().__init__()
         self.spec = spec
-        self.nodes = nn.ModuleDict({n.name: n.cls(n.cfg) for n in spec.nodes})
+        self.nodes = nn.ModuleDict({n.name: n.cls.build(n.cfg) for n in spec.nodes})
         self._plan = [(n.name, tuple(n.inputs), n.merge) for n in spec.nodes]
-        self._solvers = [m for m in self.modules() if isinstance(m, ODESolver)]
         first = spec.nodes[0]
         self._wants_irregular = first.cls.accepts == "irregular"
 
-    def _coerce(self, batch):
+    def adapt(self, batch):
+        """The first block's input from ``batch``: the one place where the input kinds convert.
+
+        A tensor [B, L, C] becomes a `Seq`; a `Seq` becomes an `IrregularBatch` (every channel observed)
+        for an encoder; an `IrregularBatch` becomes a `Seq` of its observed values for a model that starts
+        with a sequence block (``model.input.kind: sequence``).
+        """
         if isinstance(batch, Tensor):
             batch = Seq(x=batch)
+        if not isinstance(batch, (Seq, IrregularBatch)):
+            raise TypeError(f"the model takes an IrregularBatch, a Seq or a tensor [B, L, C], got "
+                            f"{type(batch).__name__}")
         if self._wants_irregular and isinstance(batch, Seq):
             return IrregularBatch.from_seq(batch)
         if not self._wants_irregular and isinstance(batch, IrregularBatch):
-            raise TypeError(f"block '{self.spec.nodes[0].name}' takes a sequence, but got an IrregularBatch; "
-                            "set model.input.kind: irregular and add an encoder such as {type: linear}")
+            return batch.to_seq()
         return batch
 
     def forward(self, batch) -> Seq:
-        for solver in self._solvers:
-            solver.reset()
-        outs = {INPUT_NODE: self._coerce(batch)}
+        for block in self.nodes.values():
+            block.reset_stats()
+        outs = {INPUT_NODE: self.adapt(batch)}
         for name, srcs, how in self._plan:
             outs[name] = self.nodes[name](_merge([outs[s] for s in srcs], how))
         return outs[self.spec.output]
@@ -69,7 +75,7 @@ def assemble(model_cfg) -> HybridModel:
 def build_block(name: str, **options) -> nn.Module:
     """One validated block by registered name, for use in plain PyTorch code, tests and benchmarks."""
     cls = registry.blocks.get(name, "type")
-    return cls(build_config(cls.Config, options, name, what=f"block '{name}'"))
+    return cls.build(build_config(cls.Config, options, name, what=f"block '{name}'"))
 
 
 def _count(module: nn.Module) -> int:

@@ -1,15 +1,14 @@
 """The command line's boundaries. Errors: a mistake in a config, a data file or a path is one line on
 stderr and exit status 2; anything else is one line naming the error (and the plugin it came from) and
 exit status 1. ``--traceback`` (or ``HYBRIDSEQ_TRACEBACK=1``) prints the full stack as well, for bug
-reports. Plugins: what they print while loading goes to stderr (stdout stays clean for ``--json``), and a
-plugin slow to import is named after a moment instead of leaving the command silent.
+reports. Plugins: what they print while loading goes to stderr (stdout stays clean for ``--json``); a
+plugin slow to import is named by `hybridseq.notices.slow_notice`.
 """
 from __future__ import annotations
 
 import contextlib
 import os
 import sys
-import threading
 import traceback
 from typing import Callable
 
@@ -19,7 +18,6 @@ TRACEBACK_FLAG = "--traceback"
 TRACEBACK_ENV = "HYBRIDSEQ_TRACEBACK"
 USER_ERROR, INTERNAL_ERROR = 2, 1
 MAX_UNEXPECTED = 400          # characters of an unexpected error's message shown without --traceback
-SLOW_IMPORT_S = 2.0           # a plugin import taking longer than this is named on stderr
 
 
 @contextlib.contextmanager
@@ -27,20 +25,6 @@ def plugin_output_to_stderr():
     """Send what plugins print while they load to stderr, so stdout holds only the command's output."""
     with contextlib.redirect_stdout(sys.stderr):
         yield
-
-
-@contextlib.contextmanager
-def slow_notice(what: str, after_s: float = SLOW_IMPORT_S):
-    """Say on stderr that ``what`` is still running once it has taken ``after_s`` seconds."""
-    timer = threading.Timer(after_s, lambda: print(f"hybridseq: {what} is taking more than {after_s:.0f} s "
-                                                   f"(set HYBRIDSEQ_LOAD_PLUGINS to skip it)", file=sys.stderr,
-                                                   flush=True))
-    timer.daemon = True
-    timer.start()
-    try:
-        yield
-    finally:
-        timer.cancel()
 
 
 def _plugin_of(err: BaseException) -> str | None:

@@ -78,7 +78,8 @@ def _parse_file(path: Path) -> DictConfig:
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise ConfigError(str(path), f"invalid YAML{where}: {getattr(err, 'problem', None) or 'cannot parse'}") from None
+        problem = getattr(err, "problem", None) or "cannot parse"
+        raise ConfigError(str(path), f"invalid YAML{where}: {problem}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -225,8 +226,10 @@ def as_written(resolved, written) -> DictConfig:
             return [merge(v, o) for v, o in zip(new, old)]
         return new
 
-    new = OmegaConf.to_container(resolved, resolve=False) if isinstance(resolved, (DictConfig, ListConfig)) else resolved
-    old = OmegaConf.to_container(written, resolve=False) if isinstance(written, (DictConfig, ListConfig)) else written
+    def plain(cfg):
+        return OmegaConf.to_container(cfg, resolve=False) if isinstance(cfg, (DictConfig, ListConfig)) else cfg
+
+    new, old = plain(resolved), plain(written)
     return OmegaConf.create(merge(new, old))
 
 

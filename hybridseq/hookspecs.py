@@ -25,10 +25,13 @@ def hybridseq_register_blocks(register) -> None:
 def hybridseq_register_solvers(register) -> None:
     """Register ODE solvers.
 
-    :param register: ``register(name: str, solve: Callable, *, adjoint: bool = False)``. ``solve(func, y0,
-        t, **options)`` returns ``Tensor[len(t), *y0.shape]`` like ``torchdiffeq.odeint``; ``func(t, y)`` is
-        an ``nn.Module``. ``adjoint=True`` declares that ``solve`` also accepts ``adjoint=True`` and then
-        computes gradients by adjoint sensitivities.
+    :param register: ``register(name: str, solve: Callable, *, adjoint: bool = False, fixed_grid: bool =
+        False, options: Iterable[str] | Mapping[str, type] | None = None)``. ``solve(func, y0, t, **options)``
+        returns ``Tensor[len(t), *y0.shape]`` like ``torchdiffeq.odeint``; ``func(t, y)`` is an
+        ``nn.Module``. The keywords declare capabilities, which validation reads instead of running the
+        solver: ``adjoint=True``, that ``solve`` also accepts ``adjoint=True`` and then computes gradients by
+        adjoint sensitivities; ``fixed_grid=True``, that it steps on a grid rather than choosing its steps;
+        ``options``, the option names it accepts (optionally with the type of their values).
     """
 
 
@@ -39,6 +42,28 @@ def hybridseq_register_datasets(register) -> None:
     :param register: ``register(name: str, factory: Callable[..., DataSplits])``; ``factory(**options)``
         receives the ``data:`` config section (less ``name``) and returns `hybridseq.data.DataSplits`:
         train/val/test datasets of sample dicts and a `DataInfo` (channels, task, classes, ...).
+    """
+
+
+@hookspec
+def hybridseq_register_tasks(register) -> None:
+    """Register learning tasks.
+
+    :param register: ``register(name: str, cls: type[hybridseq.tasks.Task])``; ``name`` is what a
+        dataset's `DataInfo.task` or a config's ``task:`` names. ``cls(name)`` owns the loss, the metric
+        meter, the monitored metric and each metric's direction, and declares what the task head must
+        produce (``port``) and which width it takes from the data (``width_key``).
+    """
+
+
+@hookspec
+def hybridseq_register_sections(register) -> None:
+    """Register top-level config sections (beside the built-in ``model``, ``data``, ``train``, ``task``).
+
+    :param register: ``register(name: str, validate: Callable | None)``; ``validate(section, path)``
+        checks the section's value (raising `hybridseq.ConfigError` naming the key path) and may return
+        it validated; ``None`` accepts the section unchecked. A top-level key that no plugin registered
+        is a `ConfigError` with the closest section name.
     """
 
 

@@ -97,7 +97,7 @@ def append_jsonl(path, record: dict) -> None:
     line = (to_json(record) + "\n").encode("utf-8")
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0), 0o666)
-    except OSError as err:
+    except OSError:
         if path.is_symlink():
             raise ConfigError(str(path), "is a symbolic link; hybridseq never writes through a link "
                               "(remove it, or choose another output folder)") from None

@@ -1,9 +1,11 @@
 """Plugin loading: one pluggy PluginManager for built-in and third-party plugins alike.
 
 Built-in features are the modules in `DEFAULT_PLUGINS`; third-party packages declare an entry point in
-the ``hybridseq`` group. ``HYBRIDSEQ_LOAD_PLUGINS`` (comma list; empty = none) selects which entry-point
-plugins load. A plugin that fails to import, implements an unknown hook, or registers a name that is
-taken is reported with a `PluginWarning` naming it and skipped; the rest keeps working.
+the ``hybridseq`` group. This module is the one place that loads plugins: it installs `load` as the
+registries' loader (`registry.set_loader`), so reading a table fills it. ``HYBRIDSEQ_LOAD_PLUGINS``
+(comma list; empty = none) selects which entry-point plugins load. A plugin that fails to import,
+implements an unknown hook, or registers a name that is taken is reported with a `PluginWarning` naming
+it and skipped; the rest keeps working.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from dataclasses import dataclass, field
 import pluggy
 
 from . import hookspecs, registry
+from ._version import __version__
 from .errors import PluginWarning
 
 ENV_VAR = "HYBRIDSEQ_LOAD_PLUGINS"
@@ -28,13 +31,17 @@ DEFAULT_PLUGINS = (
     "hybridseq.blocks.heads",
     "hybridseq.blocks.tasks",
     "hybridseq.solvers.builtin",
-    "hybridseq.train.commands",
-    "hybridseq.ablate.commands",
-    "hybridseq.analysis.commands",
     "hybridseq.data",
+    "hybridseq.tasks",
+    "hybridseq.sections",
+    "hybridseq.commands.core",
+    "hybridseq.commands.train",
+    "hybridseq.commands.ablate",
+    "hybridseq.commands.analyze",
 )
 REGISTER_HOOKS = {"blocks": "hybridseq_register_blocks", "solvers": "hybridseq_register_solvers",
-                  "datasets": "hybridseq_register_datasets"}
+                  "datasets": "hybridseq_register_datasets", "tasks": "hybridseq_register_tasks",
+                  "sections": "hybridseq_register_sections"}
 
 
 @dataclass
@@ -71,24 +78,44 @@ def _check_block(cls) -> None:
         raise TypeError(f"{cls.__name__}.Config must be a @dataclass (the block's config schema)")
 
 
+def _check_task(cls) -> None:
+    from .tasks import Task
+
+    if not (isinstance(cls, type) and issubclass(cls, Task)):
+        raise TypeError(f"{cls!r} is not a subclass of hybridseq.tasks.Task")
+
+
+def _check_callable(obj) -> None:
+    if not callable(obj):
+        raise TypeError(f"{obj!r} is not callable")
+
+
+def _check_section(validate) -> None:
+    if validate is not None:
+        _check_callable(validate)
+
+
+CHECKS = {"blocks": _check_block, "tasks": _check_task, "datasets": _check_callable, "sections": _check_section,
+          "solvers": lambda record: None}      # a solver's record checks itself when declared
+
+
 def _registrar(kind: str, info: PluginInfo):
     table = registry.KINDS[kind]
 
-    def register(name, obj, **meta):
-        if kind == "blocks":
-            _check_block(obj)
-        elif not callable(obj):
-            raise TypeError(f"{kind[:-1]} '{name}' must be callable, got {obj!r}")
+    def register(name, obj):
+        CHECKS[kind](obj)
         try:
-            table.add(name, obj, owner=info.name, **meta)
+            table.add(name, obj, owner=info.name)
         except KeyError as err:
             _warn(info, f"skipped {err.args[0]}")
             return
         info.registered.setdefault(kind, []).append(name)
 
     if kind == "solvers":
-        def register_solver(name, solve, *, adjoint: bool = False):
-            register(name, solve, adjoint=bool(adjoint))
+        def register_solver(name, solve, *, adjoint: bool = False, fixed_grid: bool = False, options=None):
+            from .solvers import SolverRecord
+
+            register(name, SolverRecord.declare(name, solve, adjoint=adjoint, fixed_grid=fixed_grid, options=options))
         return register_solver
     return register
 
@@ -159,8 +186,6 @@ def load() -> None:
         if _state["loaded"]:
             return
         _state["loaded"] = True
-        from . import __version__
-
         for module_name in DEFAULT_PLUGINS:
             _load_module(module_name, module_name, __version__, builtin=True)
         eps, missing = _selected_entry_points()
@@ -172,7 +197,7 @@ def load() -> None:
 
 
 def _load_module(name: str, target, version, *, builtin: bool) -> None:
-    from .boundary import slow_notice
+    from .notices import slow_notice
 
     try:
         with slow_notice(f"loading plugin '{name}'"):
@@ -185,11 +210,19 @@ def _load_module(name: str, target, version, *, builtin: bool) -> None:
 
 
 def call_commands_hook(subparsers) -> None:
-    """Let every plugin add CLI sub-commands; one that raises is reported and skipped."""
+    """Let every plugin add CLI sub-commands (recorded in its `PluginInfo`); one that raises is reported
+    and skipped."""
     load()
     for impl in pm.hook.hybridseq_register_commands.get_hookimpls():
+        info = infos.get(impl.plugin_name) or PluginInfo(impl.plugin_name, None, False)
+        before = set(subparsers.choices)
         try:
             impl.function(cli=subparsers)
         except Exception as err:
-            info = infos.get(impl.plugin_name) or PluginInfo(impl.plugin_name, None, False)
             _warn(info, f"hybridseq_register_commands raised {type(err).__name__}: {err}")
+        added = [name for name in subparsers.choices if name not in before]
+        names = info.registered.setdefault("commands", []) if added else []
+        names += [name for name in added if name not in names]
+
+
+registry.set_loader(load)

@@ -1,12 +1,14 @@
-"""Name → object tables for blocks, solvers and datasets, filled by plugins through the hooks.
+"""Name → object tables for blocks, solvers, datasets and tasks, filled by plugins through the hooks.
 
-A registry loads the plugins the first time it is read, so a name is found whatever was imported
-before; lookups of unknown names fail with the closest registered name and the full list.
+A leaf: this module imports nothing of the package but its errors, and never what fills the tables.
+The plugin loader (`hybridseq.plugins.load`) is injected with `set_loader`; a table runs it the first
+time it is read, so a name is found whatever was imported before. Lookups of unknown names fail with
+the closest registered name and the full list.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Iterator
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
 
 from .errors import ConfigError
 
@@ -16,27 +18,33 @@ class Entry:
     name: str
     obj: Any
     owner: str                       # the plugin that registered it
-    meta: dict = field(default_factory=dict)
+
+
+_loader: list[Callable[[], None]] = []     # at most one: fills every table once (idempotent)
+
+
+def set_loader(load: Callable[[], None]) -> None:
+    """Install the function that fills the tables before they are first read."""
+    _loader[:] = [load]
 
 
 class Registry:
     def __init__(self, kind: str):
-        self.kind = kind             # "block", "solver", "dataset"
+        self.kind = kind             # "block", "solver", "dataset", "task", "config section"
         self._entries: dict[str, Entry] = {}
 
     def _loaded(self) -> dict[str, Entry]:
-        from . import plugins
-
-        plugins.load()
+        for load in _loader:
+            load()
         return self._entries
 
-    def add(self, name: str, obj: Any, owner: str, **meta) -> None:
+    def add(self, name: str, obj: Any, owner: str) -> None:
         """Add ``name``; raises ``KeyError`` when another plugin already owns it."""
         if not isinstance(name, str) or not name:
             raise ValueError(f"{self.kind} name must be a non-empty string, got {name!r}")
         if name in self._entries:
             raise KeyError(f"{self.kind} '{name}' is already registered by plugin '{self._entries[name].owner}'")
-        self._entries[name] = Entry(name, obj, owner, dict(meta))
+        self._entries[name] = Entry(name, obj, owner)
 
     def remove_owner(self, owner: str) -> None:
         for name in [n for n, e in self._entries.items() if e.owner == owner]:
@@ -71,4 +79,6 @@ class Registry:
 blocks = Registry("block")
 solvers = Registry("solver")
 datasets = Registry("dataset")
-KINDS = {"blocks": blocks, "solvers": solvers, "datasets": datasets}
+tasks = Registry("task")
+sections = Registry("config section")
+KINDS = {"blocks": blocks, "solvers": solvers, "datasets": datasets, "tasks": tasks, "sections": sections}

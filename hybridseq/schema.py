@@ -21,7 +21,6 @@ from omegaconf.errors import ConfigKeyError, MissingMandatoryValue, OmegaConfBas
 
 from .errors import ConfigError
 
-
 FLOAT32_TINY = 1.1754943508222875e-38     # smallest normal float32: below it a value is 0 in the model
 FLOAT32_MAX = 3.4028234663852886e38
 INT64_MAX = 2**63 - 1
@@ -35,8 +34,8 @@ class Range(NamedTuple):
     lt: float | None = None
 
     def check(self, value, where: str) -> None:
-        for bound, ok, text in ((self.ge, lambda b: value >= b, ">="), (self.gt, lambda b: value > b, ">"),
-                                (self.le, lambda b: value <= b, "<="), (self.lt, lambda b: value < b, "<")):
+        for bound, ok in ((self.ge, lambda b: value >= b), (self.gt, lambda b: value > b),
+                          (self.le, lambda b: value <= b), (self.lt, lambda b: value < b)):
             if bound is not None and not ok(bound):
                 raise ConfigError(where, f"must be {self.describe()}, got {value!r}", got=value)
 

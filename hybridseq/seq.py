@@ -65,9 +65,24 @@ class IrregularBatch:
         n = self.values.shape[1]
         return torch.arange(n, device=self.values.device)[None, :] < self.lengths[:, None]
 
+    @property
+    def observed(self) -> Tensor:
+        """[B, N, C] bool, True where a channel was observed at a non-padded time point."""
+        return self.mask & self.valid[..., None]
+
+    def observed_values(self) -> Tensor:
+        """[B, N, C] the values, 0 wherever `observed` is False (nothing padding or a hidden channel holds
+        can leak through)."""
+        return torch.where(self.observed, self.values, torch.zeros_like(self.values))
+
     def seq(self, x: Tensor) -> Seq:
         """The `Seq` of features ``x`` [B, N, D] placed at this batch's observation times."""
         return Seq(x=x, t=self.times, mask=self.valid, query_t=self.query_times)
+
+    def to_seq(self) -> Seq:
+        """This batch as a sequence for a model without an encoder: the observed values [B, N, C]
+        (unobserved ones 0) at the observation times."""
+        return self.seq(self.observed_values())
 
     @classmethod
     def from_seq(cls, seq: Seq) -> "IrregularBatch":

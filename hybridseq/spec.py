@@ -11,7 +11,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from . import plugins, registry
+from . import registry
 from .errors import ConfigError
 from .schema import build_config
 
@@ -180,7 +180,8 @@ def _topological(entries: list[_Entry], inputs: dict[str, list[str]]) -> list[_E
             return
         if state.get(name) == 1:
             cycle = trail[trail.index(name):] + [name]
-            raise ConfigError(f"{by_name[name].entry_path or by_name[name].path}.inputs", "the block graph has a cycle: " + " -> ".join(cycle))
+            raise ConfigError(f"{by_name[name].entry_path or by_name[name].path}.inputs",
+                              "the block graph has a cycle: " + " -> ".join(cycle))
         state[name] = 1
         for src in inputs[name]:
             visit(src, trail + [name])
@@ -257,7 +258,8 @@ def validate_model(model, path: str = "model") -> ModelSpec:
     seen: dict[str, str] = {}
     for e in entries:
         if e.name in seen or e.name == INPUT_NODE:
-            raise ConfigError(f"{e.path}.name", f"duplicate block name '{e.name}' (also at {seen.get(e.name, 'input')})")
+            raise ConfigError(f"{e.path}.name",
+                              f"duplicate block name '{e.name}' (also at {seen.get(e.name, 'input')})")
         seen[e.name] = e.path
 
     inputs = _resolve_inputs(entries)
@@ -269,21 +271,3 @@ def validate_model(model, path: str = "model") -> ModelSpec:
         ports[node.name], widths[node.name] = node.cls.produces, node.width_out
         nodes.append(node)
     return ModelSpec(d_model, kind, channels, nodes, entries[-1].name)
-
-
-SECTION_VALIDATORS: dict = {"model": validate_model}
-"""Top-level config section -> ``validator(section, path)``; other modules add theirs (data, train)."""
-
-
-def validate_config(cfg) -> list[str]:
-    """Validate every known top-level section present in ``cfg``; returns the section names checked."""
-    plugins.load()                     # built-in plugins add their sections' validators as they load
-    done = []
-    for key, validator in list(SECTION_VALIDATORS.items()):
-        if key in cfg:
-            validator(cfg[key], key)
-            done.append(key)
-    if not done:
-        raise ConfigError("", "nothing to validate: the config has none of the sections "
-                          + ", ".join(SECTION_VALIDATORS))
-    return done

@@ -90,7 +90,7 @@ def check_block(block, overrides: dict | None = None, *, d_model: int = 8, d_in:
     cls, cfg = block_config(block, overrides, d_model=d_model, d_in=d_in)
     name = getattr(cls, "__name__", str(block))
     torch.manual_seed(seed)
-    module = cls(cfg)
+    module = cls.build(cfg)
     inp = example_input(cls, cfg, seed=seed)
     batch = inp.values.shape[0] if isinstance(inp, IrregularBatch) else inp.x.shape[0]
 
@@ -117,7 +117,7 @@ def check_block(block, overrides: dict | None = None, *, d_model: int = 8, d_in:
     with torch.no_grad():
         reference = module(inp)
         torch.manual_seed(seed + 1)
-        twin = cls(cfg).eval()
+        twin = cls.build(cfg).eval()
         twin.load_state_dict(module.state_dict())
         torch.testing.assert_close(twin(inp).x, reference.x, atol=atol, rtol=rtol,
                                    msg=lambda m: f"{name}: state_dict round trip changed outputs\n{m}")

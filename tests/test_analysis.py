@@ -1,13 +1,18 @@
 """Dynamics analysis: Lyapunov exponents against known linear flows, spectra, and `hybridseq analyze`."""
 import json
+import math
+from dataclasses import dataclass, replace
 
 import pytest
 import torch
 
+import hybridseq as hs
 from hybridseq import assemble, build_block
 from hybridseq.analysis import analyze, lyapunov_exponents, rk4_map, spectra
 from hybridseq.analysis.spectra import head_eigenvalues
+from hybridseq.blocks.base import ContinuousDepth, DepthMap
 from hybridseq.cli import main
+from hybridseq.testing import example_input, register_plugin
 from hybridseq.train.checkpoint import save_run
 
 
@@ -114,3 +119,42 @@ def test_analyze_command_reports_missing_run_and_models_without_heads(tmp_path, 
     save_run(tmp_path / "plain", {"model": plain}, assemble(plain))
     assert main(["analyze", str(tmp_path / "plain" / "best.safetensors"), "--input", "random"]) == 1
     assert "no continuous-depth head" in capsys.readouterr().out
+
+
+class LinearFlow(hs.Block):
+    """dx/dt = a·x over depth, with a one-head attention whose weights are fixed: a plugin head that
+    implements the analysis protocol."""
+
+    @dataclass
+    class Config:
+        d_model: int = 0
+        rate: float = -0.5
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.qkv, self.out = torch.nn.Linear(cfg.d_model, 3 * cfg.d_model), torch.nn.Linear(cfg.d_model, cfg.d_model)
+
+    def forward(self, seq):
+        return replace(seq, x=seq.x * math.exp(self.cfg.rate))
+
+    def attention_along_depth(self, times):
+        return 1, [(0.0, self.qkv.weight, self.out.weight)]
+
+    def depth_map(self, seq):
+        return DepthMap(seq.x.detach(), seq.valid()[..., None], field=lambda t, x: self.cfg.rate * x)
+
+
+class FlowPlugin:
+    @hs.hookimpl
+    def hybridseq_register_blocks(self, register):
+        register("linear_flow", LinearFlow)
+
+
+def test_analysis_reads_any_head_through_the_protocol():
+    with register_plugin(FlowPlugin(), "test-flow"):
+        model = assemble({**MODEL, "blocks": [{"type": "linear_flow", "rate": -0.5}, {"type": "mlp"}]})
+        assert isinstance(model.nodes["b0"], ContinuousDepth) and not isinstance(model.nodes["b1"], ContinuousDepth)
+        result = analyze(model, example_input(model.spec.nodes[0].cls, model.spec.nodes[0].cfg), topk=2, steps=8)
+        assert list(result) == ["b0"] and result["b0"]["spectra"]["t"] == [0.0]
+        torch.testing.assert_close(torch.tensor(result["b0"]["lyapunov"]["mean"]), torch.tensor([-0.5, -0.5]),
+                                   atol=1e-4, rtol=0)

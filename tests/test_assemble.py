@@ -1,8 +1,11 @@
-import torch
+import math
+from dataclasses import dataclass, field, replace
+
 import pytest
+import torch
 
 import hybridseq as hs
-from hybridseq.testing import example_input, perturb_padding
+from hybridseq.testing import check_block, example_input, perturb_padding, register_plugin
 
 from conftest import tiny_model
 
@@ -71,8 +74,21 @@ def test_sequence_input_without_encoder():
     model = hs.assemble({"d_model": 4, "input": {"kind": "sequence", "channels": 5},
                          "blocks": [{"type": "mlp"}], "head": {"type": "regress", "outputs": 2}})
     assert model(hs.Seq(torch.randn(3, 6, 5))).x.shape == (3, 2)
-    with pytest.raises(TypeError, match="IrregularBatch"):
-        model(hs.IrregularBatch.from_seq(hs.Seq(torch.randn(3, 6, 5))))
+    with pytest.raises(TypeError, match="IrregularBatch, a Seq or a tensor"):
+        model([torch.randn(3, 6, 5)])
+
+
+def test_an_irregular_batch_reaches_a_sequence_model_as_its_observed_values():
+    model = hs.assemble({"d_model": 4, "input": {"kind": "sequence", "channels": 5},
+                         "blocks": [{"type": "mlp"}], "head": {"type": "regress", "outputs": 2}}).eval()
+    encoder = hs.build_block("linear", d_in=5, d_model=4)
+    batch = example_input(type(encoder), encoder.cfg)                    # padded, channels missing
+    seq = batch.to_seq()
+    assert torch.equal(seq.x, torch.where(batch.mask & batch.valid[..., None], batch.values, 0.0))
+    assert torch.equal(seq.t, batch.times) and torch.equal(seq.mask, batch.valid)
+    torch.testing.assert_close(model(batch).x, model(seq).x)
+    back = hs.IrregularBatch.from_seq(seq)
+    assert back.mask.all(-1).equal(batch.valid) and torch.equal(back.values, seq.x)
 
 
 def test_torch_compile_traces_the_model():
@@ -93,3 +109,77 @@ def test_describe_lists_every_node():
     text = hs.describe(hs.assemble(tiny_model()))
     for word in ("encoder", "linear", "transformer", "classify", "3→16", "total params"):
         assert word in text
+
+
+class PlainInit(hs.Block):
+    """Written the way any nn.Module is: ``super().__init__()`` without the config."""
+
+    @dataclass
+    class Config:
+        d_model: int = 0
+        scale: float = 2.0
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.tensor(cfg.scale))
+
+    def forward(self, seq):
+        return replace(seq, x=seq.x * self.scale)
+
+
+class PlainPlugin:
+    @hs.hookimpl
+    def hybridseq_register_blocks(self, register):
+        register("plain_init", PlainInit)
+
+
+def test_block_calling_super_init_without_cfg_assembles():
+    with register_plugin(PlainPlugin(), "test-plain-init"):
+        model = hs.assemble(tiny_model(blocks=[{"type": "plain_init", "scale": 3.0}]))
+        block = model.nodes["b0"]
+        assert block.cfg.scale == 3.0 and block.cfg.d_model == 16
+        assert hs.build_block("plain_init", d_model=4).cfg.d_model == 4
+        check_block("plain_init")
+
+
+class Decay(hs.ODEBlock):
+    """dx/dt = -x over [0, 1] with the configured solver."""
+
+    @dataclass
+    class Config:
+        d_model: int = 0
+        solver: hs.SolverConfig = field(default_factory=lambda: hs.SolverConfig(method="rk4", step_size=0.25))
+
+    def forward(self, seq):
+        t = torch.tensor([0.0, 1.0])
+        return replace(seq, x=self.solver(lambda t, y: -y, seq.x, t)[-1])
+
+
+class DecayPlugin:
+    @hs.hookimpl
+    def hybridseq_register_blocks(self, register):
+        register("decay", Decay)
+
+
+def test_ode_block_owns_solver_and_stats_and_the_model_resets_them():
+    with register_plugin(DecayPlugin(), "test-decay"):
+        model = hs.assemble({"d_model": 4, "input": {"kind": "sequence", "channels": 4},
+                             "blocks": [{"type": "decay"}, {"type": "decay", "solver": {"step_size": 0.5}}]})
+        x = torch.ones(2, 3, 4)
+        for _ in range(2):                                # counts restart at every forward
+            out = model(x)
+            assert model.stats() == {"b0": {"nfe": 16}, "b1": {"nfe": 8}}
+        torch.testing.assert_close(out.x, torch.full_like(x, math.exp(-2.0)), atol=1e-3, rtol=0)
+        model.nodes["b0"].reset_stats()
+        assert model.nodes["b0"].stats() == {"nfe": 0}
+        assert not Decay.compile_safe
+
+
+def test_model_does_not_know_solvers():
+    import ast
+    from pathlib import Path
+
+    source = Path(hs.assemble.__module__.replace(".", "/") + ".py")
+    tree = ast.parse((Path(hs.__file__).parent.parent / source).read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert "solvers" not in imported and "hybridseq.solvers" not in imported

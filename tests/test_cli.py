@@ -59,3 +59,16 @@ def test_experiment_plus_model_file_takes_widths_from_the_data(capsys):
     assert main(["validate", *args, "data.irregular.dropp=0.3"]) == 2
     err = capsys.readouterr().err
     assert "data.irregular.dropp: unknown key 'dropp'" in err and "did you mean 'drop'" in err
+
+
+def test_builtin_commands_register_through_the_commands_hook():
+    from pathlib import Path
+
+    from hybridseq import cli, plugins
+
+    plugins.load()
+    for module in ("core", "train", "ablate", "analyze"):
+        assert "hybridseq_register_commands" in plugins.infos[f"hybridseq.commands.{module}"].hooks
+    assert "add_parser(" not in Path(cli.__file__).read_text()          # cli.py parses and dispatches only
+    commands = set(cli.build_parser()._subparsers._group_actions[0].choices)
+    assert commands >= {"blocks", "plugins", "validate", "describe", "train", "evaluate", "ablate", "analyze"}

@@ -60,7 +60,8 @@ def test_regression_targets(tmp_path):
 ])
 def test_malformed_data_names_file_and_line(tmp_path, body, line, message):
     f = tmp_path / "bad.ts"
-    header = HEADER.replace("@equalLength false", "@equalLength true\n@seriesLength 2") if message == "length" else HEADER
+    header = (HEADER.replace("@equalLength false", "@equalLength true\n@seriesLength 2") if message == "length"
+              else HEADER)
     f.write_text(header + body)
     with pytest.raises(TSFormatError, match=message) as err:
         read_ts(f)

@@ -228,7 +228,7 @@ class _EulerPlugin:
                 ys.append(y)
             return torch.stack(ys)
 
-        register("plain_euler", euler)
+        register("plain_euler", euler, fixed_grid=True, options=["step_size"])
 
 
 def test_any_registered_fixed_grid_solver_takes_exactly_steps_steps():

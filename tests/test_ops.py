@@ -8,8 +8,17 @@ import pytest
 import torch
 
 import hybridseq as hs
-from hybridseq.ops import (cauchy_sum, dispatch, fft_conv, linear_scan, nplr_dense, nplr_kernel, selective_scan,
-                           ssd_chunked, vandermonde_kernel)
+from hybridseq.ops import (
+    cauchy_sum,
+    dispatch,
+    fft_conv,
+    linear_scan,
+    nplr_dense,
+    nplr_kernel,
+    selective_scan,
+    ssd_chunked,
+    vandermonde_kernel,
+)
 from hybridseq.ops.scan import scan_
 
 F64 = torch.float64
@@ -92,7 +101,8 @@ def seq_ssd(x, dt, A, B, C):
 def test_ssd_matches_sequential(chunk):
     g = torch.Generator().manual_seed(chunk)
     b, length, heads, p, groups, n = 2, 13, 4, 3, 2, 5
-    args = [torch.randn(b, length, heads, p, dtype=F64, generator=g), torch.rand(b, length, heads, dtype=F64, generator=g),
+    args = [torch.randn(b, length, heads, p, dtype=F64, generator=g),
+            torch.rand(b, length, heads, dtype=F64, generator=g),
             -2 * torch.rand(heads, dtype=F64, generator=g), torch.randn(b, length, groups, n, dtype=F64, generator=g),
             torch.randn(b, length, groups, n, dtype=F64, generator=g)]
     args = [x.requires_grad_() for x in args]
@@ -120,7 +130,8 @@ def test_vandermonde_and_cauchy_match_direct_sums():
     log_z = torch.complex(-torch.rand(3, 4, dtype=F64, generator=g), torch.randn(3, 4, dtype=F64, generator=g))
     ref = torch.stack([2 * (coef * torch.exp(log_z * l)).sum(-1).real for l in range(9)], -1)
     torch.testing.assert_close(vandermonde_kernel(coef, log_z, 9), ref)
-    alpha, beta = torch.randn(9, dtype=torch.complex128, generator=g), torch.randn(9, dtype=torch.complex128, generator=g)
+    alpha = torch.randn(9, dtype=torch.complex128, generator=g)
+    beta = torch.randn(9, dtype=torch.complex128, generator=g)
     direct = (coef[..., None] / (alpha - beta * log_z[..., None])).sum(-2)
     torch.testing.assert_close(cauchy_sum(coef, log_z, alpha, beta), direct)
 

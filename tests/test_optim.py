@@ -58,8 +58,9 @@ def test_groups_follow_parameter_order_so_resume_matches():
 
 @pytest.mark.parametrize("wd", [0.0, 0.3])
 def test_trainer_uses_the_groups(tmp_path, wd):
-    from test_train import tiny_config
     from hybridseq.train.trainer import Trainer
+
+    from test_train import tiny_config
 
     trainer = Trainer(tiny_config(weight_decay=wd), tmp_path / "run")
     decays = {g["weight_decay"] for g in trainer.opt.param_groups}

@@ -4,11 +4,11 @@ import dataclasses
 import importlib.metadata as md
 import math
 import re
-import tomllib
 import types
 from pathlib import Path
 
 import pytest
+import tomllib
 import torch
 import yaml
 

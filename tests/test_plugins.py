@@ -9,7 +9,9 @@ import torch
 import hybridseq as hs
 from hybridseq import hookspecs, plugins, registry
 from hybridseq.cli import main
+from hybridseq.metrics import ErrorMeter
 from hybridseq.solvers import ODESolver, SolverConfig
+from hybridseq.tasks import Task
 from hybridseq.testing import register_plugin
 
 from conftest import tiny_model
@@ -111,9 +113,86 @@ class CommandPlugin:
 
 
 def test_hybridseq_register_commands(capsys):
-    with register_plugin(CommandPlugin(), "test-commands"):
+    with register_plugin(CommandPlugin(), "test-commands") as info:
         assert main(["hello", "world"]) == 0
-    assert capsys.readouterr().out.strip() == "hello world"
+        assert main(["hello", "again"]) == 0 and info.registered == {"commands": ["hello"]}
+    assert capsys.readouterr().out.split("\n")[:2] == ["hello world", "hello again"]
+
+
+class MedianRegress(Task):
+    """Regression trained on the absolute error: selects on MAE."""
+
+    width_key, monitor = "outputs", "mae"
+
+    def loss(self, pred, targets):
+        return (pred.float() - targets["target"].float()).abs().mean()
+
+    def meter(self, width):
+        return ErrorMeter()
+
+    def update(self, meter, pred, targets, loss):
+        meter.update(pred, targets["target"], None, loss)
+
+
+class TaskPlugin:
+    @hs.hookimpl
+    def hybridseq_register_tasks(self, register):
+        register("median_regress", MedianRegress)
+
+
+def test_hybridseq_register_tasks():
+    from hybridseq.train import train
+
+    cfg = {"task": "median_regress", "data": {"name": "spirals", "task": "regress", "n_train": 24, "n_test": 8,
+                                              "val_fraction": 0.25, "points": 8, "batch_size": 8},
+           "model": {"d_model": 8, "encoder": {"type": "linear"}, "head": {"type": "regress"}},
+           "train": {"epochs": 1, "progress": False}}
+    with pytest.raises(hs.ConfigError, match="^task: unknown task 'median_regress'"):
+        train(cfg)
+    with register_plugin(TaskPlugin(), "test-tasks") as info:
+        assert info.registered == {"tasks": ["median_regress"]}
+        results = train(cfg)
+        assert results["task"] == "median_regress" and results["monitor"] == "val_mae"
+        assert results["test_mae"] >= 0
+    assert "median_regress" not in registry.tasks
+
+
+class NotATask:
+    @hs.hookimpl
+    def hybridseq_register_tasks(self, register):
+        register("bad", int)
+
+
+def test_registering_a_non_task_is_reported():
+    with pytest.warns(hs.PluginWarning, match="not a subclass of hybridseq.tasks.Task"):
+        with register_plugin(NotATask(), "nontask"):
+            assert "bad" not in registry.tasks
+
+
+def check_logging(section, path):
+    if not isinstance(section, dict) or set(section) - {"every"}:
+        raise hs.ConfigError(path, "expected {every: N}")
+    return section
+
+
+class SectionPlugin:
+    @hs.hookimpl
+    def hybridseq_register_sections(self, register):
+        register("logging", check_logging)
+
+
+def test_hybridseq_register_sections():
+    from hybridseq.sections import validate_config
+
+    cfg = {"model": tiny_model(), "logging": {"every": 2}}
+    with pytest.raises(hs.ConfigError, match="unknown config section 'logging'"):
+        validate_config(cfg)
+    with register_plugin(SectionPlugin(), "test-sections") as info:
+        assert info.registered == {"sections": ["logging"]}
+        assert validate_config(cfg) == ["logging", "model"]
+        with pytest.raises(hs.ConfigError, match="^logging: expected"):
+            validate_config({**cfg, "logging": {"evry": 2}})
+    assert "logging" not in registry.sections
 
 
 class Clashing:

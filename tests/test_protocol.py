@@ -6,10 +6,11 @@ import torch
 
 import hybridseq as hs
 from hybridseq import ConfigError
-from hybridseq.blocks.encoders.linear import TimeEncoding
+from hybridseq.blocks.layers import TimeEncoding
 from hybridseq.data import load_data
 from hybridseq.data.core import MIN_VAL_CASES, val_fraction
 from hybridseq.train.trainer import train
+
 from test_train import tiny_config
 
 

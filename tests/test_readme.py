@@ -30,6 +30,21 @@ def test_quickstart_yaml_and_python_run_as_written(tmp_path):
 def test_ci_runs_the_readme_test_command():
     command = next(line for b in fenced("bash") for line in b.splitlines() if "pytest" in line)
     assert command in (ROOT / ".ci" / "run").read_text().splitlines()
+    assert command.index("ruff check .") < command.index("pytest")          # lint first
+
+
+def test_the_tree_passes_the_configured_lint():
+    import shutil
+
+    import pytest
+
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert "[tool.ruff]" in pyproject and '"ruff' in pyproject.split("[project.optional-dependencies]")[1]
+    ruff = shutil.which("ruff")
+    if ruff is None:
+        pytest.skip("ruff is not installed (pip install -e '.[test]')")
+    out = subprocess.run([ruff, "check", "."], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout[-3000:]
 
 
 def test_cli_table_lists_every_command():

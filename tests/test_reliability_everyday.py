@@ -64,8 +64,8 @@ def test_evaluations_under_other_settings_get_their_own_files(tmp_path):
 
 
 def test_weights_that_do_not_fit_are_reported_briefly(tmp_path):
-    from hybridseq.train.checkpoint import load_weights, save_run
     import hybridseq as hs
+    from hybridseq.train.checkpoint import load_weights, save_run
 
     small = {"d_model": 8, "input": {"kind": "sequence", "channels": 2}, "blocks": [{"type": "mlp", "repeat": 20}]}
     save_run(tmp_path, {"model": small}, hs.assemble(small))

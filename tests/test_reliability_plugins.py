@@ -110,7 +110,8 @@ def test_repeat_and_patterns_are_capped():
         hs.assemble({**model, "blocks": [{"type": "mlp", "repeat": 10**9}]})
     assert err.value.path == "model.blocks[0].repeat"
     with pytest.raises(hs.ConfigError) as err:
-        hs.assemble({**model, "blocks": [{"type": "pattern", "pattern": "M" * (MAX_NODES + 1), "legend": {"M": "mlp"}}]})
+        too_long = {"type": "pattern", "pattern": "M" * (MAX_NODES + 1), "legend": {"M": "mlp"}}
+        hs.assemble({**model, "blocks": [too_long]})
     assert err.value.path == "model.blocks[0].pattern"
 
 

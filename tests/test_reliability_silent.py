@@ -88,13 +88,17 @@ class NanSolver:
         register("flat_euler", lambda func, y0, t, **kw: y0)
 
 
-def test_a_solver_that_returns_nan_or_a_wrong_shape_fails_validation():
+def test_a_solver_that_returns_nan_or_a_wrong_shape_is_named():
     with register_plugin(NanSolver(), "nan-solvers"):
-        with pytest.raises(hs.ConfigError, match="non-finite") as err:
-            build_config(SolverConfig, {"method": "nan_euler"}, "solver")
-        assert err.value.path == "solver.method" and "nan-solvers" in str(err.value)
-        with pytest.raises(hs.ConfigError, match=r"returned shape \[1\]"):
-            build_config(SolverConfig, {"method": "flat_euler"}, "solver")
+        cfg = tiny_run()
+        cfg["model"]["encoder"] = {"type": "ode_rnn", "solver": {"method": "nan_euler"}}
+        with pytest.raises(TrainingError) as err:                  # NaN: the block that runs it is named
+            train(cfg)
+        assert err.value.path == "model.encoder" and "epoch 1, step 1" in str(err.value)
+        solver = hs.ODESolver(build_config(SolverConfig, {"method": "flat_euler"}, "solver"))
+        with pytest.raises(hs.ConfigError, match=r"plugin nan-solvers\) returned shape \[1\]") as err:
+            solver(torch.nn.Identity(), torch.ones(1), torch.tensor([0.0, 1.0]))
+        assert err.value.path == "solver.method"
 
 
 def test_a_non_finite_loss_stops_training_naming_epoch_step_and_key(tmp_path):

@@ -103,12 +103,12 @@ def test_traceback_flag_and_variable_show_the_stack(capsys, config, monkeypatch)
 
 
 def test_an_unexpected_error_is_one_line_with_exit_1(capsys, monkeypatch):
-    import hybridseq.cli as cli
+    import hybridseq.commands.core as core
 
     def broken(args):
         raise RuntimeError("x" * 5000)
 
-    monkeypatch.setattr(cli, "cmd_blocks", broken)
+    monkeypatch.setattr(core, "cmd_blocks", broken)
     err = one_line_error(capsys, ["blocks"], status=1)
     assert "unexpected error RuntimeError" in err and "--traceback" in err and len(err) < 600
 

@@ -42,10 +42,11 @@ def test_every_torchdiffeq_method_is_registered_with_adjoint():
 
     for method in SOLVERS:
         entry = registry.solvers.entry(method)
-        assert entry.owner == "hybridseq.solvers.builtin" and entry.meta["adjoint"]
+        assert entry.owner == "hybridseq.solvers.builtin" and entry.obj.adjoint
 
 
-@pytest.mark.parametrize("cfg", [{"method": "dopri5", "rtol": 1e-8, "atol": 1e-10}, {"method": "bosh3", "rtol": 1e-7, "atol": 1e-9},
+@pytest.mark.parametrize("cfg", [{"method": "dopri5", "rtol": 1e-8, "atol": 1e-10},
+                                 {"method": "bosh3", "rtol": 1e-7, "atol": 1e-9},
                                  {"method": "rk4", "step_size": 0.01}, {"method": "midpoint", "step_size": 0.01},
                                  {"method": "dopri8", "options": {"max_num_steps": 1000}}])
 def test_methods_solve_exponential_decay(cfg):
@@ -98,7 +99,7 @@ def test_a_solver_without_adjoint_refuses_adjoint():
     ({"method": "dopri55"}, "solver.method", "did you mean 'dopri5'"),
     ({"method": "dopri5", "step_size": 0.1}, "solver.step_size", "takes no step_size"),
     ({"method": "rk4", "options": {"stepsize": 0.1}}, "solver.options.stepsize", "did you mean 'step_size'"),
-    ({"method": "dopri5", "options": {"max_num_steps": "many"}}, "solver.options", "rejected options"),
+    ({"method": "dopri5", "options": {"max_num_steps": "many"}}, "solver.options.max_num_steps", "rejected options"),
     ({"method": "rk4", "atol": 0.0}, "solver.atol", "must be > 0"),
     ({"method": "rk4", "step_size": -1.0}, "solver.step_size", "must be > 0"),
 ])
@@ -106,3 +107,51 @@ def test_bad_solver_config_names_the_key_path(solver, path, message):
     with pytest.raises(ConfigError, match=message) as err:
         build_block("ncde", d_in=2, d_model=4, solver=solver)
     assert err.value.path == f"ncde.{path}"
+
+
+def test_records_declare_capabilities():
+    rk4, dopri5 = registry.solvers.get("rk4"), registry.solvers.get("dopri5")
+    assert rk4.fixed_grid and rk4.takes("grid_constructor") and rk4.takes("step_size") and rk4.adjoint
+    assert not dopri5.fixed_grid and not dopri5.takes("step_size") and dopri5.options["max_num_steps"] is float
+
+
+def _never(func, y0, t, **options):
+    raise AssertionError("validation ran the solver")
+
+
+class NeverPlugin:
+    @hookimpl
+    def hybridseq_register_solvers(register):
+        register("never_run", _never, fixed_grid=True, options={"step_size": float, "order": int})
+
+
+def test_validation_reads_the_record_and_never_solves():
+    with register_plugin(NeverPlugin, "never-run"):
+        cfg = build_config(SolverConfig, {"method": "never_run", "step_size": 0.1, "options": {"order": 2}}, "s")
+        assert cfg.options == {"order": 2}
+        with pytest.raises(ConfigError, match="rejected options order=2.5: expected int") as err:
+            build_config(SolverConfig, {"method": "never_run", "options": {"order": 2.5}}, "s")
+        assert err.value.path == "s.options.order"
+        block = build_block("neural_ode_transformer", d_model=4, heads=2, steps=3, solver={"method": "never_run"})
+        assert block.output_steps == 3                       # fixed grid without a grid option: output times
+
+
+def test_the_private_torchdiffeq_table_is_read_in_one_function():
+    from pathlib import Path
+
+    import hybridseq
+    from hybridseq.solvers import builtin
+
+    users = [p for p in Path(hybridseq.__file__).parent.rglob("*.py") if "torchdiffeq._impl" in p.read_text()]
+    assert users == [Path(builtin.__file__)]
+    assert builtin.torchdiffeq_methods().keys() >= {"rk4", "dopri5"}
+
+
+def test_an_untested_torchdiffeq_version_is_refused(monkeypatch):
+    import torchdiffeq
+
+    from hybridseq.solvers import builtin
+
+    monkeypatch.setattr(torchdiffeq, "__version__", "0.4.0")
+    with pytest.raises(ImportError, match="torchdiffeq 0.4.0 is not a tested version"):
+        builtin.torchdiffeq_methods()

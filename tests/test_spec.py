@@ -95,7 +95,7 @@ def test_cli_prints_the_message_and_exits_nonzero(tmp_path, capsys):
 
 
 def test_validate_config_in_a_fresh_interpreter():
-    code = ("from hybridseq.config import load_config; from hybridseq.spec import validate_config; "
+    code = ("from hybridseq.config import load_config; from hybridseq.sections import validate_config; "
             "print(validate_config(load_config({'model': {'d_model': 8, 'input': {'kind': 'sequence', 'channels': 2}, "
             "'blocks': [{'type': 'mlp'}]}, 'train': {'epochs': 1}})))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -70,7 +70,8 @@ def nplr_ref(block, u, gaps, c):
     for l in range(u.shape[1]):
         d = (torch.exp(block.log_dt) * gaps[:, l, None]).to(a.dtype)[..., None, None]        # [B, H, 1, 1]
         back = torch.linalg.inv(eye - d / 2 * a)
-        h = ((back @ (eye + d / 2 * a)) @ h[..., None])[..., 0] + (back @ (d[..., 0] * full(b))[..., None])[..., 0] * u[:, l, :, None]
+        h = (((back @ (eye + d / 2 * a)) @ h[..., None])[..., 0]
+             + (back @ (d[..., 0] * full(b))[..., None])[..., 0] * u[:, l, :, None])
         ys.append((h * full(c)).sum(-1).real)
     return torch.stack(ys, 1)
 
@@ -116,7 +117,8 @@ def mamba2_ref(block, x, gaps, back_gaps, mask):
     A = -torch.exp(block.a_log)
     h, ys = torch.zeros(x.shape[0], block.heads, block.cfg.head_dim, block.cfg.d_state, dtype=F64), []
     for l in range(x.shape[1]):
-        h = torch.exp(dt[:, l] * A)[..., None, None] * h + (dt[:, l, :, None] * xi[:, l])[..., None] * B[:, l, :, None, :]
+        h = (torch.exp(dt[:, l] * A)[..., None, None] * h
+             + (dt[:, l, :, None] * xi[:, l])[..., None] * B[:, l, :, None, :])
         ys.append((h * C[:, l, :, None, :]).sum(-1) + xi[:, l] * block.d[:, None])
     y = torch.stack(ys, 1).reshape(*x.shape[:2], -1)
     return x + block.out_proj(block.norm_out(y * F.silu(z)))

@@ -7,10 +7,11 @@ from omegaconf import OmegaConf
 
 from hybridseq import ConfigError, cli
 from hybridseq.data import load_data
-from hybridseq.train.metrics import ClassifyMeter, ErrorMeter
-from hybridseq.train.tasks import TASKS, resolve
-from hybridseq.train.trainer import train
+from hybridseq.metrics import ClassifyMeter, ErrorMeter
+from hybridseq.tasks import get_task
 from hybridseq.train.evaluate import evaluate_run
+from hybridseq.train.tasks import resolve
+from hybridseq.train.trainer import train
 
 
 def tiny_config(task="classify", head=None, **train_over):
@@ -50,7 +51,7 @@ def test_masked_errors_ignore_unobserved_entries():
     meter.update(pred, target, mask, loss=0.0)
     out = meter.compute()
     assert out["mse"] == pytest.approx((1 + 4) / 2) and out["mae"] == pytest.approx(1.5)
-    loss = TASKS["interpolate"].loss(pred, {"query_values": target, "query_mask": mask})
+    loss = get_task("interpolate").loss(pred, {"query_values": target, "query_mask": mask})
     assert float(loss) == pytest.approx(2.5)
 
 
@@ -169,7 +170,8 @@ def test_cli_train_and_evaluate(tmp_path, capsys):
     ("train.epochs=0", "train.epochs: must be >= 1"),
     ("train.epoch=1", "train.epoch: unknown key 'epoch' for train; did you mean 'epochs'?"),
     ("model.head.classes=7", "model.head.classes: is 7 but dataset 'spirals' has 2 classes"),
-    ("model.blocks[0].type=transfomer", "model.blocks[0].type: unknown block 'transfomer'; did you mean 'transformer'?"),
+    ("model.blocks[0].type=transfomer",
+     "model.blocks[0].type: unknown block 'transfomer'; did you mean 'transformer'?"),
 ])
 def test_cli_config_errors_name_the_key_without_traceback(tmp_path, capsys, override, message):
     path = tmp_path / "tiny.yaml"
@@ -186,9 +188,8 @@ ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize("path", sorted((ROOT / "configs" / "models").glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_model_config_runs_on_data_of_its_task(path):
     from hybridseq import assemble
-    from hybridseq.data import collate
     from hybridseq.config import compose
-    from hybridseq.train.evaluate import model_input
+    from hybridseq.data import collate
 
     head = OmegaConf.load(path).model.head.type
     task = {"classify": "classify", "regress": "regress"}.get(head, head)
@@ -197,15 +198,15 @@ def test_every_model_config_runs_on_data_of_its_task(path):
     cfg, _ = resolve(cfg, splits.info)
     model = assemble(cfg.model)
     batch, targets = collate([splits.train[i] for i in range(3)])
-    out = model(model_input(model, batch)).x
+    out = model(batch).x
     want = {"classify": (3, 2), "regress": (3, 2)}.get(task, (3, 4, 2))
     assert tuple(out.shape) == want and torch.isfinite(out).all()
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "configs" / "experiments").glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_experiment_config_is_valid(path):
-    from hybridseq.spec import validate_config
     from hybridseq.config import compose
+    from hybridseq.sections import validate_config
 
     assert validate_config(compose(path)) == ["model", "train"]
 

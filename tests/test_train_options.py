@@ -5,7 +5,6 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
-from test_train import tiny_config
 
 from hybridseq import ConfigError
 from hybridseq.cli import main
@@ -13,6 +12,8 @@ from hybridseq.train.config import train_config
 from hybridseq.train.ddp import pick_device
 from hybridseq.train.evaluate import autocast
 from hybridseq.train.trainer import Trainer, train
+
+from test_train import tiny_config
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

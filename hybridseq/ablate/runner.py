@@ -1,11 +1,11 @@
 """Running a sweep: worker processes (spawned) train the runs; the parent records each result.
 
-Each run trains into ``<out>/runs/<variant>-seed<k>-<run_id>/`` (a normal run directory, so an interrupted run resumes from
-its last epoch). A run that raises is recorded with its error and the sweep goes on. Only the parent
-process appends to ``results.jsonl``, one line per run, so a kill at any moment loses at most the runs
-in flight; a re-run skips every run already recorded. A worker process that dies (killed, out of memory)
-breaks the whole pool; its runs are then tried again one by one, each in a fresh worker, so only the run
-that kills its worker is recorded as failed.
+Each run trains into ``<out>/runs/<variant>-seed<k>-<run_id>/`` (a normal run directory, so an
+interrupted run resumes from its last epoch). A run that raises is recorded with its error and the sweep
+goes on. Only the parent process appends to ``results.jsonl``, one line per run, so a kill at any moment
+loses at most the runs in flight; a re-run skips every run already recorded. A worker process that dies
+(killed, out of memory) breaks the whole pool; its runs are then tried again one by one, each in a fresh
+worker, so only the run that kills its worker is recorded as failed.
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def run_one(sweep: Sweep, run: Run, out_dir: str, threads: int | None = None) ->
     """Train one run of ``sweep`` (in a worker process); never raises: errors become the record."""
     import torch
 
-    from ..train.state import STATE_FILE
+    from ..train.checkpoint import RunDir
     from ..train.trainer import train
 
     if threads:
@@ -48,7 +48,7 @@ def run_one(sweep: Sweep, run: Run, out_dir: str, threads: int | None = None) ->
     record = {**run.as_dict(), "run_dir": str(run_dir)}
     try:
         cfg = sweep.config(run)
-        results = train(cfg, run_dir, resume=(run_dir / STATE_FILE).is_file(), progress=False)
+        results = train(cfg, run_dir, resume=RunDir(run_dir).holds_run(), progress=False)
         record.update(status="ok", **results)
     except Exception as err:  # a failing run is data for the summary, not the end of the sweep
         record.update(failure(err))

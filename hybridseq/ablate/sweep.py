@@ -184,7 +184,7 @@ def check_runs(sweep: Sweep, runs: list[Run]) -> None:
     and ``train`` sections against their schemas (the widths the data fill get placeholders). If every run
     fails, the sweep itself is wrong (a misspelt key in the base or the overrides): raise the first error.
     Runs that fail alone are left to fail and be recorded while the others train."""
-    from ..spec import validate_config
+    from ..sections import validate_config
     from ..train.tasks import with_placeholder_widths
 
     errors, data_checked = [], {}

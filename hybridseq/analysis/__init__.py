@@ -1,10 +1,11 @@
 """Dynamics of continuous-depth heads: attention spectra along depth and Lyapunov exponents of the flow.
 
-``analyze(model, batch)`` finds every `ode_transformer` and `neural_ode_transformer` node of a
-`HybridModel`, records the sequence each receives on ``batch``, and returns per node the eigenvalue
-spectra of W_Q W_Kᵀ and W_V W_O per head along depth (`spectra`) and the top-k Lyapunov exponents of
-its depth map on that input (`lyapunov`). ``write_report`` saves them as JSON and PNG plots. The
-``hybridseq analyze`` command (`commands`) runs both on a saved run.
+``analyze(model, batch)`` finds every continuous-depth node of a `HybridModel` (a block implementing
+`hybridseq.blocks.base.ContinuousDepth`, as `ode_transformer` and `neural_ode_transformer` do), records
+the sequence each receives on ``batch``, and returns per node the eigenvalue spectra of W_Q W_Kᵀ and
+W_V W_O per head along depth (`spectra`) and the top-k Lyapunov exponents of its depth map on that input
+(`lyapunov`). ``write_report`` saves them as JSON and PNG plots. The ``hybridseq analyze`` command
+(`hybridseq.commands.analyze`) runs both on a saved run.
 """
 from __future__ import annotations
 
@@ -12,12 +13,11 @@ from pathlib import Path
 
 import torch
 
-from ..blocks.backbones.transformer import attention_mask
-from ..blocks.heads.neural_ode_transformer import NeuralODETransformer
+from ..blocks.base import ContinuousDepth
 from ..io import atomic_write_text, to_json
 from .lyapunov import lyapunov_exponents, rk4_map
 from .plots import plot_lyapunov, plot_spectra
-from .spectra import CONTINUOUS_DEPTH, spectra
+from .spectra import spectra
 
 
 def head_inputs(model, batch) -> dict:
@@ -30,7 +30,7 @@ def head_inputs(model, batch) -> dict:
         return hook
 
     for name, block in model.nodes.items():
-        if isinstance(block, CONTINUOUS_DEPTH):
+        if isinstance(block, ContinuousDepth):
             hooks.append(block.register_forward_pre_hook(record(name)))
     try:
         with torch.no_grad():
@@ -41,18 +41,12 @@ def head_inputs(model, batch) -> dict:
     return seen
 
 
-def block_lyapunov(block, seq, k: int, steps: int) -> dict:
-    """Top-k Lyapunov exponents (per unit depth) of the block's depth map on input ``seq``."""
-    x = seq.x.detach()
-    attn = attention_mask(seq.mask, x.shape[1], block.cfg.causal, x.device)
-    valid = seq.valid()[..., None]                                             # [B, L, 1]
-    if isinstance(block, NeuralODETransformer):
-        block.field.mask, block.field.keep = attn, valid.to(x.dtype)
-        step, count = rk4_map(block.field, steps), steps
-        x = torch.where(valid, x, 0.0)
-    else:
-        step, count = (lambda i, y: block.layers[i](y, attn)), len(block.layers)
-    exps = lyapunov_exponents(step, x, count, k, total_time=1.0, mask=valid)  # [B, k]
+def block_lyapunov(block: ContinuousDepth, seq, k: int, steps: int) -> dict:
+    """Top-k Lyapunov exponents (per unit depth) of the block's depth map on input ``seq``; a flow is
+    integrated with ``steps`` RK4 steps, discrete layers take one step each."""
+    m = block.depth_map(seq)
+    step, count = (rk4_map(m.field, steps), steps) if m.field is not None else (m.step, m.steps)
+    exps = lyapunov_exponents(step, m.x0, count, k, total_time=1.0, mask=m.valid)  # [B, k]
     return {"per_sample": exps.tolist(), "mean": exps.mean(0).tolist(), "steps": count}
 
 

@@ -10,10 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..blocks.heads.neural_ode_transformer import NeuralODETransformer
-from ..blocks.heads.ode_transformer import ODETransformer
-
-CONTINUOUS_DEPTH = (NeuralODETransformer, ODETransformer)
+from ..blocks.base import ContinuousDepth
 
 
 def head_eigenvalues(qkv_weight: Tensor, out_weight: Tensor, heads: int) -> tuple[Tensor, Tensor]:
@@ -30,35 +27,19 @@ def head_eigenvalues(qkv_weight: Tensor, out_weight: Tensor, heads: int) -> tupl
     return qk, vo
 
 
-def depth_weights(block, times: int) -> list[tuple[float, Tensor, Tensor]]:
-    """(t, qkv_weight, out_weight) along depth: ``times`` samples of t ∈ [0, 1] for a neural ODE
-    transformer; one entry per layer (t = l / layers) for an ODE transformer."""
-    if isinstance(block, NeuralODETransformer):
-        grid = torch.linspace(0, 1, times).tolist()
-        out = []
-        for t in grid:
-            p = block.weights_at(t)
-            out.append((t, p["qkv_weight"], p["out_weight"]))
-        return out
-    if isinstance(block, ODETransformer):
-        n = len(block.layers)
-        return [(i / n, layer.field.attn.qkv.weight, layer.field.attn.out.weight)
-                for i, layer in enumerate(block.layers)]
-    raise TypeError(f"{type(block).__name__} is not a continuous-depth head")
-
-
 def _pairs(values: Tensor) -> list[list[list[float]]]:
     """Complex [H, hd] -> per head a list of [real, imag] pairs (JSON friendly)."""
     return [[[v.real.item(), v.imag.item()] for v in head] for head in values]
 
 
-def spectra(block, times: int = 9) -> dict:
+def spectra(block: ContinuousDepth, times: int = 9) -> dict:
     """Spectra of every head along depth: ``{"t": [T], "qk"/"vo": [T][H][hd] of [re, im],
-    "qk_max_real"/"vo_max_real"/"qk_radius"/"vo_radius": [T][H]}``."""
-    heads = block.cfg.heads
+    "qk_max_real"/"vo_max_real"/"qk_radius"/"vo_radius": [T][H]}``. ``times`` depths are sampled for a
+    head whose weights vary continuously; a head of discrete layers gives one entry per layer."""
     result = {"t": [], "qk": [], "vo": [], "qk_max_real": [], "vo_max_real": [], "qk_radius": [], "vo_radius": []}
     with torch.no_grad():
-        for t, qkv, out in depth_weights(block, times):
+        heads, along = block.attention_along_depth(times)
+        for t, qkv, out in along:
             qk, vo = head_eigenvalues(qkv, out, heads)
             result["t"].append(t)
             for name, ev in (("qk", qk), ("vo", vo)):

@@ -68,7 +68,8 @@ def _from_path(path: str, dataset: str | None) -> tuple[Path, Path]:
     else:
         raise ConfigError("data.path", f"no such file or folder: {p}", got=path)
     if pair is None:
-        raise ConfigError("data.path", f"no <Name>_TRAIN.ts file in {p}" + (f" for dataset {dataset!r}" if dataset else ""))
+        raise ConfigError("data.path", f"no <Name>_TRAIN.ts file in {p}"
+                          + (f" for dataset {dataset!r}" if dataset else ""))
     return pair
 
 
@@ -90,7 +91,8 @@ def _from_packages(dataset: str) -> tuple[Path, Path]:
                           "or point data.path at your .ts files", choices=embedded_names(), got=dataset)
     where = " or ".join(str(r) for r in found.values())
     fetch = ("python -c \"from aeon.datasets import load_classification as f; f('%s')\"" % dataset
-             if "aeon" in found else "python -c \"from sktime.datasets import load_UCR_UEA_dataset as f; f('%s')\"" % dataset)
+             if "aeon" in found
+             else "python -c \"from sktime.datasets import load_UCR_UEA_dataset as f; f('%s')\"" % dataset)
     raise ConfigError("data.dataset", f"dataset {dataset!r} is not in the local data of {', '.join(found)} ({where}); "
                       f"hybridseq never downloads at run time. Fetch it once with: {fetch}, or set data.path",
                       choices=embedded_names(), got=dataset)

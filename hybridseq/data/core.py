@@ -23,7 +23,6 @@ from ..errors import ConfigError
 from ..seq import IrregularBatch
 from . import transforms as T
 
-TASKS = ("classify", "regress", "interpolate", "extrapolate")
 AUTO_VAL_FRACTION = 0.2    # data.val_fraction: null takes this share of train for validation ...
 MIN_VAL_CASES = 30         # ... when it holds at least this many cases; fewer make best-epoch selection noise
 _SPLIT_STREAM = {"train": 1, "val": 2, "test": 3}   # one generator stream per split for the drop protocol
@@ -64,7 +63,7 @@ class DataOptions:
 class DataInfo:
     name: str
     channels: int
-    task: str                        # classify | regress | interpolate | extrapolate
+    task: str                        # a registered task: classify | regress | interpolate | extrapolate | …
     classes: Optional[int] = None    # number of classes (classify)
     outputs: Optional[int] = None    # regression target width (regress)
     max_len: int = 0                 # longest series over all splits
@@ -173,7 +172,7 @@ def make_splits(name: str, task: str, train: list[dict], test: list[dict], opts:
                 classes: list[str] | None = None, outputs: int | None = None) -> DataSplits:
     """Apply the shared options (see the module docstring) to raw samples and describe the result."""
     train, val = _val_split(train, val_fraction(opts.val_fraction, len(train)), opts.seed,
-                            stratify=task == "classify")
+                            stratify=classes is not None)
     if not train:
         raise ConfigError("data.val_fraction", f"{opts.val_fraction} leaves no series of '{name}' to train on; "
                           "lower it", got=opts.val_fraction)

@@ -1,14 +1,16 @@
-"""ODE solvers: the config schema every ODE block embeds, and the module that runs a registered solver.
+"""ODE solvers: the record a registered solver declares, the config schema every ODE block embeds, and
+the module that runs a registered solver.
 
 A solver is ``solve(func, y0, t, **options) -> Tensor[len(t), *y0.shape]`` (torchdiffeq's ``odeint``
-signature), registered under a name through ``hybridseq_register_solvers``. Blocks never call a solver
+signature), registered under a name through ``hybridseq_register_solvers`` with its capabilities: a
+`SolverRecord`. Validation reads the record and never runs the solver. Blocks never call a solver
 library directly: they hold an `ODESolver`, so any registered solver, a third-party one included, works
 in every ODE block, and function evaluations (NFE) are counted per block.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Mapping, Optional
 
 import torch
 from torch import Tensor, nn
@@ -16,9 +18,54 @@ from torch import Tensor, nn
 from .. import registry
 from ..errors import ConfigError
 
+ANY = object      # an option whose values the solver checks itself
 
-DRY_RUN_SPAN = 0.1     # validation runs the solver once on dy/dt = -y over [0, span] ...
-DRY_RUN_STEPS = 4      # ... or over this many fixed steps, when that is shorter
+
+@dataclass(frozen=True)
+class SolverRecord:
+    """A registered solver and what it declares it can do.
+
+    ``adjoint``: ``solve`` accepts ``adjoint=True`` and then computes gradients by adjoint sensitivities.
+    ``fixed_grid``: it steps on a grid (one step per output interval, or ``step_size``) instead of
+    choosing its steps. ``options``: option name -> the type of its values (``float`` for any real number,
+    ``int``, ``bool``, ``str``, or `ANY`), or None when the solver does not declare its options.
+    """
+
+    name: str
+    solve: Callable
+    adjoint: bool = False
+    fixed_grid: bool = False
+    options: Optional[Mapping[str, type]] = None
+
+    @classmethod
+    def declare(cls, name: str, solve: Callable, *, adjoint: bool = False, fixed_grid: bool = False,
+                options=None) -> "SolverRecord":
+        """A record from the ``register`` callback's arguments; ``options`` may be a list of names."""
+        if not callable(solve):
+            raise TypeError(f"solver '{name}' must be callable, got {solve!r}")
+        if options is not None and not isinstance(options, Mapping):
+            options = {key: ANY for key in options}
+        return cls(name, solve, bool(adjoint), bool(fixed_grid), None if options is None else dict(options))
+
+    def __call__(self, func, y0: Tensor, t: Tensor, **options) -> Tensor:
+        """Solve, as the registered function does: the record stands for its solver."""
+        return self.solve(func, y0, t, **options)
+
+    def takes(self, option: str) -> bool:
+        """Whether the solver declares ``option`` (False when it declares no options)."""
+        return self.options is not None and option in self.options
+
+
+def _fits(value, kind: type) -> bool:
+    if kind is ANY:
+        return True
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def _able(test) -> list[str]:
+    return [n for n in registry.solvers.names() if test(registry.solvers.get(n))]
 
 
 @dataclass
@@ -37,46 +84,30 @@ class SolverConfig:
         return kwargs
 
     def validate(self, path: str) -> None:
-        """Check the method exists, supports adjoint if asked, and accepts the options (a dry run)."""
-        entry = registry.solvers.entry(self.method, f"{path}.method")
-        if self.adjoint and not entry.meta.get("adjoint"):
-            able = [n for n in registry.solvers.names() if registry.solvers.entry(n).meta.get("adjoint")]
+        """Check the settings against what the method's record declares (the solver is not run)."""
+        record = registry.solvers.get(self.method, f"{path}.method")
+        if self.adjoint and not record.adjoint:
             raise ConfigError(f"{path}.adjoint", f"solver '{self.method}' does not support adjoint; "
-                              "use adjoint: false or a solver that does", choices=able)
+                              "use adjoint: false or a solver that does", choices=_able(lambda r: r.adjoint))
         for key in ("rtol", "atol", "step_size"):
             value = getattr(self, key)
             if value is not None and not value > 0:
                 raise ConfigError(f"{path}.{key}", f"must be > 0, got {value!r}", got=value)
-        accepted = getattr(entry.obj, "options", None)     # option names, for solvers that declare them
-        if accepted is not None:
-            if self.step_size is not None and "step_size" not in accepted:
-                fixed = [n for n in registry.solvers.names() if "step_size" in getattr(registry.solvers.get(n), "options", ())]
-                raise ConfigError(f"{path}.step_size", f"solver '{self.method}' chooses its own steps and takes no "
-                                  "step_size; remove it or use a fixed-step method", choices=fixed)
-            for key in self.options:
-                if key not in accepted:
-                    raise ConfigError(f"{path}.options.{key}", f"unknown option for solver '{self.method}'",
-                                      choices=accepted, got=key)
-        y0 = torch.ones(1, requires_grad=False)
-        span = DRY_RUN_SPAN if self.step_size is None else min(DRY_RUN_SPAN, DRY_RUN_STEPS * self.step_size)
-        try:
-            out = entry.obj(_Decay(), y0, torch.tensor([0.0, span]), **self.solve_kwargs())
-        except Exception as err:
-            raise ConfigError(f"{path}.options", f"solver '{self.method}' rejected options "
-                              f"{self.solve_kwargs()}: {type(err).__name__}: {err}") from None
-        owner = f" (from plugin {entry.owner})" if getattr(entry, "owner", None) else ""
-        if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, 1):
-            got = f"shape {list(out.shape)}" if isinstance(out, torch.Tensor) else type(out).__name__
-            raise ConfigError(f"{path}.method", f"solver '{self.method}'{owner} returned {got} for 2 output times "
-                              "of a state of shape [1]; a solver must return [len(t), *y0.shape]")
-        if not bool(torch.isfinite(out).all()):
-            raise ConfigError(f"{path}.method", f"solver '{self.method}'{owner} returned non-finite values on "
-                              "dy/dt = -y; check its options")
-
-
-class _Decay(nn.Module):
-    def forward(self, t, y):
-        return -y
+        if record.options is None:
+            return
+        if self.step_size is not None and not record.takes("step_size"):
+            raise ConfigError(f"{path}.step_size", f"solver '{self.method}' chooses its own steps and takes no "
+                              "step_size; remove it or use a fixed-step method",
+                              choices=_able(lambda r: r.takes("step_size")))
+        for key, value in self.options.items():
+            if key not in record.options:
+                raise ConfigError(f"{path}.options.{key}", f"unknown option for solver '{self.method}'",
+                                  choices=record.options, got=key)
+            kind = record.options[key]
+            if not _fits(value, kind):
+                what = "a number" if kind is float else kind.__name__
+                raise ConfigError(f"{path}.options.{key}", f"solver '{self.method}' rejected options "
+                                  f"{key}={value!r}: expected {what}", got=value)
 
 
 class _Counted(nn.Module):
@@ -120,11 +151,18 @@ class ODESolver(nn.Module):
         self.count.zero_()
 
     def forward(self, func: nn.Module, y0: Tensor, t: Tensor) -> Tensor:
-        solve = registry.solvers.get(self.cfg.method, "solver.method")
+        record = registry.solvers.get(self.cfg.method, "solver.method")
         kwargs = self.cfg.solve_kwargs()
         if self.cfg.adjoint:
             kwargs["adjoint"] = True
-        return solve(_Counted(func, self), y0, t, **kwargs)
+        out = record.solve(_Counted(func, self), y0, t, **kwargs)
+        if not isinstance(out, Tensor) or out.shape != (t.shape[0], *y0.shape):   # a plugin's contract, checked
+            owner = registry.solvers.entry(self.cfg.method).owner
+            got = f"shape {list(out.shape)}" if isinstance(out, Tensor) else type(out).__name__
+            raise ConfigError("solver.method", f"solver '{self.cfg.method}' (plugin {owner}) returned {got} for "
+                              f"{t.shape[0]} times and a state of shape {list(y0.shape)}; a solver must return "
+                              "[len(t), *y0.shape]")
+        return out
 
 
-__all__ = ["SolverConfig", "ODESolver"]
+__all__ = ["ANY", "ODESolver", "SolverConfig", "SolverRecord"]

@@ -1,14 +1,17 @@
 """Training, evaluation and checkpoints.
 
-``train(cfg, run_dir)`` trains a config into a resumable run directory and returns its results;
-``evaluate_run(run_dir)`` scores a saved run; `TASKS` lists the learning tasks. See docs/training.md.
+``prepare(cfg)`` builds a run (data, task, resolved config, model); ``train(cfg, run_dir)`` trains it into
+a resumable run directory (`RunDir`) and returns its results; ``evaluate_run(run_dir)`` scores a saved
+run. The learning tasks are registered in `hybridseq.tasks`. See docs/training.md.
 """
 from ..config import compose
-from .checkpoint import load_run, save_run
+from ..tasks import Task
+from .checkpoint import RunDir, load_run, save_run
 from .config import TrainConfig, train_config
 from .evaluate import evaluate, evaluate_run
-from .tasks import TASKS, Task
+from .prepare import Prepared, prepare
+from .stopping import EarlyStopping
 from .trainer import Trainer, train
 
-__all__ = ["TASKS", "Task", "TrainConfig", "Trainer", "compose", "evaluate", "evaluate_run", "load_run",
-           "save_run", "train", "train_config"]
+__all__ = ["EarlyStopping", "Prepared", "RunDir", "Task", "TrainConfig", "Trainer", "compose", "evaluate",
+           "evaluate_run", "load_run", "prepare", "save_run", "train", "train_config"]

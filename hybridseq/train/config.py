@@ -9,7 +9,6 @@ from omegaconf import DictConfig, OmegaConf
 from ..blocks.base import choice
 from ..errors import ConfigError
 from ..schema import build_config
-from ..spec import SECTION_VALIDATORS
 
 DEFAULT_BATCH_SIZE = 32
 
@@ -23,7 +22,7 @@ class TrainConfig:
     seed: int = 0                              # model init, shuffling, dropout
     patience: Optional[int] = None             # stop after this many epochs without improvement
     grad_clip: Optional[float] = 1.0           # max gradient norm; None = no clipping
-    scheduler: str = choice("cosine", "constant")   # learning-rate schedule over all steps
+    scheduler: str = choice("constant", "cosine")   # learning-rate schedule over all steps (benchmarks.md)
     device: str = "auto"                       # auto (cuda if available) | cpu | cuda | cuda:N
     compile: bool = False                      # torch.compile the model (blocks marked compile_safe)
     bf16: bool = True                          # bfloat16 autocast on CUDA (ignored on CPU)
@@ -74,5 +73,3 @@ def batch_size(tcfg: TrainConfig, data_cfg) -> int:
 def as_dict(tcfg: TrainConfig) -> dict:
     return asdict(tcfg)
 
-
-SECTION_VALIDATORS.setdefault("train", train_config)

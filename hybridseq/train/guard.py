@@ -81,10 +81,12 @@ def _non_run_files(run_dir: Path) -> list[str]:
 def is_run_dir(run_dir: Path) -> bool:
     """Marked as a run (or sweep) directory, or written before the marker existed: a resumable state and
     config, or a sweep's file and results."""
+    from .checkpoint import RunDir
+
     def both(a: str, b: str) -> bool:
         return (run_dir / a).is_file() and (run_dir / b).is_file()
 
-    return (run_dir / MARKER_FILE).is_file() or both("last.pt", "config.yaml") or both("sweep.yaml", "results.jsonl")
+    return (run_dir / MARKER_FILE).is_file() or both(RunDir.STATE, RunDir.CONFIG) or both("sweep.yaml", "results.jsonl")
 
 
 def claim_run_dir(run_dir, *, force: bool = False):

@@ -1,4 +1,4 @@
-"""The optimiser: AdamW over parameter groups that decay only what should be decayed.
+"""The optimiser: AdamW over parameter groups that decay only what should be decayed, and its schedule.
 
 Following nanoGPT and mamba_ssm, weight decay applies to weight matrices and embeddings (parameters
 with two or more dimensions) only. Norm weights, biases and every other vector are not decayed, and a
@@ -9,8 +9,12 @@ sets the first mark.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
+
+MIN_LR_FACTOR = 0.1          # the cosine schedule ends at this fraction of train.lr
 
 
 def no_weight_decay(*params: nn.Parameter) -> None:
@@ -42,3 +46,14 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 def configure_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
     """AdamW at ``lr`` over `param_groups` (a group's own ``lr`` mark wins over ``lr``)."""
     return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr)
+
+
+def lr_schedule(opt: torch.optim.Optimizer, kind: str, total: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """``train.scheduler`` over ``total`` optimizer steps: ``cosine`` from lr down to `MIN_LR_FACTOR` · lr,
+    or ``constant``."""
+    def factor(step: int) -> float:
+        if kind == "constant":
+            return 1.0
+        return MIN_LR_FACTOR + (1 - MIN_LR_FACTOR) * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)

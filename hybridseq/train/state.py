@@ -1,8 +1,8 @@
 """Resumable training state: the last-epoch checkpoint (model, optimizer, scheduler, counters, RNG states).
 
-``last.pt`` is rewritten atomically at the end of every epoch, so a kill at any moment leaves the
-previous epoch's state or the new one. It holds plain tensors and containers only and loads with
-``torch.load(weights_only=True)``.
+The state file (``last.pt``, named by `RunDir`) is rewritten atomically at the end of every epoch, so a
+kill at any moment leaves the previous epoch's state or the new one. It holds plain tensors and
+containers only and loads with ``torch.load(weights_only=True)``.
 """
 from __future__ import annotations
 
@@ -17,8 +17,6 @@ import torch
 
 from ..errors import ConfigError
 from ..io import atomic_write_bytes
-
-STATE_FILE = "last.pt"
 
 
 def seed_everything(seed: int) -> None:
@@ -48,14 +46,14 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_state(run_dir, state: dict) -> Path:
+def save_state(path, state: dict) -> Path:
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    return atomic_write_bytes(Path(run_dir) / STATE_FILE, buffer.getvalue())
+    return atomic_write_bytes(path, buffer.getvalue())
 
 
-def load_state(run_dir) -> dict | None:
-    path = Path(run_dir) / STATE_FILE
+def load_state(path) -> dict | None:
+    path = Path(path)
     if not path.is_file():
         return None
     try:

@@ -1,67 +1,19 @@
-"""Learning tasks: each pairs a loss with its metrics and says what the model's task head must produce.
+"""A run's config against its data: the task, and the widths the data determine.
 
-| task          | head produces                    | loss                      | metrics             |
-|---------------|----------------------------------|---------------------------|---------------------|
-| `classify`    | pooled logits [B, classes]       | cross-entropy             | accuracy, macro_f1  |
-| `regress`     | pooled values [B, outputs]       | MSE                       | mse, mae            |
-| `interpolate` | sequence [B, Q, channels]        | MSE over observed queries | mse, mae            |
-| `extrapolate` | sequence [B, Q, channels]        | MSE over observed queries | mse, mae            |
-
-The task comes from the dataset (`DataInfo.task`) unless the config sets ``task:``. `resolve` fills
-what the data determines and the config leaves out (``model.input.channels`` and the head's
-``classes`` / ``outputs`` / ``channels``) and rejects values that disagree with the data.
+The task comes from the dataset (`DataInfo.task`) unless the config sets ``task:`` (any registered task,
+see `hybridseq.tasks`). `resolve` fills what the data determines and the config leaves out
+(``model.input.channels`` and the head's ``classes`` / ``outputs`` / ``channels``) and rejects values that
+disagree with the data.
 """
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 
-import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
-from torch import Tensor
 
 from .. import registry
 from ..errors import ConfigError
-from .metrics import ClassifyMeter, ErrorMeter
-
-
-@dataclass(frozen=True)
-class Task:
-    name: str
-    port: str              # what the head must produce: "pooled" | "sequence"
-    width_key: str         # head config field, and DataInfo attribute, giving the output width
-    monitor: str           # validation metric that picks the best checkpoint and drives early stopping
-    higher_is_better: bool
-
-    def loss(self, pred: Tensor, targets: dict) -> Tensor:
-        pred = pred.float()
-        if self.name == "classify":
-            return F.cross_entropy(pred, targets["label"])
-        if self.name == "regress":
-            return F.mse_loss(pred, targets["target"].float())
-        mask = targets["query_mask"].to(pred.dtype)                             # [B, Q, C]
-        err = (pred - targets["query_values"].float()).square() * mask
-        return err.sum() / mask.sum().clamp_min(1.0)
-
-    def meter(self, width: int):
-        return ClassifyMeter(width) if self.name == "classify" else ErrorMeter()
-
-    def update(self, meter, pred: Tensor, targets: dict, loss: float) -> None:
-        if self.name == "classify":
-            meter.update(pred, targets["label"], loss)
-        elif self.name == "regress":
-            meter.update(pred, targets["target"], None, loss)
-        else:
-            meter.update(pred, targets["query_values"], targets["query_mask"], loss)
-
-
-_QUERY = dict(port="sequence", width_key="channels", monitor="mse", higher_is_better=False)
-TASKS = {
-    "classify": Task("classify", "pooled", "classes", "accuracy", True),
-    "regress": Task("regress", "pooled", "outputs", "mse", False),
-    "interpolate": Task("interpolate", **_QUERY),
-    "extrapolate": Task("extrapolate", **_QUERY),
-}
+from ..tasks import Task, get_task
 
 
 def _heads_for(task: Task) -> list[str]:
@@ -79,9 +31,7 @@ def resolve(cfg: DictConfig, info) -> tuple[DictConfig, Task]:
     """A copy of ``cfg`` with ``task`` set and data-determined widths filled in, and its `Task`."""
     cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     name = cfg.get("task") or info.task
-    if name not in TASKS:
-        raise ConfigError("task", f"unknown task {name!r}", choices=TASKS, got=name)
-    task = TASKS[name]
+    task = get_task(name, "task")
     cfg.task = name
     model = cfg.get("model")
     if model is None:
@@ -113,22 +63,6 @@ def resolve(cfg: DictConfig, info) -> tuple[DictConfig, Task]:
     return cfg, task
 
 
-def check_config(cfg: DictConfig) -> tuple[DictConfig, list[str]]:
-    """Everything a run's config is checked for before training: the data section by loading it, the
-    widths the data fill in, then every section's schema. Returns the resolved config and the names of
-    the sections checked."""
-    from ..data import load_data
-    from ..spec import validate_config
-
-    checked = []
-    if "data" in cfg:
-        info = load_data(cfg.data).info
-        checked.append("data")
-        if "model" in cfg:
-            cfg, _ = resolve(cfg, info)
-    return cfg, checked + validate_config(cfg)
-
-
 def with_placeholder_widths(cfg: DictConfig) -> DictConfig:
     """A copy of ``cfg`` in which the widths `resolve` would take from the data, where left out, hold
     placeholders (1 input channel; 2 for the head's width key), so the model can be validated without
@@ -144,7 +78,7 @@ def with_placeholder_widths(cfg: DictConfig) -> DictConfig:
     head = model.get("head")
     if isinstance(head, DictConfig) and head.get("type") in registry.blocks.names():
         fields = {f.name for f in dataclasses.fields(registry.blocks.get(head.type, "model.head.type").Config)}
-        for key in {task.width_key for task in TASKS.values()} & fields:
+        for key in {registry.tasks.get(name).width_key for name in registry.tasks.names()} & fields:
             if head.get(key) is None:
                 head[key] = 2
     return cfg
@@ -169,4 +103,4 @@ def check_output(model, task: Task, info) -> None:
                           f"'{task.name}' on dataset '{info.name}' needs {expected} ({task.width_key})")
 
 
-__all__ = ["TASKS", "Task", "check_output", "resolve"]
+__all__ = ["Task", "check_output", "resolve", "with_placeholder_widths"]

@@ -1,10 +1,9 @@
 """The training loop: AdamW, cosine schedule, validation each epoch, early stopping, resumable run dirs.
 
-A run directory holds ``config.yaml`` (the resolved config: task, widths from the data, every train
-default), ``metrics.jsonl`` (one record per epoch), ``best.safetensors`` (weights of the best
-validation epoch), ``last.pt`` (everything needed to resume) and, when training ends,
-``results.json`` (best validation and test metrics, parameter count, time per epoch, NFE, peak
-memory). Every file is written atomically; only rank 0 writes.
+`Trainer` builds a run with `prepare` (data, task, config, model), places it on its device (and under
+DDP or ``torch.compile`` when asked), and takes its optimiser from `configure_optimizer`, its selection
+rule from `EarlyStopping` and its files from `RunDir` (see ``checkpoint.py`` for what a run directory
+holds). `fit` is the loop. Only rank 0 writes.
 """
 from __future__ import annotations
 
@@ -12,35 +11,27 @@ import math
 import time
 import warnings
 from contextlib import contextmanager
-from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
-from ..assemble import assemble
-from ..config import as_written, check_interpolations
+from ..config import as_written
 from ..errors import ConfigError
-from ..io import append_jsonl, atomic_write_text, to_json
 from . import ddp
-from .checkpoint import CONFIG_FILE, load_weights, run_files, save_run
-from .config import as_dict, batch_size, train_config
+from .checkpoint import RunDir, load_weights, run_files
 from .ddp import pick_device
-from .evaluate import autocast, evaluate, model_input, total_nfe
+from .evaluate import autocast, evaluate, total_nfe
 from .guard import check_loss, claim_run_dir, release_run_dir
-from .optim import configure_optimizer
-from .state import load_state, peak_memory_mb, rng_state, save_state, seed_everything, set_rng_state
-from .tasks import check_output, resolve
-
-METRICS_FILE = "metrics.jsonl"
-RESULTS_FILE = "results.json"
-HIGHER_IS_BETTER = {"accuracy", "macro_f1"}
-MIN_LR_FACTOR = 0.1          # the cosine schedule ends at this fraction of train.lr
+from .optim import configure_optimizer, lr_schedule
+from .prepare import prepare
+from .state import peak_memory_mb, rng_state, set_rng_state
+from .stopping import EarlyStopping
 
 
 class Trainer:
-    """Builds data, model and optimizer from a config; `fit` trains, `test` scores the best weights.
+    """Builds data, model and optimizer from a config; `fit` trains, then scores the selected weights.
 
     ``splits`` (an object with ``train``/``val``/``test``/``info``) and ``collate`` replace
     ``hybridseq.data.load_data`` / ``collate`` (custom datasets, tests). ``on_epoch_end(epoch, record)``
@@ -50,26 +41,20 @@ class Trainer:
     def __init__(self, cfg, run_dir=None, *, splits=None, collate=None, resume: bool = False,
                  compile: bool | None = None, progress: bool | None = None, on_epoch_end=None,
                  force: bool = False):
-        cfg = check_interpolations(OmegaConf.create(cfg) if not isinstance(cfg, DictConfig) else cfg)
-        if splits is None or collate is None:
-            from .. import data
-
-            splits = splits if splits is not None else data.load_data(cfg.get("data"), "data")
-            collate = collate or data.collate
-        self.splits, self.collate, self.info, self.on_epoch_end = splits, collate, splits.info, on_epoch_end
-        self.cfg, self.task = resolve(cfg, self.info)
-        self.tcfg = t = train_config(self.cfg.get("train"))
+        self.prep = p = prepare(cfg, splits=splits, collate=collate).require_data()
+        t = self.tcfg = p.tcfg
         t.compile = t.compile if compile is None else compile
         t.progress = t.progress if progress is None else progress
-        self.cfg.train = as_dict(t)
+        p.cfg.train.compile, p.cfg.train.progress = t.compile, t.progress
+        self.cfg, self.task, self.splits, self.model = p.cfg, p.task, p.splits, p.model
+        self.on_epoch_end, self.batch_size, self.force = on_epoch_end, p.batch_size, force
         self.saved_cfg = as_written(self.cfg, cfg)        # what config.yaml holds: interpolations as written
-        self.batch_size = batch_size(t, self.cfg.get("data"))
-        self.monitor = t.monitor or self.task.monitor
-        self.higher = self.monitor in HIGHER_IS_BETTER if t.monitor else self.task.higher_is_better
-        self.width = getattr(self.info, self.task.width_key)
         self.has_val = self.splits.val is not None and len(self.splits.val) > 0
+        self.monitor = t.monitor or self.task.monitor
         self.select = t.select if t.select != "auto" else ("best" if self.has_val else "last")
         self._check_selection(t)
+        self.stopping = EarlyStopping(self.monitor, self.task.higher_is_better(self.monitor), self.select,
+                                      t.patience)
 
         self.device = pick_device(t.device)
         self.dist = ddp.setup(self.device)
@@ -78,44 +63,37 @@ class Trainer:
         if self.batch_size % self.dist.world:
             raise ConfigError("train.batch_size", f"{self.batch_size} is not divisible by the {self.dist.world} "
                               "processes; the global batch is split evenly across them")
-        self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.resume, self.force = resume, force
-        self._check_run_dir()
-
-        seed_everything(t.seed)
-        self.model = assemble(self.cfg.model)
+        self.run = RunDir(run_dir, writer=self.dist.main)
+        self._check_run_dir(resume)
         if t.init_from:                                   # fine-tuning; a resumed state replaces these
             load_weights(self.model, self._init_weights(t.init_from), "train.init_from")
         self.model.to(self.device)
-        check_output(self.model, self.task, self.info)
-        self.net = self.model
-        if self.dist.active:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.net = torch.nn.parallel.DistributedDataParallel(
-                self.model, device_ids=ids, find_unused_parameters=t.find_unused_parameters)
-        if t.compile:
-            unsafe = sorted({n.type for n in self.model.spec.nodes if not n.cls.compile_safe})
-            if unsafe:
-                warnings.warn(f"train.compile: blocks {unsafe} are not compile_safe; running uncompiled")
-            else:
-                self.net = torch.compile(self.net)
+        self.net = self._wrap(t)
         self.opt = configure_optimizer(self.model, t.lr, t.weight_decay)
         per_rank = math.ceil(len(self.splits.train) / self.dist.world)
         self.steps_per_epoch = math.ceil(per_rank / (self.batch_size // self.dist.world))
         if t.max_steps_per_epoch:
             self.steps_per_epoch = min(self.steps_per_epoch, t.max_steps_per_epoch)
-        total = max(1, self.steps_per_epoch * t.epochs)
-
-        def factor(step: int) -> float:
-            if t.scheduler == "constant":
-                return 1.0
-            return MIN_LR_FACTOR + (1 - MIN_LR_FACTOR) * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
-
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, factor)
-        self.state = {"epoch": 0, "best": None, "best_epoch": None, "bad_epochs": 0, "stopped": False,
-                      "history": []}
-        if resume and self.run_dir is not None:
+        self.sched = lr_schedule(self.opt, t.scheduler, max(1, self.steps_per_epoch * t.epochs))
+        self.epoch, self.history = 0, []
+        if resume:
             self._restore()
+
+    def _wrap(self, t):
+        """The module that trains: the model, under DDP across processes, compiled when asked."""
+        net = self.model
+        if self.dist.active:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            net = torch.nn.parallel.DistributedDataParallel(net, device_ids=ids,
+                                                            find_unused_parameters=t.find_unused_parameters)
+        if t.compile:
+            unsafe = sorted({n.type for n in self.model.spec.nodes if not n.cls.compile_safe})
+            if unsafe:
+                warnings.warn(f"train.compile: blocks {unsafe} are not compile_safe; running uncompiled",
+                              stacklevel=3)
+            else:
+                net = torch.compile(net)
+        return net
 
     def _check_selection(self, t) -> None:
         """Best-epoch selection and early stopping need a validation split to judge epochs on."""
@@ -130,7 +108,7 @@ class Trainer:
                               "train.patience=null to train every epoch and keep the last", got=t.patience)
 
     @staticmethod
-    def _init_weights(path: str) -> Path:
+    def _init_weights(path: str):
         try:
             return run_files(path)[0]
         except FileNotFoundError as err:
@@ -150,70 +128,66 @@ class Trainer:
             raise
 
     # -- run directory ---------------------------------------------------------------------------
-    def _check_run_dir(self) -> None:
-        if self.run_dir is None:
-            return
-        saved = self.run_dir / CONFIG_FILE
-        if not self.resume and (self.run_dir / "last.pt").exists():
-            raise ConfigError("--out", f"{self.run_dir} already holds a run; pass --resume to continue it "
+    def _check_run_dir(self, resume: bool) -> None:
+        if not resume and self.run.holds_run():
+            raise ConfigError("--out", f"{self.run} already holds a run; pass --resume to continue it "
                               "or choose another --out")
-        if self.resume and saved.is_file():
-            old = OmegaConf.to_container(OmegaConf.load(saved), resolve=True)
+        old = self.run.saved_config() if resume else None
+        if old is not None:
             new = OmegaConf.to_container(self.cfg, resolve=True)
             for key in ("task", "model", "data"):
                 if old.get(key) != new.get(key):
-                    raise ConfigError(key, f"differs from the config of the run being resumed in {self.run_dir}; "
+                    raise ConfigError(key, f"differs from the config of the run being resumed in {self.run}; "
                                       "only the train section may change on --resume")
-        if self.dist.main:
-            claim_run_dir(self.run_dir, force=self.force)
+        if self.run and self.dist.main:
+            claim_run_dir(self.run.path, force=self.force)
 
     def _restore(self) -> None:
-        state = load_state(self.run_dir)
+        state = self.run.load_state()
         if state is None:
             return
         self.model.load_state_dict(state.pop("model"))
         self.opt.load_state_dict(state.pop("optimizer"))
         self.sched.load_state_dict(state.pop("scheduler"))
         set_rng_state(state.pop("rng"))
-        self.state = state
-        if self.dist.main:   # records written after the saved state (a kill in between) are dropped
-            atomic_write_text(self.run_dir / METRICS_FILE, "".join(
-                to_json(r) + "\n" for r in state["history"]))
+        self.epoch, self.history = state.pop("epoch"), state.pop("history")
+        self.stopping.load_state_dict(state)
+        self.run.rewrite_metrics(self.history)   # records written after the saved state (a kill) are dropped
 
-    def _write(self, fn, name: str | None, *args) -> None:
-        """``fn(run_dir / name, *args)`` (or ``fn(run_dir, *args)``) on rank 0 when there is a run dir."""
-        if self.run_dir is not None and self.dist.main:
-            fn(self.run_dir / name if name else self.run_dir, *args)
+    def _state(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                "scheduler": self.sched.state_dict(), "rng": rng_state(), "epoch": self.epoch,
+                "history": self.history, **self.stopping.state_dict()}
 
     # -- training --------------------------------------------------------------------------------
     def _loader(self, dataset, epoch: int | None) -> DataLoader:
         """Training (``epoch`` given: this rank's shuffled share) or evaluation (in order) loader."""
-        t = self.tcfg
+        t, collate = self.tcfg, self.prep.collate
         if epoch is None:
-            return DataLoader(dataset, batch_size=self.batch_size, shuffle=False, collate_fn=self.collate,
+            return DataLoader(dataset, batch_size=self.batch_size, shuffle=False, collate_fn=collate,
                               num_workers=t.num_workers)
         sampler = DistributedSampler(dataset, num_replicas=self.dist.world, rank=self.dist.rank, shuffle=True,
                                      seed=t.seed)
         sampler.set_epoch(epoch)
         gen = torch.Generator().manual_seed(t.seed * 7919 + epoch)
         return DataLoader(dataset, batch_size=self.batch_size // self.dist.world, sampler=sampler,
-                          collate_fn=self.collate, num_workers=t.num_workers, generator=gen)
+                          collate_fn=collate, num_workers=t.num_workers, generator=gen)
 
     def _train_epoch(self, epoch: int) -> dict:
         t, device = self.tcfg, self.device
         self.net.train()
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        loader = self._loader(self.splits.train, epoch)
-        bar = tqdm(loader, total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{t.epochs}", leave=False,
-                   disable=not (t.progress and self.dist.main), dynamic_ncols=True)
+        bar = tqdm(self._loader(self.splits.train, epoch), total=self.steps_per_epoch, leave=False,
+                   desc=f"epoch {epoch + 1}/{t.epochs}", disable=not (t.progress and self.dist.main),
+                   dynamic_ncols=True)
         loss_sum, nfe_sum, steps = 0.0, 0.0, 0
         for batch, targets in bar:
             batch, targets = batch.to(device), {k: v.to(device) for k, v in targets.items()}
             with self._unused_parameters_hint(), autocast(device, t.bf16):
-                pred = self.net(model_input(self.model, batch)).x
+                pred = self.net(batch).x
             loss = self.task.loss(pred, targets)
-            value = check_loss(loss, self.model, model_input(self.model, batch), targets, epoch + 1, steps + 1)
+            value = check_loss(loss, self.model, batch, targets, epoch + 1, steps + 1)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             if t.grad_clip:
@@ -228,74 +202,63 @@ class Trainer:
         return {"train_loss": ddp.mean(loss_sum / max(steps, 1), self.dist),
                 "nfe": ddp.mean(nfe_sum / max(steps, 1), self.dist), "lr": self.sched.get_last_lr()[0]}
 
+    def _score(self, dataset) -> dict:
+        """The task's metrics (and mean NFE) of the model on ``dataset``, computed on rank 0."""
+        return evaluate(self.model, self.task, self._loader(dataset, None), self.prep.width, self.device,
+                        self.tcfg.bf16)
+
     def _validate(self) -> dict:
         metrics = None
         if self.dist.main:
-            metrics = evaluate(self.model, self.task, self._loader(self.splits.val, None), self.width, self.device,
-                               self.tcfg.bf16)
+            metrics = self._score(self.splits.val)
             if self.monitor not in metrics:
                 raise ConfigError("train.monitor", f"unknown metric {self.monitor!r}", choices=metrics,
                                   got=self.monitor)
         return ddp.broadcast(metrics, self.dist)
 
     def fit(self) -> dict:
-        """Train until ``train.epochs`` or early stopping; then score the best weights on the test split."""
-        t, s = self.tcfg, self.state
-        self._write(atomic_write_text, CONFIG_FILE, OmegaConf.to_yaml(self.saved_cfg))
-        if self.dist.main and t.progress:
-            params = sum(p.numel() for p in self.model.parameters())
-            tqdm.write(f"{self.task.name} on {self.info.name}: {params:,} parameters, device {self.device}, "
-                       f"{self.dist.world} process(es), from epoch {s['epoch'] + 1} of {t.epochs}"
-                       + (f" -> {self.run_dir}" if self.run_dir else ""))
-        while s["epoch"] < t.epochs and not s["stopped"]:
-            epoch, start = s["epoch"], time.perf_counter()
-            record = {"epoch": epoch + 1, **self._train_epoch(epoch)}
+        """Train until ``train.epochs`` or early stopping; then score the selected weights on the test split."""
+        t = self.tcfg
+        self.run.write_config(self.saved_cfg)
+        self._announce()
+        while self.epoch < t.epochs and not self.stopping.stopped:
+            start = time.perf_counter()
+            record = {"epoch": self.epoch + 1, **self._train_epoch(self.epoch)}
             if self.has_val:
-                val = self._validate()
-                record.update({f"val_{k}": v for k, v in val.items() if k != "nfe"})
-            improved = self._improved(record)
+                record.update({f"val_{k}": v for k, v in self._validate().items() if k != "nfe"})
+            improved = self.stopping.step(self.epoch + 1, record)
             if improved:
-                s.update(best=record.get(f"val_{self.monitor}"), best_epoch=epoch + 1, bad_epochs=0)
-                self._write(save_run, None, self.saved_cfg, self.model, "best")
-            else:
-                s["bad_epochs"] += 1
-            s["stopped"] = bool(t.patience and s["bad_epochs"] >= t.patience)
+                self.run.save_weights(self.model)
             mem, kind = peak_memory_mb(self.device)
             record.update(epoch_time=time.perf_counter() - start, peak_mem_mb=mem, mem_kind=kind, best=improved)
-            s["history"].append(record)
-            s["epoch"] = epoch + 1
-            self._write(self._save, None, record)
+            self.history.append(record)
+            self.epoch += 1
+            self.run.save_epoch(self._state(), record)
             if self.dist.main and t.progress:
                 tqdm.write(format_record(record, self.monitor))
             if self.on_epoch_end is not None:
-                self.on_epoch_end(epoch + 1, record)
+                self.on_epoch_end(self.epoch, record)
         return self.finish()
 
-    def _improved(self, record: dict) -> bool:
-        """Whether this epoch's weights become the selected ones (every epoch under ``select: last``)."""
-        if self.select == "last":
-            return True
-        best, score = self.state["best"], record[f"val_{self.monitor}"]
-        return best is None or (score > best if self.higher else score < best)
-
-    def _save(self, run_dir: Path, record: dict) -> None:
-        save_state(run_dir, {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
-                                  "scheduler": self.sched.state_dict(), "rng": rng_state(), **self.state})
-        append_jsonl(run_dir / METRICS_FILE, record)
+    def _announce(self) -> None:
+        if self.dist.main and self.tcfg.progress:
+            params = sum(p.numel() for p in self.model.parameters())
+            tqdm.write(f"{self.task.name} on {self.prep.info.name}: {params:,} parameters, device {self.device}, "
+                       f"{self.dist.world} process(es), from epoch {self.epoch + 1} of {self.tcfg.epochs}"
+                       + (f" -> {self.run}" if self.run else ""))
 
     def finish(self) -> dict:
         """Load the selected weights, score them on the test split and write ``results.json``.
 
         ``best_epoch`` is the epoch whose weights were selected: the best validation epoch, or the last
         one under ``select: last`` (the rule when there is no validation split)."""
-        s, hist = self.state, self.state["history"]
-        if self.run_dir is not None and (self.run_dir / "best.safetensors").is_file():
-            load_weights(self.model, self.run_dir / "best.safetensors", str(self.run_dir / "best.safetensors"))
-        best = next((r for r in hist if r["epoch"] == s["best_epoch"]), {})
+        hist, stop = self.history, self.stopping
+        self.run.load_selected(self.model, self.device)
+        best = next((r for r in hist if r["epoch"] == stop.best_epoch), {})
         results = {"task": self.task.name, "monitor": f"val_{self.monitor}" if self.has_val else None,
                    "selection": "best_val" if self.select == "best" else "last_epoch",
-                   "val_cases": len(self.splits.val) if self.has_val else 0, "epochs": s["epoch"],
-                   "best_epoch": s["best_epoch"], "stopped_early": s["stopped"],
+                   "val_cases": len(self.splits.val) if self.has_val else 0, "epochs": self.epoch,
+                   "best_epoch": stop.best_epoch, "stopped_early": stop.stopped,
                    "params": sum(p.numel() for p in self.model.parameters()),
                    "time_per_epoch": sum(r["epoch_time"] for r in hist) / max(len(hist), 1),
                    "nfe": sum(r["nfe"] for r in hist) / max(len(hist), 1),
@@ -303,17 +266,15 @@ class Trainer:
                    "mem_kind": hist[-1]["mem_kind"] if hist else None, "device": str(self.device),
                    "world_size": self.dist.world, **{k: v for k, v in best.items() if k.startswith("val_")}}
         if self.splits.test is not None and len(self.splits.test) and self.dist.main:
-            test = evaluate(self.model, self.task, self._loader(self.splits.test, None), self.width, self.device,
-                            self.tcfg.bf16)
-            results.update({f"test_{k}": v for k, v in test.items() if k != "nfe"})
+            results.update({f"test_{k}": v for k, v in self._score(self.splits.test).items() if k != "nfe"})
         results["curves"] = {k: [r.get(k) for r in hist] for k in ("train_loss", f"val_{self.monitor}", "val_loss")
                              if any(k in r for r in hist)}
-        self._write(atomic_write_text, RESULTS_FILE, to_json(results, indent=2))
+        self.run.write_results(results)
         return results
 
     def close(self) -> None:
-        if self.run_dir is not None and self.dist.main:
-            release_run_dir(self.run_dir)
+        if self.run and self.dist.main:
+            release_run_dir(self.run.path)
         ddp.teardown(self.dist)
 
 

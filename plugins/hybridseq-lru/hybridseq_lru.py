@@ -22,26 +22,9 @@ from torch import Tensor, nn
 
 import hybridseq
 from hybridseq import ConfigError, Seq
+from hybridseq.blocks.layers import linear_scan, time_gaps
 
 TINY = 1e-7   # keeps the log-parameters finite at the edges of the ring (|λ| -> 1, phase -> 0)
-
-
-def linear_scan(a: Tensor, b: Tensor) -> Tensor:
-    """h_k = a_k h_{k-1} + b_k along dim 1 with h_{-1} = 0, for all k at once: a, b [B|1, L, N] -> [B, L, N]."""
-    shift = 1
-    while shift < b.shape[1]:
-        b = torch.cat([b[:, :shift], b[:, shift:] + a[:, shift:] * b[:, :-shift]], dim=1)
-        a = torch.cat([a[:, :shift], a[:, shift:] * a[:, :-shift]], dim=1)
-        shift *= 2
-    return b
-
-
-def time_gaps(t: Tensor, valid: Tensor) -> Tensor:
-    """[B, L] gap from the previous valid observation time; 0 at padding and at each series' first step."""
-    seen = torch.where(valid, t, torch.full_like(t, -math.inf)).cummax(dim=1).values      # [B, L]
-    prev = torch.cat([torch.full_like(t[:, :1], -math.inf), seen[:, :-1]], dim=1)        # [B, L]
-    prev = torch.where(prev.isfinite(), prev, t)                                          # no earlier step
-    return torch.where(valid, t - prev, torch.zeros_like(t))
 
 
 class LRU(hybridseq.Block):
@@ -101,12 +84,12 @@ class LRU(hybridseq.Block):
         """[B, L] time gaps in units of steps, or None (one step per position) without ``time_gaps``."""
         if not self.cfg.time_gaps or seq.t is None:
             return None
-        gaps = time_gaps(seq.t.to(seq.x.dtype), valid)                                    # [B, L]
-        unit = self.cfg.time_unit
-        if unit is None:                                                                  # [B, 1] mean gap
-            unit = gaps.sum(1, keepdim=True) / (valid.sum(1, keepdim=True) - 1).clamp_min(1)
-            unit = torch.where(unit > 0, unit, torch.ones_like(unit))
-        return gaps / unit
+        if self.cfg.time_unit is not None:
+            return time_gaps(seq.t.to(seq.x.dtype), valid, self.cfg.time_unit)            # [B, L]
+        gaps = time_gaps(seq.t.to(seq.x.dtype), valid, 1.0)   # 1 at each first step, whose state is still 0
+        later = valid & (valid.cumsum(1) > 1)                                             # [B, L] after the first
+        unit = (gaps * later).sum(1, keepdim=True) / later.sum(1, keepdim=True).clamp_min(1)  # [B, 1] mean gap
+        return gaps / torch.where(unit > 0, unit, torch.ones_like(unit))
 
     def forward(self, seq: Seq) -> Seq:
         valid = seq.valid()                                                               # [B, L]

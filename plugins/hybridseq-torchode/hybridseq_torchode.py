@@ -11,7 +11,7 @@ import hybridseq
 
 METHODS = ("dopri5", "tsit5", "heun", "euler")
 ADAPTIVE = {"dopri5", "tsit5", "heun"}     # methods with an embedded error estimate
-OPTIONS = ("rtol", "atol", "step_size", "first_step", "max_steps", "dt_min", "dt_max")
+OPTIONS = {"step_size": float, "first_step": float, "max_steps": int, "dt_min": float, "dt_max": float}
 
 
 def _method_class(method: str):
@@ -26,7 +26,7 @@ def _make(method: str):
               dt_min=None, dt_max=None, **unknown):
         if unknown:
             raise TypeError(f"unknown option(s) {sorted(unknown)} for solver 'torchode_{method}'; "
-                            f"valid: {', '.join(OPTIONS)}")
+                            f"valid: rtol, atol, {', '.join(OPTIONS)}")
         import torchode
 
         shape = y0.shape
@@ -64,4 +64,5 @@ def _make(method: str):
 @hybridseq.hookimpl
 def hybridseq_register_solvers(register):
     for method in METHODS:
-        register(f"torchode_{method}", _make(method), adjoint=False)
+        register(f"torchode_{method}", _make(method), adjoint=False, fixed_grid=method not in ADAPTIVE,
+                 options=OPTIONS)

@@ -42,7 +42,8 @@ class Mamba2(SSMBlock):
             check_positive(self, path, ("d_state", "expand", "head_dim", "n_groups", "d_conv", "chunk_size"))
             inner = self.expand * self.d_model
             if inner % self.head_dim:
-                raise ConfigError(f"{path}.head_dim", f"head_dim={self.head_dim} must divide expand * d_model = {inner}")
+                raise ConfigError(f"{path}.head_dim",
+                                  f"head_dim={self.head_dim} must divide expand * d_model = {inner}")
             if (inner // self.head_dim) % self.n_groups:
                 raise ConfigError(f"{path}.n_groups", f"n_groups={self.n_groups} must divide the number of "
                                   f"heads {inner // self.head_dim}")

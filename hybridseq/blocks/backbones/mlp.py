@@ -9,16 +9,7 @@ from torch import Tensor, nn
 
 from ...seq import Seq
 from ..base import Block, choice
-
-ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU, "tanh": nn.Tanh}
-
-
-class FeedForward(nn.Sequential):
-    """Linear -> activation -> dropout -> Linear: [.., d_in] -> [.., d_out]."""
-
-    def __init__(self, d_in: int, hidden: int, d_out: int, dropout: float = 0.0, activation: str = "gelu"):
-        super().__init__(nn.Linear(d_in, hidden), ACTIVATIONS[activation](), nn.Dropout(dropout),
-                         nn.Linear(hidden, d_out))
+from ..layers import FeedForward
 
 
 class MLP(Block):

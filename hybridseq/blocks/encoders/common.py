@@ -1,4 +1,4 @@
-"""Shared pieces of the ODE encoders: clean inputs, per-interval solves, small vector fields.
+"""Shared pieces of the ODE encoders: clean inputs, per-interval solves, the jump ODE.
 
 Every ODE encoder integrates the whole batch at once in normalised interval time: an interval of length
 Δt_b in series b becomes s ∈ [0, 1] with dh/ds = Δt_b · f(h), so series with different observation
@@ -21,31 +21,19 @@ def clean_inputs(batch: IrregularBatch) -> tuple[Tensor, Tensor, Tensor, Tensor]
     repeat the last valid time; valid [B, N] bool.
     """
     valid = batch.valid                                                     # [B, N]
-    observed = batch.mask & valid[..., None]                                # [B, N, C]
-    values = torch.where(observed, batch.values, torch.zeros_like(batch.values))
+    observed, values = batch.observed, batch.observed_values()              # [B, N, C] each
     last = (batch.lengths - 1).clamp_min(0)[:, None]                        # [B, 1]
     times = torch.where(valid, batch.times, batch.times.gather(1, last))    # [B, N]
     return values, observed, times, valid
 
 
-def gaps(times: Tensor) -> Tensor:
-    """[B, N] time since the previous step (0 at the first step and over padding)."""
+def intervals(times: Tensor) -> Tensor:
+    """[B, N] the interval since the previous time point (0 at the first one and over padding)."""
     return torch.diff(times, dim=1, prepend=times[:, :1])
 
 
 def unit_interval(like: Tensor) -> Tensor:
     return torch.tensor(UNIT, dtype=like.dtype, device=like.device)
-
-
-class MLPField(nn.Module):
-    """f(t, h) = W2 tanh(W1 h + b1) + b2, an autonomous vector field."""
-
-    def __init__(self, width: int, hidden: int, out: int | None = None):
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(width, hidden), nn.Tanh(), nn.Linear(hidden, out or width))
-
-    def forward(self, t: Tensor, h: Tensor) -> Tensor:
-        return self.net(h)
 
 
 class Scaled(nn.Module):
@@ -78,7 +66,7 @@ class JumpODE(nn.Module):
 
     def forward(self, batch: IrregularBatch, jump) -> Tensor:
         values, observed, times, valid = clean_inputs(batch)
-        dt = gaps(times)                                                    # [B, N]
+        dt = intervals(times)                                               # [B, N]
         h = values.new_zeros(values.shape[0], self.hidden)                  # [B, H]
         states = []
         for i in range(values.shape[1]):                                    # over time steps, not series

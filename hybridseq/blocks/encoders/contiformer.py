@@ -21,10 +21,10 @@ from torch import Tensor, nn
 
 from ...errors import ConfigError
 from ...seq import IrregularBatch, Seq
-from ...solvers import ODESolver, SolverConfig
-from ..base import Block
+from ...solvers import SolverConfig
+from ..base import ODEBlock
+from ..layers import TimeEncoding, check_heads
 from .common import clean_inputs
-from .linear import TimeEncoding
 
 
 def gauss_legendre(points: int) -> tuple[Tensor, Tensor]:
@@ -56,7 +56,7 @@ class _PairField(nn.Module):
         return self.span[..., None] * self.field(self.start + s * self.span, y)
 
 
-class ContiFormerEncoder(Block):
+class ContiFormerEncoder(ODEBlock):
     @dataclass
     class Config:
         d_in: int = MISSING              # input channels (injected)
@@ -68,19 +68,15 @@ class ContiFormerEncoder(Block):
         solver: SolverConfig = field(default_factory=lambda: SolverConfig(method="rk4"))
 
         def validate(self, path: str) -> None:
-            if self.d_model % self.heads:
-                raise ConfigError(f"{path}.heads", f"d_model ({self.d_model}) must be divisible by heads "
-                                  f"({self.heads})", got=self.heads)
+            check_heads(self.d_model, self.heads, path)
             if self.quadrature < 1:
                 raise ConfigError(f"{path}.quadrature", f"must be >= 1, got {self.quadrature}")
 
     accepts = "irregular"
-    compile_safe = False             # Python loop over intervals / solver control flow
 
     def __init__(self, cfg: Config):
         super().__init__(cfg)
         d = cfg.d_model
-        self.solver = ODESolver(cfg.solver)
         self.time = TimeEncoding(cfg.time_features)
         self.embed = nn.Linear(2 * cfg.d_in + cfg.time_features, d)
         self.qkv = nn.Linear(d, 3 * d)
@@ -89,9 +85,6 @@ class ContiFormerEncoder(Block):
         nodes, weights = gauss_legendre(cfg.quadrature)
         self.register_buffer("nodes", nodes.float(), persistent=False)
         self.register_buffer("weights", weights.float(), persistent=False)
-
-    def stats(self) -> dict:
-        return {"nfe": self.solver.nfe}
 
     def interval_means(self, k: Tensor, v: Tensor, times: Tensor) -> tuple[Tensor, Tensor]:
         """k̄, v̄ [B, N_i, N_j, D]: means of the trajectories from (k_j, v_j) [B, N, D] over [t_j, t_i]."""

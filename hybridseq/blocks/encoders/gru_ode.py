@@ -15,8 +15,8 @@ from omegaconf import MISSING
 from torch import nn
 
 from ...seq import IrregularBatch, Seq
-from ...solvers import ODESolver, SolverConfig
-from ..base import Block
+from ...solvers import SolverConfig
+from ..base import ODEBlock
 from .common import JumpODE
 
 FEATURES_PER_CHANNEL = 4             # value, predicted mean, predicted log-variance, standardised error
@@ -36,7 +36,7 @@ class GRUODEField(nn.Module):
         return (1 - z) * (g - h)
 
 
-class GRUODEEncoder(Block):
+class GRUODEEncoder(ODEBlock):
     @dataclass
     class Config:
         d_in: int = MISSING              # input channels (injected)
@@ -45,11 +45,9 @@ class GRUODEEncoder(Block):
         solver: SolverConfig = field(default_factory=lambda: SolverConfig(method="rk4"))
 
     accepts = "irregular"
-    compile_safe = False             # Python loop over intervals / solver control flow
 
     def __init__(self, cfg: Config):
         super().__init__(cfg)
-        self.solver = ODESolver(cfg.solver)
         self.flow = JumpODE(GRUODEField(cfg.hidden), self.solver, cfg.hidden)
         self.predict = nn.Linear(cfg.hidden, 2 * cfg.d_in)                 # mean and log-variance per channel
         self.cell = nn.GRUCell((FEATURES_PER_CHANNEL + 1) * cfg.d_in, cfg.hidden)
@@ -61,9 +59,6 @@ class GRUODEEncoder(Block):
         mf = m.to(x.dtype)
         feats = torch.cat([x, mean * mf, logvar * mf, error * mf, mf], dim=-1)   # [B, 5C]
         return self.cell(feats, h)
-
-    def stats(self) -> dict:
-        return {"nfe": self.solver.nfe}
 
     def forward(self, batch: IrregularBatch) -> Seq:
         return batch.seq(self.out(self.flow(batch, self.jump)))           # [B, N, D]

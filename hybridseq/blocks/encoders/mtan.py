@@ -20,12 +20,8 @@ from torch import Tensor, nn
 
 from ...seq import IrregularBatch, Seq
 from ..base import Block
+from ..layers import TimeEncoding, inverse_softplus
 from .common import clean_inputs
-from .linear import TimeEncoding
-
-
-def _inverse_softplus(y: float) -> float:
-    return math.log(math.expm1(y))
 
 
 class MTANEncoder(Block):
@@ -45,7 +41,7 @@ class MTANEncoder(Block):
         k = cfg.reference_points
         self.start = nn.Parameter(torch.zeros(()))
         gap = 1.0 / max(k - 1, 1)
-        self.raw_gaps = nn.Parameter(torch.full((k - 1,), _inverse_softplus(gap)))
+        self.raw_gaps = nn.Parameter(inverse_softplus(torch.full((k - 1,), gap)))
         self.time = TimeEncoding(cfg.time_features)
         self.query = nn.Linear(cfg.time_features, cfg.heads * cfg.key_width)
         self.key = nn.Linear(cfg.time_features, cfg.heads * cfg.key_width)

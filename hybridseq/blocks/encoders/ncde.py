@@ -19,8 +19,8 @@ from omegaconf import MISSING
 from torch import Tensor, nn
 
 from ...seq import IrregularBatch, Seq
-from ...solvers import ODESolver, SolverConfig
-from ..base import Block, choice
+from ...solvers import SolverConfig
+from ..base import ODEBlock, choice
 from .common import clean_inputs, unit_interval
 
 MIN_GAP = 1e-6                       # floor on interval lengths (repeated time stamps)
@@ -89,7 +89,8 @@ class CDEField(nn.Module):
     def __init__(self, hidden: int, channels: int, width: int):
         super().__init__()
         self.hidden, self.channels = hidden, channels
-        self.net = nn.Sequential(nn.Linear(hidden, width), nn.Softplus(), nn.Linear(width, hidden * channels), nn.Tanh())
+        self.net = nn.Sequential(nn.Linear(hidden, width), nn.Softplus(), nn.Linear(width, hidden * channels),
+                                 nn.Tanh())
 
     def forward(self, z: Tensor) -> Tensor:
         return self.net(z).view(*z.shape[:-1], self.hidden, self.channels)  # [B, H*P] -> [B, H, P]
@@ -108,7 +109,7 @@ class _Controlled(nn.Module):
         return (self.field(z) @ dx[..., None]).squeeze(-1)                   # [B, H, P] @ [B, P, 1] -> [B, H]
 
 
-class NCDEEncoder(Block):
+class NCDEEncoder(ODEBlock):
     @dataclass
     class Config:
         d_in: int = MISSING              # input channels (injected)
@@ -119,18 +120,13 @@ class NCDEEncoder(Block):
         solver: SolverConfig = field(default_factory=lambda: SolverConfig(method="rk4"))
 
     accepts = "irregular"
-    compile_safe = False             # Python loop over intervals / solver control flow
 
     def __init__(self, cfg: Config):
         super().__init__(cfg)
         channels = 1 + 2 * cfg.d_in
-        self.solver = ODESolver(cfg.solver)
         self.initial = nn.Linear(channels, cfg.hidden)
         self.field = CDEField(cfg.hidden, channels, cfg.field_width)
         self.out = nn.Linear(cfg.hidden, cfg.d_model)
-
-    def stats(self) -> dict:
-        return {"nfe": self.solver.nfe}
 
     def states(self, batch: IrregularBatch) -> Tensor:
         """z at each observation time [B, N, H] (held constant over padding)."""

@@ -13,12 +13,13 @@ from omegaconf import MISSING
 from torch import nn
 
 from ...seq import IrregularBatch, Seq
-from ...solvers import ODESolver, SolverConfig
-from ..base import Block
-from .common import JumpODE, MLPField
+from ...solvers import SolverConfig
+from ..base import ODEBlock
+from ..layers import MLPField
+from .common import JumpODE
 
 
-class ODERNNEncoder(Block):
+class ODERNNEncoder(ODEBlock):
     @dataclass
     class Config:
         d_in: int = MISSING              # input channels (injected)
@@ -28,20 +29,15 @@ class ODERNNEncoder(Block):
         solver: SolverConfig = field(default_factory=lambda: SolverConfig(method="rk4"))
 
     accepts = "irregular"
-    compile_safe = False             # Python loop over intervals / solver control flow
 
     def __init__(self, cfg: Config):
         super().__init__(cfg)
-        self.solver = ODESolver(cfg.solver)
         self.flow = JumpODE(MLPField(cfg.hidden, cfg.field_width), self.solver, cfg.hidden)
         self.cell = nn.GRUCell(2 * cfg.d_in, cfg.hidden)
         self.out = nn.Linear(cfg.hidden, cfg.d_model)
 
     def jump(self, h, x, m):
         return self.cell(torch.cat([x, m.to(x.dtype)], dim=-1), h)        # [B, 2C] -> [B, H]
-
-    def stats(self) -> dict:
-        return {"nfe": self.solver.nfe}
 
     def forward(self, batch: IrregularBatch) -> Seq:
         return batch.seq(self.out(self.flow(batch, self.jump)))           # [B, N, D]

@@ -23,12 +23,12 @@ import torch.nn.functional as F
 from omegaconf import MISSING
 from torch import Tensor, nn
 
-from ...errors import ConfigError
 from ... import registry
+from ...errors import ConfigError
 from ...seq import Seq
-from ...solvers import ODESolver, SolverConfig
-from ..backbones.transformer import attention_mask
-from ..base import Block, choice
+from ...solvers import SolverConfig
+from ..base import DepthMap, ODEBlock, choice
+from ..layers import attention_mask, check_heads
 from .hyper import HyperNet
 
 
@@ -71,7 +71,7 @@ class DepthField(nn.Module):
         return dx if self.keep is None else dx * self.keep
 
 
-class NeuralODETransformer(Block):
+class NeuralODETransformer(ODEBlock):
     """A Transformer layer whose parameters depend on depth t, integrated from t=0 to t=1."""
 
     @dataclass
@@ -88,8 +88,7 @@ class NeuralODETransformer(Block):
         solver: SolverConfig = field(default_factory=lambda: SolverConfig(method="rk4"))
 
         def validate(self, path: str) -> None:
-            if self.heads < 1 or self.d_model % self.heads:
-                raise ConfigError(f"{path}.heads", f"heads={self.heads} must be >= 1 and divide d_model={self.d_model}")
+            check_heads(self.d_model, self.heads, path)
             for key, low in (("rank", 1), ("hyper_hidden", 1), ("steps", 1), ("t_embed", 2)):
                 value = getattr(self, key)
                 if value is not None and value < low:
@@ -101,26 +100,23 @@ class NeuralODETransformer(Block):
                 raise ConfigError(f"{path}.t_embed", f"expected an even number, got {self.t_embed}")
 
     example = {"heads": 2, "mlp_ratio": 2.0, "rank": 2, "t_embed": 4, "hyper_hidden": 8, "steps": 2}
+    compile_safe = True
 
     def __init__(self, cfg: Config):
         super().__init__(cfg)
         self.field = DepthField(cfg.d_model, cfg.heads, int(cfg.mlp_ratio * cfg.d_model), cfg.t_embed,
                                 cfg.hyper_hidden, cfg.hyper, cfg.rank)
-        solver_cfg, self.output_steps = cfg.solver, 1         # adaptive solvers: one interval [0, 1]
-        if cfg.steps is not None and self._accepts(grid_constructor=self._grid):
-            solver_cfg = replace(cfg.solver, options={**cfg.solver.options, "grid_constructor": self._grid})
-        elif cfg.steps is not None and self._accepts(step_size=0.5):
-            self.output_steps = cfg.steps
-        self.solver = ODESolver(solver_cfg)
 
-    def _accepts(self, **options) -> bool:
-        """Whether the configured solver runs with these extra options (a dry run on dy/dt = -y)."""
-        solve = registry.solvers.get(self.cfg.solver.method, "solver.method")
-        try:
-            solve(lambda t, y: -y, torch.ones(1), torch.tensor([0.0, 1.0]), **self.cfg.solver.solve_kwargs(), **options)
-        except TypeError:
-            return False
-        return True
+    def solver_config(self, cfg: Config) -> SolverConfig:
+        """``steps`` equal steps: as a grid for solvers that take one, else as output times of a fixed-step
+        solver; adaptive solvers integrate over the one interval [0, 1]."""
+        record = registry.solvers.get(cfg.solver.method, "solver.method")   # what the solver declares
+        self.output_steps = 1
+        if cfg.steps is not None and record.takes("grid_constructor"):
+            return replace(cfg.solver, options={**cfg.solver.options, "grid_constructor": self._grid})
+        if cfg.steps is not None and record.fixed_grid:
+            self.output_steps = cfg.steps
+        return cfg.solver
 
     def _grid(self, func, y0, t: Tensor) -> Tensor:
         """``steps`` equal steps from t[0] to t[-1] (torchdiffeq's ``grid_constructor`` signature)."""
@@ -146,5 +142,17 @@ class NeuralODETransformer(Block):
         self.field.keep = keep
         return replace(seq, x=self.solver(self.field, x, self.times(x.device, x.dtype))[-1])
 
-    def stats(self) -> dict:
-        return {"nfe": self.solver.nfe}
+    def attention_along_depth(self, times: int) -> tuple[int, list[tuple[float, Tensor, Tensor]]]:
+        """The generated attention weights at ``times`` depths spread evenly over [0, 1]."""
+        out = []
+        for t in torch.linspace(0, 1, times).tolist():
+            p = self.weights_at(t)
+            out.append((t, p["qkv_weight"], p["out_weight"]))
+        return self.cfg.heads, out
+
+    def depth_map(self, seq: Seq) -> DepthMap:
+        x = seq.x.detach()                                                      # [B, L, D]
+        valid = seq.valid()[..., None]                                          # [B, L, 1]
+        self.field.mask = attention_mask(seq.mask, x.shape[1], self.cfg.causal, x.device)
+        self.field.keep = valid.to(x.dtype)
+        return DepthMap(torch.where(valid, x, 0.0), valid, field=self.field)

@@ -21,9 +21,8 @@ from torch import Tensor, nn
 
 from ...errors import ConfigError
 from ...seq import Seq
-from ..backbones.mlp import FeedForward
-from ..backbones.transformer import SelfAttention, attention_mask
-from ..base import Block, choice
+from ..base import Block, DepthMap, choice
+from ..layers import FeedForward, SelfAttention, attention_mask, check_heads
 
 SCHEMES = ("euler", "rk2", "rk4", "gated_rk2", "learned_rk2")
 
@@ -88,8 +87,7 @@ class ODETransformer(Block):
         causal: bool = False         # position i attends to positions <= i only
 
         def validate(self, path: str) -> None:
-            if self.heads < 1 or self.d_model % self.heads:
-                raise ConfigError(f"{path}.heads", f"heads={self.heads} must be >= 1 and divide d_model={self.d_model}")
+            check_heads(self.d_model, self.heads, path)
             if self.layers < 1:
                 raise ConfigError(f"{path}.layers", f"expected an integer >= 1, got {self.layers}")
 
@@ -106,3 +104,14 @@ class ODETransformer(Block):
         for layer in self.layers:
             x = layer(x, mask)
         return replace(seq, x=x)
+
+    def attention_along_depth(self, times: int) -> tuple[int, list[tuple[float, Tensor, Tensor]]]:
+        """One entry per layer, at t = l / layers (``times`` is ignored: the depth is discrete)."""
+        n = len(self.layers)
+        return self.cfg.heads, [(i / n, layer.field.attn.qkv.weight, layer.field.attn.out.weight)
+                                for i, layer in enumerate(self.layers)]
+
+    def depth_map(self, seq: Seq) -> DepthMap:
+        x = seq.x.detach()                                                      # [B, L, D]
+        mask = attention_mask(seq.mask, x.shape[1], self.cfg.causal, x.device)
+        return DepthMap(x, seq.valid()[..., None], step=lambda i, y: self.layers[i](y, mask), steps=len(self.layers))

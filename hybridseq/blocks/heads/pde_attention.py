@@ -27,9 +27,8 @@ from torch import Tensor, nn
 
 from ...errors import ConfigError
 from ...seq import Seq
-from ..backbones.mlp import FeedForward
-from ..backbones.transformer import SelfAttention, attention_mask
 from ..base import Block, choice
+from ..layers import FeedForward, SelfAttention, attention_mask, check_heads
 from . import pde as ops
 
 PDES = ("diffusion", "wave", "reaction_diffusion", "advection_diffusion")
@@ -56,8 +55,7 @@ class PDEAttention(Block):
         causal: bool = False                   # no token reaches an earlier one
 
         def validate(self, path: str) -> None:
-            if self.heads < 1 or self.d_model % self.heads:
-                raise ConfigError(f"{path}.heads", f"heads={self.heads} must be >= 1 and divide d_model={self.d_model}")
+            check_heads(self.d_model, self.heads, path)
             if self.steps < 1:
                 raise ConfigError(f"{path}.steps", f"expected an integer >= 1, got {self.steps}")
             if not self.time > 0:

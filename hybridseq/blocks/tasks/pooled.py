@@ -3,25 +3,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from omegaconf import MISSING
-from torch import Tensor, nn
+from torch import nn
 
 from ...seq import Seq
 from ..base import Block, choice
-
-
-def masked_pool(x: Tensor, valid: Tensor, how: str) -> Tensor:
-    """Pool x [B, L, D] over the valid positions [B, L] -> [B, D]."""
-    w = valid.to(x.dtype)[..., None]                                          # [B, L, 1]
-    if how == "mean":
-        return (x * w).sum(1) / w.sum(1).clamp_min(1.0)
-    if how == "max":
-        return x.masked_fill(~valid[..., None], torch.finfo(x.dtype).min).amax(1)
-    positions = torch.arange(x.shape[1], device=x.device)[None, :]            # [1, L]
-    scores = torch.where(valid, positions if how == "last" else -positions, -x.shape[1] - 1)
-    idx = scores.argmax(1)                                                    # [B]
-    return x[torch.arange(x.shape[0], device=x.device), idx]
+from ..layers import POOLS, masked_pool
 
 
 class PooledHead(Block):
@@ -30,7 +17,7 @@ class PooledHead(Block):
     @dataclass
     class Config:
         d_model: int = MISSING
-        pool: str = choice("mean", "max", "last", "first")
+        pool: str = choice(*POOLS)
 
     produces = "pooled"
 

@@ -23,11 +23,9 @@ from torch import Tensor, nn
 
 from ...errors import ConfigError
 from ...seq import Seq
-from ...solvers import ODESolver, SolverConfig
-from ..backbones.mlp import FeedForward
-from ..base import Block
-from ..encoders.linear import TimeEncoding
-from .pooled import masked_pool
+from ...solvers import SolverConfig
+from ..base import Block, ODEBlock
+from ..layers import FeedForward, MLPField, TimeEncoding, check_heads, masked_pool
 
 QUERY_MAX_FREQ = 64.0    # query times are smooth targets: the time encoding needs no finer resolution
 
@@ -68,8 +66,7 @@ class Interpolate(QueryHead):
         mlp_ratio: float = 2.0       # hidden width of the feed-forward layer, as a multiple of d_model
 
         def validate(self, path: str) -> None:
-            if self.heads < 1 or self.d_model % self.heads:
-                raise ConfigError(f"{path}.heads", f"heads={self.heads} must be >= 1 and divide d_model={self.d_model}")
+            check_heads(self.d_model, self.heads, path)
             if self.time_features < 2:
                 raise ConfigError(f"{path}.time_features", f"must be >= 2, got {self.time_features}")
 
@@ -108,34 +105,21 @@ class Interpolate(QueryHead):
 STEP = 0.05     # default fixed step of the decoder: 20 steps per unit of (normalised) time
 
 
-class _Field(nn.Module):
-    """Autonomous vector field dz/dτ = f(z): [B, D] -> [B, D]."""
-
-    def __init__(self, d: int, hidden: int):
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(d, hidden), nn.Tanh(), nn.Linear(hidden, d))
-
-    def forward(self, t: Tensor, z: Tensor) -> Tensor:
-        return self.net(z)
-
-
-class Extrapolate(QueryHead):
+class Extrapolate(ODEBlock, QueryHead):
     @dataclass
     class Config(QueryHead.Config):
         hidden_ratio: float = 2.0    # hidden width of the vector field, as a multiple of d_model
         solver: SolverConfig = field(default_factory=lambda: SolverConfig(method="rk4", step_size=STEP))
+
+    compile_safe = True
 
     def __init__(self, cfg: Config):
         super().__init__(cfg)
         d = cfg.d_model
         self.norm = nn.LayerNorm(d)
         self.init = nn.Linear(d, d)
-        self.func = _Field(d, int(cfg.hidden_ratio * d))
-        self.solver = ODESolver(cfg.solver)
+        self.func = MLPField(d, int(cfg.hidden_ratio * d))
         self.readout = nn.Linear(d, cfg.channels)
-
-    def stats(self) -> dict:
-        return {"nfe": self.solver.nfe}
 
     def forward(self, seq: Seq) -> Seq:
         valid = seq.valid()                                                  # [B, L]

@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 
 import hybridseq as hs
+from hybridseq.blocks.layers import linear_scan
 from hybridseq.testing import check_block, example_input
-
-from hybridseq_lru import LRU, linear_scan
+from hybridseq_lru import LRU
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "lru_model.yaml"
 

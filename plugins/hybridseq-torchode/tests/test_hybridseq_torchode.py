@@ -5,9 +5,8 @@ import torchdiffeq
 from torch import nn
 
 import hybridseq
-from hybridseq import ConfigError, ODESolver, SolverConfig, registry
-
 import hybridseq_torchode
+from hybridseq import ConfigError, ODESolver, SolverConfig, registry
 
 NAMES = [f"torchode_{m}" for m in hybridseq_torchode.METHODS]
 SETTINGS = {                    # name -> (options, tolerance against the exact solution)
@@ -71,12 +70,14 @@ def test_gradients_backward_in_time_and_nfe():
 def test_unknown_option_lists_valid_ones():
     with pytest.raises(TypeError, match="valid: rtol, atol, step_size"):
         registry.solvers.get("torchode_dopri5")(Rotation(), torch.ones(1, 2), torch.tensor([0.0, 1.0]), order=3)
-    with pytest.raises(ConfigError, match="rejected options"):
+    with pytest.raises(ConfigError, match=r"options.order: unknown option for solver 'torchode_tsit5'.*max_steps"):
         SolverConfig(method="torchode_tsit5", options={"order": 3}).validate("model.encoder.solver")
+    with pytest.raises(ConfigError, match="rejected options max_steps='many': expected int"):
+        SolverConfig(method="torchode_tsit5", options={"max_steps": "many"}).validate("model.encoder.solver")
 
 
 def test_adjoint_is_refused_at_validation():
-    assert registry.solvers.entry("torchode_tsit5").meta["adjoint"] is False
+    assert registry.solvers.entry("torchode_tsit5").obj.adjoint is False
     with pytest.raises(ConfigError, match="does not support adjoint"):
         SolverConfig(method="torchode_tsit5", adjoint=True).validate("model.encoder.solver")
 

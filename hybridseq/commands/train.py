@@ -11,16 +11,16 @@ from ..io import to_json
 
 
 def cmd_train(args) -> int:
-    from .checkpoint import CONFIG_FILE
     from ..config import compose, split_args
-    from .trainer import train
+    from ..train.checkpoint import RunDir
+    from ..train.trainer import train
 
     if args.config is not None and "=" in args.config and not Path(args.config).exists():
         args.overrides, args.config = [args.config, *args.overrides], None   # `train --resume --out R k=v`
     if args.config is None:
         if not (args.resume and args.out):
             raise ConfigError("CONFIG", "a config file is needed (or --resume --out RUN_DIR to continue a run)")
-        args.config = str(Path(args.out) / CONFIG_FILE)
+        args.config = str(RunDir(args.out).config)
     files, overrides = split_args(args.overrides)
     cfg = compose([args.config, *files], overrides)
     out = args.out or f"runs/{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -41,7 +41,7 @@ def cmd_config(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from .evaluate import evaluate_run
+    from ..train.evaluate import evaluate_run
 
     result = evaluate_run(args.run_dir, args.data or (), args.split, args.checkpoint, overrides=args.overrides)
     print(to_json(result, indent=2))

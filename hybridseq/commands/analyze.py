@@ -24,7 +24,8 @@ def _input(source: str, cfg, model, batch: int, seed: int):
             raise ConfigError("--input", f"{source}: cannot load it as a tensor file ({type(err).__name__})") from None
         if not isinstance(batch, torch.Tensor) or batch.dim() != 3 or not batch.is_floating_point():
             raise ConfigError("--input", f"{source}: expected a float tensor [B, L, C], got "
-                              + (f"shape {list(batch.shape)}" if isinstance(batch, torch.Tensor) else type(batch).__name__))
+                              + (f"shape {list(batch.shape)}" if isinstance(batch, torch.Tensor)
+                                 else type(batch).__name__))
         if batch.shape[-1] != model.spec.channels:
             raise ConfigError("--input", f"{source}: the tensor has {batch.shape[-1]} channels but the model takes "
                               f"{model.spec.channels}")
@@ -42,8 +43,8 @@ def _input(source: str, cfg, model, batch: int, seed: int):
 
 
 def cmd_analyze(args) -> int:
+    from ..analysis import analyze, write_report
     from ..train.checkpoint import load_run
-    from . import analyze, write_report
 
     cfg, model = load_run(args.path)
     torch.manual_seed(args.seed)

@@ -8,8 +8,8 @@ from ..hookspecs import hookimpl
 
 
 def cmd_ablate(args) -> int:
-    from . import ablate
-    from .sweep import load_sweep
+    from ..ablate import ablate
+    from ..ablate.sweep import load_sweep
 
     out = args.out or str(Path("runs") / "ablate" / load_sweep(args.sweep, overrides=args.overrides).name)
     print(f"sweep {args.sweep} -> {out}")
@@ -31,7 +31,8 @@ def default_workers() -> int:
 def hybridseq_register_commands(cli):
     p = cli.add_parser("ablate", help="run a sweep of configs (variants x axes x seeds) and summarise it")
     p.add_argument("sweep", help="sweep YAML file (base config, variants, axes, seeds)")
-    p.add_argument("overrides", nargs="*", help="dotlist overrides for every run, applied last (they win over variants and axes), "
+    p.add_argument("overrides", nargs="*", help="dotlist overrides for every run, applied last (they win over "
+                   "variants and axes), "
                    "e.g. train.epochs=2 (they change the run ids: a different config is a different run)")
     p.add_argument("--workers", type=int, default=None,
                    help="parallel worker processes (default: CPU cores, at most 4; 0 = in this process)")

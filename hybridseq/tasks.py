@@ -1,0 +1,110 @@
+"""Learning tasks: each pairs a loss with its metric meter, the metric it selects on and that metric's
+direction, and says what the model's task head must produce. Tasks are registered like blocks, through
+``hybridseq_register_tasks``; the built-in ones below use the same hook.
+
+| task          | head produces                    | loss                      | metrics             |
+|---------------|----------------------------------|---------------------------|---------------------|
+| `classify`    | pooled logits [B, classes]       | cross-entropy             | accuracy, macro_f1  |
+| `regress`     | pooled values [B, outputs]       | MSE                       | mse, mae            |
+| `interpolate` | sequence [B, Q, channels]        | MSE over observed queries | mse, mae            |
+| `extrapolate` | sequence [B, Q, channels]        | MSE over observed queries | mse, mae            |
+"""
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from . import registry
+from .hookspecs import hookimpl
+from .metrics import ClassifyMeter, ErrorMeter
+
+
+class Task:
+    """Base class of a learning task; the registered name is passed to the constructor.
+
+    Class attributes: ``port`` (what the head must produce: ``"pooled"`` | ``"sequence"``),
+    ``width_key`` (the head's config field, and the `DataInfo` attribute, giving the output width),
+    ``monitor`` (the validation metric that selects the best epoch and drives early stopping) and
+    ``maximize`` (the metrics of `meter` where higher is better; every other one is lower-better).
+    """
+
+    port: ClassVar[str] = "pooled"
+    width_key: ClassVar[str]
+    monitor: ClassVar[str]
+    maximize: ClassVar[frozenset] = frozenset()
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def higher_is_better(self, metric: str) -> bool:
+        return metric in self.maximize
+
+    def loss(self, pred: Tensor, targets: dict) -> Tensor:
+        """The training loss of a batch: ``pred`` is the head's output ``x``, ``targets`` the collated dict."""
+        raise NotImplementedError
+
+    def meter(self, width: int):
+        """A fresh metric accumulator: ``update(...)`` per batch (through `update`), then ``compute() -> dict``."""
+        raise NotImplementedError
+
+    def update(self, meter, pred: Tensor, targets: dict, loss: float) -> None:
+        raise NotImplementedError
+
+
+class Classify(Task):
+    width_key, monitor, maximize = "classes", "accuracy", frozenset({"accuracy", "macro_f1"})
+
+    def loss(self, pred, targets):
+        return F.cross_entropy(pred.float(), targets["label"])
+
+    def meter(self, width):
+        return ClassifyMeter(width)
+
+    def update(self, meter, pred, targets, loss):
+        meter.update(pred, targets["label"], loss)
+
+
+class Regress(Task):
+    width_key, monitor = "outputs", "mse"
+
+    def loss(self, pred, targets):
+        return F.mse_loss(pred.float(), targets["target"].float())
+
+    def meter(self, width):
+        return ErrorMeter()
+
+    def update(self, meter, pred, targets, loss):
+        meter.update(pred, targets["target"], None, loss)
+
+
+class QueryTask(Task):
+    """Values at query times (``interpolate`` inside the observed window, ``extrapolate`` after it)."""
+
+    port, width_key, monitor = "sequence", "channels", "mse"
+
+    def loss(self, pred, targets):
+        pred = pred.float()
+        mask = targets["query_mask"].to(pred.dtype)                               # [B, Q, C]
+        err = (pred - targets["query_values"].float()).square() * mask
+        return err.sum() / mask.sum().clamp_min(1.0)
+
+    def meter(self, width):
+        return ErrorMeter()
+
+    def update(self, meter, pred, targets, loss):
+        meter.update(pred, targets["query_values"], targets["query_mask"], loss)
+
+
+def get_task(name: str, path: str = "task") -> Task:
+    """The registered task ``name``, or a `ConfigError` at ``path`` listing the tasks."""
+    return registry.tasks.get(name, path)(name)
+
+
+@hookimpl
+def hybridseq_register_tasks(register):
+    register("classify", Classify)
+    register("regress", Regress)
+    register("interpolate", QueryTask)
+    register("extrapolate", QueryTask)
