@@ -1,5 +1,6 @@
 """Reasoning heads: activation memory of `neural_ode_transformer` with and without adjoint as the number
-of depth steps grows, and time of `pde_attention` variants vs a plain `transformer` layer at equal width.
+of depth steps grows, and time and memory of every reasoning head (`pde_attention` variants,
+`ode_transformer`, `neural_ode_transformer`) vs a plain `transformer` layer at equal width, per length.
 
 Memory is the peak, over one forward AND its backward pass, of the bytes autograd holds for backward:
 every tensor packed by a saved-tensors hook is counted (each storage once) while the graph holding it
@@ -7,7 +8,7 @@ is alive, parameters excluded. Without adjoint that peak is the forward's whole 
 forward keeps nothing and the backward builds and frees one step's graph at a time, so the peak is one
 step's. The count is the same on any device. Time is forward + backward, interleaved repeats, median.
 
-    python bench/heads.py [--batch 8] [--length 128] [--d-model 64] [--repeats 10]
+    python bench/heads.py [--batch 8] [--length 128] [--lengths 512 2048] [--d-model 64] [--repeats 10]
     python bench/heads.py --quick      # tiny sizes, a few seconds: checks that it runs
 """
 from __future__ import annotations
@@ -54,42 +55,60 @@ def memory_table(args) -> None:
         row[False] / base["plain"], row[True] / base["adjoint"]))
 
 
-def time_table(args) -> None:
-    d, seq = args.d_model, hs.Seq(x=torch.randn(args.batch, args.length, args.d_model))
-    variants = {
-        "transformer": ("transformer", {}),
-        "pde diffusion/states explicit": ("pde_attention", {}),
-        "pde diffusion/states spectral": ("pde_attention", {"solver": "spectral"}),
-        "pde wave/states": ("pde_attention", {"pde": "wave"}),
-        "pde advection_diffusion/weights": ("pde_attention", {"pde": "advection_diffusion", "target": "weights"}),
-        "pde diffusion/weights causal": ("pde_attention", {"target": "weights", "causal": True}),
-    }
-    blocks = {name: hs.build_block(kind, d_model=d, heads=4, **opts) for name, (kind, opts) in variants.items()}
+VARIANTS = {
+    "transformer": ("transformer", {}),
+    "pde diffusion/states explicit": ("pde_attention", {}),
+    "pde diffusion/states spectral": ("pde_attention", {"stepper": "spectral"}),
+    "pde wave/states explicit": ("pde_attention", {"pde": "wave"}),
+    "pde diffusion/weights explicit": ("pde_attention", {"target": "weights"}),
+    "pde advection_diffusion/weights": ("pde_attention", {"pde": "advection_diffusion", "target": "weights"}),
+    "pde diffusion/weights causal": ("pde_attention", {"target": "weights", "causal": True}),
+    "ode_transformer rk2": ("ode_transformer", {}),
+    "neural_ode_transformer (default)": ("neural_ode_transformer", {}),
+}
+
+
+def time_table(args, length: int) -> None:
+    """Forward + backward time and saved-tensor memory of every variant, as ratios to a transformer layer."""
+    d = args.d_model
+    seq = hs.Seq(x=torch.randn(args.batch, length, d, requires_grad=True))
+    blocks = {name: hs.build_block(kind, d_model=d, heads=4, **opts) for name, (kind, opts) in VARIANTS.items()
+              if name == "transformer" or not any(word in name for word in args.exclude)}
 
     def run(block):
         return lambda: block(seq).x.sum().backward()
 
-    times = interleaved({name: run(b) for name, b in blocks.items()}, repeats=args.repeats, warmup=2)
-    print(f"\nforward+backward time, d_model={d}, batch={args.batch}, length={args.length}, heads=4, "
-          f"pde steps=4, {torch.get_num_threads()} thread(s) (median of {args.repeats} interleaved repeats)")
+    times = interleaved({name: run(b) for name, b in blocks.items()}, repeats=args.repeats, warmup=1)
+    memory = {name: peak_saved_bytes(run(b), list(b.parameters())) for name, b in blocks.items()}
+    print(f"\nforward+backward, d_model={d}, batch={args.batch}, length={length}, heads=4, "
+          f"{torch.get_num_threads()} thread(s), median of {args.repeats} interleaved repeats")
+    print(f"{'layer':<34} {'ms':>9} {'time':>7} {'MiB':>9} {'memory':>7}  substeps")
     for name, seconds in times.items():
-        print(f"{name:<34} {seconds * 1e3:8.2f} ms   {seconds / times['transformer']:5.2f}x transformer")
+        block = blocks[name]
+        steps = block.cfg.substeps() if hasattr(block.cfg, "substeps") else ""
+        print(f"{name:<34} {seconds * 1e3:9.1f} {seconds / times['transformer']:6.2f}x "
+              f"{memory[name] / MiB:9.1f} {memory[name] / memory['transformer']:6.2f}x  {steps}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--length", type=int, default=128)
+    ap.add_argument("--length", type=int, default=128, help="sequence length of the memory table")
+    ap.add_argument("--lengths", type=int, nargs="+", default=[512, 2048], help="lengths of the time tables")
+    ap.add_argument("--skip-memory", action="store_true", help="only the time tables")
+    ap.add_argument("--exclude", nargs="*", default=[], help="skip variants whose name contains any of these words")
     ap.add_argument("--d-model", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--threads", type=int, default=1, help="intra-op threads (1: stable timings on a shared CPU)")
     ap.add_argument("--quick", action="store_true", help="batch 2, length 16, d_model 16, 2 repeats")
     args = ap.parse_args()
     if args.quick:
-        args.batch, args.length, args.d_model, args.repeats = 2, 16, 16, 2
+        args.batch, args.length, args.d_model, args.repeats, args.lengths = 2, 16, 16, 2, [32]
     torch.set_num_threads(args.threads)
-    memory_table(args)
-    time_table(args)
+    if not args.skip_memory:
+        memory_table(args)
+    for length in args.lengths:
+        time_table(args, length)
 
 
 if __name__ == "__main__":

@@ -189,12 +189,14 @@ def load_splits(problem: dict, data_root: Path, drop: float, seed: int):
 
 
 def run_key(config: str, problem: str, drop: float, seed: int, protocol: dict, suite) -> str:
-    """A digest of everything a run depends on: for hybridseq rows the composed model section and the
-    full train section with hybridseq's defaults, so a changed default reruns them."""
+    """A digest of everything a run depends on: for hybridseq rows every block's validated config (its
+    defaults included) and the full train section, so a changed default reruns them."""
     entry = config
     if config in suite.configs:
-        cfg = hs.load_config(SUITE.parent / suite.base, list(suite.configs[config]))
-        entry = [OmegaConf.to_container(cfg.model), asdict(train_config(hybridseq_train(protocol, seed)))]
+        cfg = hs.load_config(SUITE.parent / suite.base, [*suite.configs[config], "model.input.channels=1",
+                                                         "model.head.classes=2"])
+        nodes = [(n.type, repr(n.cfg)) for n in hs.validate_model(cfg.model).nodes]
+        entry = [nodes, asdict(train_config(hybridseq_train(protocol, seed)))]
     text = json.dumps([config, entry, problem, drop, seed, protocol], sort_keys=True, default=str)
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 

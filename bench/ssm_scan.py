@@ -9,7 +9,8 @@ the same for both), batch 8. Times are medians of interleaved repeats in one pro
 on a GPU, ``torch.cuda.max_memory_allocated`` during one forward + backward; on CPU, the rise of the
 process's peak resident set size (VmHWM, reset just before) over its size before the pass, each variant measured
 in a fresh subprocess (it counts everything the pass touches: activations, saved tensors, workspaces,
-allocator slack). Then s4d forward + backward at L = 1k, 4k, 16k to show the O(L log L) scaling.
+allocator slack). Then s4d forward + backward at L = 1k, 4k, 16k to show the O(L log L) scaling, and
+s4d / s4 with observation times (irregular gaps) against the same block on a regular grid.
 """
 from __future__ import annotations
 
@@ -123,6 +124,32 @@ def s4d_scaling(lengths, repeats: int, device: str) -> None:
         print(f"  L={length:6d} time {t * 1e3:9.1f} ms   time / (L log L) relative to L={lengths[0]}: {per / base:.2f}")
 
 
+def timed_cost(lengths, repeats: int, device: str) -> None:
+    """s4d and s4 with observation times (irregular gaps) against the same block on a regular grid."""
+    print(f"timed vs regular fwd+bwd, batch {BATCH}, d_model {D_MODEL}, d_state 64, gaps ~ U(0.1, 2)")
+    for name in ("s4d", "s4"):                            # timed_disc defaults: s4d zoh, s4 scaled (bilinear)
+        model = hs.build_block(name, d_model=D_MODEL, d_state=64).to(device)
+        for length in lengths:
+            x = torch.randn(BATCH, length, D_MODEL, device=device, requires_grad=True)
+            t = torch.cumsum(0.1 + 1.9 * torch.rand(BATCH, length, device=device), 1)
+            res = {}
+            for label, seq in (("regular", hs.Seq(x=x)), ("timed", hs.Seq(x=x, t=t))):
+                run_seq(model, seq)
+                res[label] = statistics.median(run_seq(model, seq) for _ in range(repeats))
+            print(f"  {name:4s} L={length:6d} regular {res['regular'] * 1e3:9.1f} ms   timed "
+                  f"{res['timed'] * 1e3:9.1f} ms   timed/regular x{res['timed'] / res['regular']:.2f}")
+
+
+def run_seq(model, seq) -> float:
+    """Seconds for one forward + backward of ``model`` on a `Seq`."""
+    sync = torch.cuda.synchronize if seq.x.is_cuda else (lambda: None)
+    sync()
+    start = time.perf_counter()
+    model(seq).x.square().mean().backward()
+    sync()
+    return time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lengths", type=int, nargs="+", default=[1024, 4096])
@@ -133,14 +160,20 @@ def main() -> None:
                         help="CPU threads (default 1: on a shared machine a second thread that is descheduled "
                              "stalls every parallel op by a scheduler slice, which drowns what is measured)")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--only", choices=("mamba", "s4d", "timed"), nargs="+", default=("mamba", "s4d", "timed"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.child:
         return child(args.child[0], int(args.child[1]))
     if args.quick:
         args.lengths, args.repeats = [256], 1
-    compare(args.lengths, args.repeats, args.device)
-    s4d_scaling((256, 1024) if args.quick else (1024, 4096, 16384), max(1, args.repeats // 2), args.device)
+    long = (256, 1024) if args.quick else (1024, 4096, 16384)
+    if "mamba" in args.only:
+        compare(args.lengths, args.repeats, args.device)
+    if "s4d" in args.only:
+        s4d_scaling(long, max(1, args.repeats // 2), args.device)
+    if "timed" in args.only:
+        timed_cost(long, max(1, args.repeats // 2), args.device)
 
 
 if __name__ == "__main__":

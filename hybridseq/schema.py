@@ -143,6 +143,10 @@ def _check_numbers(obj: Any, path: str) -> None:
 
 def build_config(schema: type, values: dict, path: str, *, what: str = "block") -> Any:
     """Merge ``values`` onto dataclass ``schema`` and return a validated instance of it."""
+    for old, new in getattr(schema, "renamed", {}).items():      # keys a schema renamed: say the new name
+        if old in values:
+            raise ConfigError(_join(path, old), f"'{old}' was renamed to '{new}'; write {new}: {values[old]}",
+                              got=old)
     base = OmegaConf.structured(schema)
     try:
         merged = OmegaConf.merge(base, values)

@@ -3,7 +3,10 @@
 ``register_plugin`` registers a plugin object for the span of a ``with`` block; ``check_block`` runs the
 block conformance checks: output shape, no NaN, gradients reach every parameter, state_dict round trip,
 and padding invariance (changing padded values, or values of unobserved channels, changes no valid
-output).
+output). With ``autocast=torch.bfloat16`` (or ``torch.float16``) it checks mixed precision instead, as
+the trainer runs it: forward under ``torch.autocast``, backward outside it; outputs and gradients must be
+finite, gradients must reach every parameter, and the output must stay within ``AUTOCAST_TOL`` (relative
+L2 error over valid outputs) of the same module's float32 output.
 """
 from __future__ import annotations
 
@@ -82,9 +85,11 @@ def _valid_part(out: Seq) -> Tensor:
 
 
 def check_block(block, overrides: dict | None = None, *, d_model: int = 8, d_in: int = 3, seed: int = 0,
-                atol: float = 1e-5, rtol: float = 1e-4) -> Seq:
+                atol: float = 1e-5, rtol: float = 1e-4, autocast: torch.dtype | None = None,
+                device: str = "cpu") -> Seq:
     """Run the conformance checks on ``block`` (a registered name or a `Block` class); raise on failure.
 
+    ``autocast``: a half dtype to run the mixed-precision checks on ``device`` instead (module docstring).
     Returns the output of the first forward pass for further checks by the caller.
     """
     cls, cfg = block_config(block, overrides, d_model=d_model, d_in=d_in)
@@ -92,6 +97,8 @@ def check_block(block, overrides: dict | None = None, *, d_model: int = 8, d_in:
     torch.manual_seed(seed)
     module = cls.build(cfg)
     inp = example_input(cls, cfg, seed=seed)
+    if autocast is not None:
+        return _check_autocast(name, module.to(device), inp.to(device), autocast, seed)
     batch = inp.values.shape[0] if isinstance(inp, IrregularBatch) else inp.x.shape[0]
 
     out = module(inp)
@@ -127,4 +134,35 @@ def check_block(block, overrides: dict | None = None, *, d_model: int = 8, d_in:
     return out
 
 
-__all__ = ["block_config", "check_block", "example_input", "perturb_padding", "register_plugin"]
+AUTOCAST_TOL = {torch.bfloat16: 0.05, torch.float16: 0.01}   # relative L2 error vs float32 (8 / 11 bit mantissas)
+
+
+def _grads_ok(name: str, module, where: str) -> None:
+    params = dict(module.named_parameters())
+    missing = [n for n, p in params.items() if p.requires_grad and p.grad is None]
+    assert not missing, f"{name}: no gradient reached parameters {missing}{where}"
+    bad = [n for n, p in params.items() if p.grad is not None and not torch.isfinite(p.grad).all()]
+    assert not bad, f"{name}: non-finite gradients in {bad}{where}"
+
+
+def _check_autocast(name: str, module, inp, dtype: torch.dtype, seed: int) -> Seq:
+    """Forward under autocast (backward outside it) against the float32 forward of the same module."""
+    where = f" under {dtype} autocast"
+    module.eval()                                                  # same dropout-free function both times
+    with torch.no_grad():
+        reference = _valid_part(module(inp)).float()
+    device = reference.device.type
+    with torch.autocast(device, dtype=dtype):
+        out = module(inp)
+    got = _valid_part(out)
+    assert torch.isfinite(got).all(), f"{name}: non-finite values in valid outputs{where}"
+    err = float((got.float() - reference).norm() / reference.norm().clamp_min(1e-12))
+    assert err <= AUTOCAST_TOL[dtype], (f"{name}: output differs from float32 by {err:.3g} (relative L2){where}, "
+                                        f"more than {AUTOCAST_TOL[dtype]}")
+    weights = torch.randn(got.shape, generator=torch.Generator().manual_seed(seed)).to(got.device)
+    (got.float() * weights).sum().backward()
+    _grads_ok(name, module, where)
+    return out
+
+
+__all__ = ["AUTOCAST_TOL", "block_config", "check_block", "example_input", "perturb_padding", "register_plugin"]

@@ -1,4 +1,5 @@
-"""Every registered block, built-in or from an installed plugin, passes the conformance checks; every
+"""Every registered block, built-in or from an installed plugin, passes the conformance checks (also under
+bf16 and fp16 autocast); every
 block that declares itself compile_safe runs under torch.compile with the eager outputs and NFE."""
 import pytest
 import torch
@@ -10,6 +11,18 @@ from hybridseq.testing import block_config, check_block, example_input
 @pytest.mark.parametrize("name", registry.blocks.names())
 def test_block_conformance(name):
     check_block(name)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("name", registry.blocks.names())
+def test_block_trains_under_cpu_autocast(name, dtype):
+    check_block(name, autocast=dtype)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", registry.blocks.names())
+def test_block_trains_under_cuda_bf16_autocast(name):
+    check_block(name, autocast=torch.bfloat16, device="cuda")
 
 
 @pytest.mark.parametrize("name", [n for n in registry.blocks.names() if registry.blocks.get(n, "type").compile_safe])

@@ -2,6 +2,7 @@
 between them and mamba-ssm's kernels."""
 import subprocess
 import sys
+import types
 from types import SimpleNamespace
 
 import pytest
@@ -195,3 +196,183 @@ def test_auto_falls_back_when_mamba_ssm_fails_to_import(monkeypatch):
         assert dispatch.impl_for("auto", on_gpu) == "torch"
     with pytest.raises(RuntimeError, match="undefined symbol.*hybridseq\\[cuda\\]"):
         dispatch.impl_for("cuda", on_gpu)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_kernels_run_in_float32_under_autocast_with_half_inputs(dtype):
+    g = torch.Generator().manual_seed(0)
+    u, delta = torch.randn(2, 9, 3, generator=g), torch.rand(2, 9, 3, generator=g)
+    A, B, C = -torch.rand(3, 4, generator=g) - 0.5, torch.randn(2, 9, 4, generator=g), torch.randn(2, 9, 4, generator=g)
+    x, dt, B2, C2 = torch.randn(2, 9, 2, 3, generator=g), torch.rand(2, 9, 2, generator=g), B[:, :, None], C[:, :, None]
+    cases = {"selective_scan": (selective_scan, (u, delta, A, B.to(dtype), C.to(dtype))),       # mixed, as from x_proj
+             "ssd": (ssd_chunked, (x.to(dtype), dt, -torch.rand(2, generator=g), B2.to(dtype), C2, 4)),
+             "linear_scan": (linear_scan, (torch.rand(2, 9, 3, generator=g).to(dtype), u)),
+             "fft_conv": (fft_conv, (u.transpose(1, 2).to(dtype), torch.randn(3, 9, generator=g)))}
+    for name, (fn, args) in cases.items():
+        with torch.autocast("cpu", dtype=dtype):
+            got = fn(*args)
+        want = fn(*(a.float() if torch.is_tensor(a) else a for a in args))
+        assert got.dtype == torch.float32, name
+        torch.testing.assert_close(got, want, msg=name)
+
+
+@pytest.mark.parametrize("length,segment", [(7, None), (37, 8)])
+def test_selective_scan_exact_hold_over_gaps_matches_sequential(length, segment):
+    g = torch.Generator().manual_seed(length)
+    b, d, n = 2, 3, 4
+    args = [torch.randn(b, length, d, dtype=F64, generator=g), torch.rand(b, length, d, dtype=F64, generator=g),
+            -3 * torch.rand(d, n, dtype=F64, generator=g) - 0.1, torch.randn(b, length, n, dtype=F64, generator=g),
+            torch.randn(b, length, n, dtype=F64, generator=g)]
+    args = [x.requires_grad_() for x in args]
+    gap = 10 ** (4 * torch.rand(b, length, dtype=F64, generator=g) - 2)      # 1e-2 .. 1e2
+    gap[0, 3] = 0.0                                                          # a padded position
+    u, delta, A, B, C = args
+    h, ys = torch.zeros(b, d, n, dtype=F64), []
+    for l in range(length):
+        step, k = delta[:, l, :, None] * A, gap[:, l, None, None]
+        drive = (delta[:, l] * u[:, l])[..., None] * B[:, l, None, :] * torch.expm1(k * step) / torch.expm1(step)
+        h = torch.exp(k * step) * h + drive
+        ys.append((h * C[:, l, None, :]).sum(-1))
+    ref = torch.stack(ys, 1)
+    y = selective_scan(*args, segment=segment, gap=gap)
+    torch.testing.assert_close(y, ref)
+    assert_same(grads(y, args), grads(ref, args))
+    ones = torch.ones(b, length, dtype=F64)                                  # unit gaps: the plain scan
+    torch.testing.assert_close(selective_scan(*args, segment=segment, gap=ones), selective_scan(*args, segment=segment))
+
+
+# -- fake mamba-ssm / causal-conv1d: what the dispatch does with a working, a missing or a broken kernel --
+
+def fake_selective_scan_fn(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
+    """mamba-ssm's selective_scan_fn contract (channels first: u, delta, z [B, D, L], B, C [B, N, L])."""
+    assert A.dtype == torch.float32 and (D is None or D.dtype == torch.float32)
+    assert len({v.dtype for v in (u, delta, B, C, z) if v is not None}) == 1, "activations share one dtype"
+    if delta_bias is not None:
+        delta = delta + delta_bias[:, None]
+    delta = torch.nn.functional.softplus(delta) if delta_softplus else delta
+    y = selective_scan(*(v.transpose(1, 2) for v in (u, delta)), A, *(v.transpose(1, 2) for v in (B, C)))
+    y = y.transpose(1, 2)
+    y = y + (D[:, None] * u if D is not None else 0)
+    return (y * torch.nn.functional.silu(z) if z is not None else y).to(u.dtype)
+
+
+def fake_causal_conv1d_fn(x, weight, bias=None, activation=None):
+    """causal-conv1d's contract: x [B, D, L], weight [D, W]."""
+    y = torch.nn.functional.conv1d(x, weight[:, None], bias, padding=weight.shape[-1] - 1, groups=x.shape[1])
+    y = y[..., :x.shape[-1]]
+    return torch.nn.functional.silu(y) if activation == "silu" else y
+
+
+def fake_mamba_inner_fn(xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight, out_proj_weight,
+                        out_proj_bias, A, B=None, C=None, D=None, delta_bias=None, delta_softplus=True):
+    """mamba-ssm's mamba_inner_fn contract: the whole layer from xz [B, 2E, L] to [B, L, D]."""
+    x, z = xz.chunk(2, dim=1)
+    x = fake_causal_conv1d_fn(x, conv1d_weight.squeeze(1), conv1d_bias, "silu")
+    rank, n = delta_proj_weight.shape[1], A.shape[-1]
+    dt, B, C = torch.nn.functional.linear(x.transpose(1, 2), x_proj_weight).split([rank, n, n], dim=-1)
+    delta = (dt @ delta_proj_weight.T).transpose(1, 2)
+    y = fake_selective_scan_fn(x, delta, A, B.transpose(1, 2), C.transpose(1, 2), D, z, delta_bias, delta_softplus)
+    return torch.nn.functional.linear(y.transpose(1, 2), out_proj_weight, out_proj_bias)
+
+
+def fake_chunk_scan(x, dt, A, B, C, chunk_size, D=None):
+    """mamba-ssm's mamba_chunk_scan_combined contract: x [B, L, H, P], dt [B, L, H], B, C [B, L, G, N]."""
+    assert A.dtype == torch.float32 and x.dtype == B.dtype == C.dtype
+    return ssd_chunked(x, dt, A, B, C, chunk_size) + (x * D[:, None] if D is not None else 0)
+
+
+def broken(*args, **kwargs):
+    raise RuntimeError("selective_scan_cuda was not built (MAMBA_KEEP_CUDA_BUILD)")
+
+
+def install_fakes(monkeypatch, scan=fake_selective_scan_fn, conv=fake_causal_conv1d_fn, inner=fake_mamba_inner_fn):
+    """Fake packages in sys.modules; returns the list of kernels called after their probe."""
+    calls = []
+
+    def recorded(kernel, fn):
+        def call(*args, **kwargs):
+            out = fn(*args, **kwargs)
+            calls.append(kernel)
+            return out
+        return call if fn is not None else None
+    names = {"mamba_ssm": {}, "mamba_ssm.ops": {}, "mamba_ssm.ops.triton": {},
+             "mamba_ssm.ops.selective_scan_interface": {"selective_scan_fn": recorded("selective_scan", scan),
+                                                        "mamba_inner_fn": recorded("mamba_inner", inner)},
+             "mamba_ssm.ops.triton.ssd_combined": {"mamba_chunk_scan_combined": recorded("ssd", fake_chunk_scan)},
+             "causal_conv1d": {"causal_conv1d_fn": recorded("causal_conv1d", conv)}}
+    for name, attrs in names.items():
+        module = types.ModuleType(name)
+        for key, value in attrs.items():
+            if value is not None:
+                setattr(module, key, value)
+        monkeypatch.setitem(sys.modules, name, module)
+    monkeypatch.setattr(dispatch, "cuda_kernels_available", lambda: True)
+    monkeypatch.setattr(dispatch, "on_cuda", lambda x: True)         # CPU tensors stand in for CUDA ones
+    for fn in (dispatch._load, dispatch._ready):
+        fn.cache_clear()
+    for kernel in dispatch.KERNELS:                                  # run the probes now, then count calls
+        dispatch._ready(kernel, "cpu")
+    calls.clear()
+    return calls
+
+
+@pytest.fixture(autouse=True)
+def fresh_dispatch_caches():
+    yield
+    for fn in (dispatch._load, dispatch._ready):
+        fn.cache_clear()
+
+
+def pair(name, monkeypatch, **over):
+    torch.manual_seed(0)
+    over = {"d_state": 4, **({"head_dim": 4} if name == "mamba2" else {}), **over}
+    ref = hs.build_block(name, d_model=8, impl="torch", **over)
+    return ref, over
+
+
+@pytest.mark.parametrize("name", ["mamba", "mamba2"])
+@pytest.mark.parametrize("case", ["plain", "masked", "autocast"])
+def test_cuda_path_through_working_fake_kernels_matches_torch(name, case, monkeypatch):
+    calls = install_fakes(monkeypatch)
+    ref, over = pair(name, monkeypatch)
+    fast = hs.build_block(name, d_model=8, impl="cuda", **over)
+    fast.load_state_dict(ref.state_dict())
+    mask = torch.tensor([[True] * 7, [True] * 5 + [False] * 2]) if case == "masked" else None
+    seq = hs.Seq(x=torch.randn(2, 7, 8), t=None, mask=mask)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=case == "autocast"):
+        got, want = fast(seq).x, ref(seq).x
+    assert fast.impl == "cuda" and ref.impl == "torch"
+    tol = {"atol": 3e-2, "rtol": 3e-2} if case == "autocast" else {}
+    torch.testing.assert_close(got.float(), want.float(), **tol)
+    expected = {("mamba", "plain"): ["mamba_inner"], ("mamba", "autocast"): ["mamba_inner"],
+                ("mamba", "masked"): ["causal_conv1d", "selective_scan"]}.get((name, case), ["causal_conv1d", "ssd"])
+    assert calls == expected
+
+
+@pytest.mark.parametrize("failure", ["raises at first call", "extension missing at import"])
+def test_broken_kernel_falls_back_under_auto_and_is_a_config_error_under_cuda(failure, monkeypatch):
+    scan = broken if failure == "raises at first call" else None     # None: the module lacks the function
+    install_fakes(monkeypatch, scan=scan, inner=broken if scan else None)
+    ref, over = pair("mamba", monkeypatch)
+    auto = hs.build_block("mamba", d_model=8, impl="auto", **over)
+    auto.load_state_dict(ref.state_dict())
+    seq = hs.Seq(x=torch.randn(2, 7, 8))
+    with pytest.warns(RuntimeWarning, match="mamba_ssm cannot run its kernel"):
+        got = auto(seq).x
+    assert auto.impl == "torch"
+    torch.testing.assert_close(got, ref(seq).x)
+    explicit = hs.build_block("mamba", d_model=8, impl="cuda", **over)
+    with pytest.raises(hs.ConfigError, match="MAMBA_KEEP_CUDA_BUILD=TRUE pip install") as err:
+        explicit(seq)
+    assert err.value.path == "mamba.impl" and "selective_scan" in str(err.value)
+
+
+def test_float64_and_timed_inputs_take_the_torch_kernels(monkeypatch):
+    calls = install_fakes(monkeypatch)
+    block = hs.build_block("mamba", d_model=8, d_state=4, impl="auto")
+    block(hs.Seq(x=torch.randn(1, 5, 8)))
+    assert block.impl == "cuda"
+    block.double()(hs.Seq(x=torch.randn(1, 5, 8, dtype=F64)))
+    assert block.impl == "torch"                                    # the kernels have no float64
+    block.float()(hs.Seq(x=torch.randn(1, 5, 8), t=torch.arange(5.0)[None]))
+    assert block.impl == "torch" and calls == ["mamba_inner"]       # exact hold: a per-state input weight

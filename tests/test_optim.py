@@ -4,7 +4,8 @@ import torch
 from torch import nn
 
 import hybridseq as hs
-from hybridseq.train.optim import configure_optimizer, no_weight_decay, param_groups
+from hybridseq.blocks.layers import no_weight_decay
+from hybridseq.train.optim import configure_optimizer, param_groups
 
 
 def groups_by_param(opt):

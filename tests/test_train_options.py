@@ -79,7 +79,7 @@ def test_device_choice_errors_name_the_key():
 
 def depth_config(**train_over):
     cfg = tiny_config(epochs=1, **train_over)
-    cfg["model"]["blocks"] = [{"type": "neural_ode_transformer", "heads": 2, "steps": 2}]
+    cfg["model"]["blocks"] = [{"type": "neural_ode_transformer", "heads": 2, "steps": 2, "solver": {"method": "rk4"}}]
     return cfg
 
 

@@ -17,13 +17,16 @@ def plot_spectra(spec: dict, path: Path, title: str) -> Path:
     """Eigenvalues of W_Q W_Kᵀ and W_V W_O in the complex plane coloured by t, and the largest real
     part per head as a function of t."""
     plt = _pyplot()
-    fig, axes = plt.subplots(2, 2, figsize=(10, 8))
+    ff = "ff_singular" in spec                                                 # a head may not offer it
+    fig, axes = plt.subplots(2, 3 if ff else 2, figsize=(15 if ff else 10, 8))
     cmap = plt.get_cmap("viridis")
     for col, (name, label) in enumerate((("qk", "W_Q W_Kᵀ"), ("vo", "W_V W_O"))):
         ax = axes[0, col]
         for t, heads in zip(spec["t"], spec[name]):
             points = [p for head in heads for p in head]
             ax.scatter([p[0] for p in points], [p[1] for p in points], s=8, color=cmap(t))
+        scale = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, 1))
+        fig.colorbar(scale, ax=ax, label="depth t")
         ax.axvline(0, color="grey", lw=0.5)
         ax.set(title=f"eigenvalues of {label} (colour: t)", xlabel="Re", ylabel="Im")
         ax = axes[1, col]
@@ -33,6 +36,15 @@ def plot_spectra(spec: dict, path: Path, title: str) -> Path:
         ax.axhline(0, color="grey", lw=0.5)
         ax.set(title=f"max Re λ({label})", xlabel="depth t")
         ax.legend(fontsize=7)
+    if ff:
+        ax = axes[0, 2]
+        for t, values in zip(spec["t"], spec["ff_singular"]):
+            ax.plot(range(1, len(values) + 1), values, color=cmap(t))
+        fig.colorbar(plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(0, 1)), ax=ax, label="depth t")
+        ax.set(title="singular values of W_2 W_1 (feed-forward)", xlabel="index", ylabel="σ", yscale="log")
+        ax = axes[1, 2]
+        ax.plot(spec["t"], [values[0] for values in spec["ff_singular"]], marker="o", ms=3)
+        ax.set(title="largest σ(W_2 W_1)", xlabel="depth t")
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -51,6 +63,46 @@ def plot_lyapunov(lyap: dict, path: Path, title: str) -> Path:
     ax.axhline(0, color="grey", lw=0.5)
     ax.set(xlabel="exponent index", ylabel="λ (per unit depth)", title=title)
     ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _heatmap(fig, ax, values, title: str, xlabel: str, ylabel: str, label: str) -> None:
+    image = ax.imshow(values, cmap="magma", origin="upper", aspect="auto")
+    fig.colorbar(image, ax=ax, label=label)
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+
+
+def plot_sensitivity(sensitivity: list, path: Path, title: str) -> Path:
+    """Heat map of ‖∂y_j/∂x_i‖_F: output token j (rows) against input token i (columns)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    _heatmap(fig, ax, sensitivity, f"{title}: token sensitivity", "input token i", "output token j",
+             "‖∂y_j / ∂x_i‖_F")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_pde(pde: dict, path: Path, title: str) -> Path:
+    """The learned coefficients per field; for ``target: weights`` the attention before and after the PDE."""
+    plt = _pyplot()
+    maps = "attention_before" in pde
+    fig, axes = plt.subplots(1, 3 if maps else 1, figsize=(15 if maps else 6, 4), squeeze=False)
+    ax = axes[0, 0]
+    for name, values in pde["coefficients"].items():
+        ax.plot(range(len(values)), values, marker="o", ms=3, label=name)
+    field = "channel" if pde["target"] == "states" else "head"
+    ax.set(title=f"{pde['pde']} coefficients (T = {pde['time']})", xlabel=field, ylabel="value")
+    ax.legend()
+    if maps:
+        for ax, key, label in ((axes[0, 1], "attention_before", "softmax"), (axes[0, 2], "attention_after",
+                                                                            "after the PDE")):
+            _heatmap(fig, ax, pde[key], f"attention, {label} (mean over heads)", "key", "query", "weight")
+    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

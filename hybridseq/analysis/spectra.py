@@ -3,7 +3,8 @@
 For head h with query/key/value/output maps W_Q, W_K, W_V [D, hd] and W_O [hd, D] (row-vector
 convention, q = x W_Q), the score bilinear form is W_Q W_Kᵀ and the value-output map is W_V W_O, both
 [D, D] of rank <= hd. Their nonzero eigenvalues are those of the hd × hd products W_Kᵀ W_Q and W_O W_V,
-which is what we compute (the other D - hd eigenvalues are zero).
+which is what we compute (the other D - hd eigenvalues are zero). The feed-forward part is summarised
+by the singular values of W_2 W_1 [D, D], the MLP's linear part without the activation (its gain).
 """
 from __future__ import annotations
 
@@ -34,11 +35,16 @@ def _pairs(values: Tensor) -> list[list[list[float]]]:
 
 def spectra(block: ContinuousDepth, times: int = 9) -> dict:
     """Spectra of every head along depth: ``{"t": [T], "qk"/"vo": [T][H][hd] of [re, im],
-    "qk_max_real"/"vo_max_real"/"qk_radius"/"vo_radius": [T][H]}``. ``times`` depths are sampled for a
-    head whose weights vary continuously; a head of discrete layers gives one entry per layer."""
+    "qk_max_real"/"vo_max_real"/"qk_radius"/"vo_radius": [T][H]}``, plus ``"ff_singular": [T][D]`` for a head
+    that offers ``feedforward_along_depth``. ``times`` depths are sampled for a head whose weights vary
+    continuously; a head of discrete layers gives one entry per layer."""
     result = {"t": [], "qk": [], "vo": [], "qk_max_real": [], "vo_max_real": [], "qk_radius": [], "vo_radius": []}
     with torch.no_grad():
         heads, along = block.attention_along_depth(times)
+        feedforward = getattr(block, "feedforward_along_depth", None)       # optional beyond the protocol
+        if feedforward is not None:
+            result["ff_singular"] = [torch.linalg.svdvals(fc2.double() @ fc1.double()).tolist()  # [D]
+                                     for _, fc1, fc2 in feedforward(times)]
         for t, qkv, out in along:
             qk, vo = head_eigenvalues(qkv, out, heads)
             result["t"].append(t)

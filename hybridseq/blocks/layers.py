@@ -129,6 +129,19 @@ def masked_pool(x: Tensor, valid: Tensor, how: str) -> Tensor:
     return x[torch.arange(x.shape[0], device=x.device), idx]
 
 
+def no_weight_decay(*params: nn.Parameter) -> None:
+    """Mark parameters the optimiser must not decay (mamba_ssm's ``_no_weight_decay`` attribute)."""
+    for p in params:
+        p._no_weight_decay = True
+
+
+def own_lr(lr: float, *params: nn.Parameter) -> None:
+    """Give parameters their own learning rate and no weight decay (state-spaces/s4's ``_optim`` attribute)."""
+    for p in params:
+        p._optim = {"lr": lr, "weight_decay": 0.0}
+    no_weight_decay(*params)
+
+
 def __getattr__(name: str):
     # the SSM helpers live with the backbones, which import this module: fetched on first use
     if name in _SSM_HELPERS:
@@ -139,4 +152,5 @@ def __getattr__(name: str):
 
 
 __all__ = ["ACTIVATIONS", "MIN_FREQ", "POOLS", "FeedForward", "MLPField", "SelfAttention", "TimeEncoding",
-           "attention_mask", "check_heads", "check_time_encoding", "linear_scan", "masked_pool", *_SSM_HELPERS]
+           "attention_mask", "check_heads", "check_time_encoding", "linear_scan", "masked_pool", "no_weight_decay",
+           "own_lr", *_SSM_HELPERS]

@@ -49,15 +49,20 @@ def cmd_analyze(args) -> int:
     cfg, model = load_run(args.path)
     torch.manual_seed(args.seed)
     batch = _input(args.input or ("data" if "data" in cfg else "random"), cfg, model, args.batch, args.seed)
-    result = analyze(model, batch, times=args.times, topk=args.topk, steps=args.steps)
+    result = analyze(model, batch, times=args.times, topk=args.topk, steps=args.steps, lyapunov=args.lyapunov)
     if not result:
-        print("no continuous-depth head (ode_transformer, neural_ode_transformer) in this model; nothing to analyze")
+        print("no continuous-depth head (ode_transformer, neural_ode_transformer) or pde_attention in this model; "
+              "nothing to analyze")
         return 1
     here = Path(args.path)
     out = Path(args.out) if args.out else (here if here.is_dir() else here.parent) / "analysis"
     for path in write_report(result, out):
         print(f"wrote {path}")
     for name, node in result.items():
+        if "pde" in node:
+            coef = ", ".join(f"{k} mean {sum(v) / len(v):.3f}" for k, v in node["pde"]["coefficients"].items())
+            print(f"{name} ({node['type']}): {node['pde']['pde']} on {node['pde']['target']}: {coef}")
+            continue
         lyap = ", ".join(f"{v:+.3f}" for v in node["lyapunov"]["mean"])
         radius = max(max(row) for row in node["spectra"]["vo_radius"])
         print(f"{name} ({node['type']}): top Lyapunov exponents [{lyap}]; max |λ(W_V W_O)| = {radius:.3f}")
@@ -73,6 +78,8 @@ def hybridseq_register_commands(cli):
     p.add_argument("--times", type=int, default=9, help="depth samples t in [0, 1] for the spectra")
     p.add_argument("--topk", type=int, default=4, help="number of Lyapunov exponents")
     p.add_argument("--steps", type=int, default=32, help="RK4 steps of the depth flow for the exponents")
+    p.add_argument("--lyapunov", choices=("ftle", "benettin"), default="ftle",
+                   help="finite-time exponents of the depth map (default) or Benettin's asymptotic estimate")
     p.add_argument("--batch", type=int, default=4, help="samples in the analysed batch")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_analyze)

@@ -16,9 +16,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .precision import full_precision
+
 KERNEL_BLOCK = 4096      # kernel positions whose [H, N, ·] powers are materialised at once
 
 
+@full_precision
 def fft_conv(u: Tensor, k: Tensor, k_rev: Tensor | None = None) -> Tensor:
     """y_l = Σ_{j<=l} k_{l-j} u_j (+ Σ_{j>=l} k_rev_{j-l} u_j): u [B, H, L], k, k_rev [H, L] -> [B, H, L]."""
     length = u.shape[-1]
@@ -29,6 +32,7 @@ def fft_conv(u: Tensor, k: Tensor, k_rev: Tensor | None = None) -> Tensor:
     return torch.fft.irfft(torch.fft.rfft(u, n=n) * torch.fft.rfft(k, n=n), n=n)[..., :length]
 
 
+@full_precision
 def vandermonde_kernel(coef: Tensor, log_z: Tensor, length: int) -> Tensor:
     """K_l = 2 Re Σ_n coef_n exp(l log_z_n), l < length: coef, log_z [H, N] complex -> [H, L] real."""
     out = []
@@ -69,6 +73,7 @@ def nplr_dense(lam: Tensor, p: Tensor, b: Tensor, dt: Tensor) -> tuple[Tensor, T
     return a_bar, b_bar
 
 
+@full_precision
 def nplr_kernel(lam: Tensor, p: Tensor, b: Tensor, c: Tensor, dt: Tensor, length: int) -> Tensor:
     """S4 kernel K_l = Re c Ā^l B̄, l < length, for A = diag(λ) - p p* (bilinear, step dt [H]).
 

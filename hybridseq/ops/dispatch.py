@@ -1,7 +1,11 @@
-"""Choosing between our PyTorch kernels and mamba-ssm's fused CUDA kernels.
+"""Choosing between our PyTorch kernels and the optional fused GPU kernels of mamba-ssm and causal-conv1d.
 
-mamba-ssm (and the triton it pulls in) is imported only here, inside the functions that return its
-kernels, and only once a block has decided to run them: importing hybridseq never imports it.
+These packages (and the triton they pull in) are imported only here, inside the functions that return
+their kernels, and only once a block has decided to run them: importing hybridseq never imports them.
+A kernel counts as available only after it has run once on a tiny input on the device (`_ready`): a
+package whose compiled extension is missing or broken (mamba-ssm builds ``selective_scan_cuda`` only
+with ``MAMBA_KEEP_CUDA_BUILD=TRUE``; the import then succeeds and the first call fails) makes ``auto``
+fall back with a warning, and ``cuda`` fail with the install step.
 """
 from __future__ import annotations
 
@@ -16,10 +20,38 @@ import torch
 from ..errors import ConfigError
 
 IMPLS = ("auto", "cuda", "torch")
-INSTALL = ('pip install "hybridseq[cuda]" on a machine with an NVIDIA GPU and the CUDA toolkit '
-           '(mamba-ssm compiles against it; add --no-build-isolation if the build cannot find torch)')
+INSTALL = ('MAMBA_KEEP_CUDA_BUILD=TRUE pip install "hybridseq[cuda]" --no-build-isolation on a machine with an '
+           'NVIDIA GPU and the CUDA toolkit (mamba-ssm and causal-conv1d compile their extensions against it)')
 KERNELS = {"selective_scan": ("mamba_ssm.ops.selective_scan_interface", "selective_scan_fn"),   # CUDA
-           "ssd": ("mamba_ssm.ops.triton.ssd_combined", "mamba_chunk_scan_combined")}         # triton
+           "mamba_inner": ("mamba_ssm.ops.selective_scan_interface", "mamba_inner_fn"),        # CUDA, fused layer
+           "ssd": ("mamba_ssm.ops.triton.ssd_combined", "mamba_chunk_scan_combined"),          # triton
+           "causal_conv1d": ("causal_conv1d", "causal_conv1d_fn")}                             # CUDA
+KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _probe_selective_scan(fn, dev):
+    u = torch.zeros(1, 1, 2, device=dev)                                # [B, D, L]
+    fn(u, u, -torch.ones(1, 1, device=dev), u, u, delta_softplus=False)
+
+
+def _probe_mamba_inner(fn, dev):
+    d, r, n, length = 8, 1, 1, 2
+    z = lambda *s: torch.zeros(*s, device=dev)                          # noqa: E731
+    fn(z(1, 2 * d, length), z(d, 1, 4), z(d), z(r + 2 * n, d), z(d, r), z(4, d), None, -torch.ones(d, n, device=dev),
+       D=z(d), delta_bias=z(d), delta_softplus=True)
+
+
+def _probe_ssd(fn, dev):
+    x = torch.zeros(1, 16, 1, 16, device=dev)                            # [B, L, H, P], B and C [B, L, G, N]
+    fn(x, torch.ones(1, 16, 1, device=dev), -torch.ones(1, device=dev), x, x, chunk_size=16)
+
+
+def _probe_conv(fn, dev):
+    fn(torch.zeros(1, 8, 4, device=dev), torch.zeros(8, 4, device=dev), None, activation="silu")
+
+
+PROBES = {"selective_scan": _probe_selective_scan, "mamba_inner": _probe_mamba_inner, "ssd": _probe_ssd,
+          "causal_conv1d": _probe_conv}
 
 
 def cuda_kernels_available() -> bool:
@@ -41,40 +73,85 @@ def planned_impl(impl: str) -> str:
 
 
 @functools.cache
-def _load(kernel: str) -> Callable | ImportError:
-    """mamba-ssm's ``kernel`` (a key of KERNELS), or the error that stopped its import (imported once)."""
+def _load(kernel: str) -> Callable | Exception:
+    """The package's ``kernel`` (a key of KERNELS), or the error that stopped its import (imported once)."""
     module, name = KERNELS[kernel]
     try:
         return getattr(importlib.import_module(module), name)
-    except ImportError as err:
+    except (ImportError, AttributeError) as err:
         return err
 
 
-def impl_for(impl: str, x, kernel: str = "selective_scan") -> str:
+@functools.cache
+def _ready(kernel: str, device: str) -> Callable | Exception:
+    """``kernel`` after one call on a tiny input on ``device`` succeeded, or the error it raised."""
+    fn = _load(kernel)
+    if isinstance(fn, Exception):
+        return fn
+    try:
+        PROBES[kernel](fn, torch.device(device))
+    except Exception as err:                                            # noqa: BLE001 - any failure means unusable
+        return err
+    return fn
+
+
+def on_cuda(x) -> bool:
+    return x.is_cuda
+
+
+def unavailable(kernel: str, x) -> tuple[str, bool] | None:
+    """Why ``kernel`` cannot run on tensor ``x`` here and whether an installed package is broken, or None."""
+    if not on_cuda(x):
+        return f"the input is on {x.device}", False
+    if getattr(x, "dtype", torch.float32) not in KERNEL_DTYPES:
+        return f"the kernels take float32, float16 or bfloat16, not {x.dtype}", False
+    if kernel != "causal_conv1d" and not cuda_kernels_available():
+        return "mamba-ssm is not installed", False
+    err = _ready(kernel, str(x.device))
+    if isinstance(err, Exception):
+        package = KERNELS[kernel][0].split(".")[0]
+        return f"{package} cannot run its kernel ({type(err).__name__}: {err})", True
+    return None
+
+
+class KernelUnavailable(ConfigError, RuntimeError):
+    """``impl: cuda`` asked for a fused kernel that cannot run on this input."""
+
+
+def impl_for(impl: str, x, kernel: str = "selective_scan", path: str = "impl") -> str:
     """The implementation that runs ``kernel`` on tensor ``x``: "cuda" or "torch".
 
-    ``auto`` takes mamba-ssm's kernel only for a CUDA tensor and only if it imports (a broken install
-    warns and falls back to ours); ``cuda`` raises where it cannot run, naming the install step.
+    ``auto`` takes the fused kernel only for a CUDA tensor of a dtype it supports, and only if it imports
+    and runs (a broken install warns and falls back to ours); ``cuda`` raises `KernelUnavailable` (a
+    ConfigError at ``path``) where it cannot run, naming the install step.
     """
     if impl == "torch":
         return "torch"
-    if not x.is_cuda:
-        why = f"the input is on {x.device}"
-    elif not cuda_kernels_available():
-        why = "mamba-ssm is not installed"
-    elif isinstance(err := _load(kernel), ImportError):
-        why = f"importing mamba-ssm failed ({err})"
-        if impl == "auto":
-            warnings.warn(f"impl 'auto': {why}; running the PyTorch kernels. Reinstall with: {INSTALL}",
-                          RuntimeWarning, stacklevel=3)
-    else:
+    reason = unavailable(kernel, x)
+    if reason is None:
         return "cuda"
+    why, broken = reason
     if impl == "cuda":
-        raise RuntimeError(f"impl 'cuda' runs mamba-ssm's kernels on CUDA tensors, but {why}; move the model "
-                           f"to the GPU, set impl: torch, or install: {INSTALL}")
+        raise KernelUnavailable(path, f"impl 'cuda' runs fused kernels on CUDA tensors, but {why}; move the "
+                                f"model to the GPU, set impl: torch, or install: {INSTALL}",
+                                choices=("auto", "torch"), got=impl)
+    if broken:
+        warnings.warn(f"impl 'auto': {why}; running the PyTorch kernels. Reinstall with: {INSTALL}",
+                      RuntimeWarning, stacklevel=3)
     return "torch"
 
 
+def fast_path(x, *kernels: str) -> bool:
+    """Whether all of the optional ``kernels`` can run on ``x`` (used without warning, as an extra speed-up)."""
+    return all(unavailable(k, x) is None for k in kernels)
+
+
 def cuda_kernel(kernel: str) -> Callable:
-    """mamba-ssm's ``kernel`` ("selective_scan" or "ssd"), once `impl_for` has chosen "cuda"."""
+    """The fused ``kernel`` (a key of KERNELS), once `impl_for` or `fast_path` has found it usable."""
     return _load(kernel)
+
+
+def kernel_dtype(x) -> torch.dtype:
+    """The dtype the fused kernels get their activations in: autocast's on ``x``'s device, else x's own."""
+    device = x.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype

@@ -4,7 +4,8 @@
 selective state-space scan of Mamba (Gu & Dao, 2023, "Mamba: Linear-Time Sequence Modeling with
 Selective State Spaces") fused into one autograd function: its decays ``exp(Δ A)`` and inputs
 ``Δ B u`` ([L, B, D, N]) exist only one segment at a time, in the forward and (recomputed) in the
-backward pass, so memory does not grow with ``L · D · N``.
+backward pass, so memory does not grow with ``L · D · N``. With time gaps it runs the exact
+zero-order hold over each gap (`zoh_weight`), segment by segment under activation checkpointing.
 
 The scan itself (`scan_`) splits time into ``n`` chunks of ``T ≈ √L`` steps. A loop over the ``T``
 positions of a chunk runs all chunks at once (local states from zero, cumulative decays), a loop over
@@ -18,6 +19,9 @@ import math
 
 import torch
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
+
+from .precision import full_precision
 
 SEGMENT_ELEMENTS = {"cpu": 1 << 21, "cuda": 1 << 25}   # per [S, B, D, N] segment buffer: ~L3 cache on
                                                        # CPU, fewer kernel launches on GPU
@@ -81,6 +85,7 @@ class _LinearScan(torch.autograd.Function):
         return g * _shift(h).conj(), g
 
 
+@full_precision
 def linear_scan(a: Tensor, b: Tensor) -> Tensor:
     """States h [B, L, ...] of ``h_l = a_l h_{l-1} + b_l`` (h_{-1} = 0); a, b: [B, L, ...], real or complex."""
     a, b = torch.broadcast_tensors(a, b)
@@ -159,13 +164,68 @@ class _SelectiveScan(torch.autograd.Function):
         return du, ddelta, dA, dB, dC, None
 
 
-def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, segment: int | None = None) -> Tensor:
+def held_step(log_a: Tensor, gap: Tensor) -> tuple[Tensor, Tensor]:
+    """Ā^g and (Ā^g - 1)/(Ā - 1) for unit-step log Ā (broadcast with gaps g): the exact hold over g.
+
+    One expm1 serves both (Ā^g = 1 + expm1(g log Ā): an absolute error of one rounding, as the
+    recurrence itself), and 1/(Ā - 1) is formed at the unit step's (smaller) shape. Where log Ā = 0
+    (a step Δ that underflowed) a log Ā of -√tiny stands in: the weight is then g, its limit.
+    """
+    real = log_a.real if log_a.is_complex() else log_a
+    log_a = torch.where(log_a == 0, torch.full_like(log_a, -torch.finfo(real.dtype).tiny ** 0.5), log_a)
+    grown = torch.expm1(gap * log_a)
+    return grown + 1, grown * (1 / torch.expm1(log_a))
+
+
+def zoh_weight(log_a: Tensor, gap: Tensor) -> Tensor:
+    """(Ā^g - 1) / (Ā - 1) = expm1(g log Ā) / expm1(log Ā), broadcast; g where Ā = 1.
+
+    A layer with unit-gap transition Ā = exp(log Ā) and input matrix B̄ is the exact zero-order hold,
+    over one unit, of the continuous system x' = α x + β u with α = log Ā, β = B̄ α / (Ā - 1). Its exact
+    hold over a gap g is Ā^g and B̄ times this weight: equal to B̄ at g = 1, → B̄ / (1 - Ā) as g → ∞.
+    """
+    return held_step(log_a, gap)[1]
+
+
+def scan_from(a: Tensor, b: Tensor, h0: Tensor) -> Tensor:
+    """`linear_scan` started from state h0 [B, ...] instead of zero: a, b [B, L, ...] -> h [B, L, ...]."""
+    return linear_scan(a, torch.cat([b[:, :1] + a[:, :1] * h0.unsqueeze(1), b[:, 1:]], dim=1))
+
+
+def segmented(fn, h0: Tensor, *series: Tensor, segment: int, fixed: tuple = ()) -> Tensor:
+    """Run ``fn(h, *parts, *fixed) -> (y, h)`` over segments of ``segment`` steps of ``series`` (all [B, L, ...]),
+    each under activation checkpointing: memory holds one segment's scan, not L of them. -> y [B, L, ...]."""
+    if series[0].shape[1] <= segment:                                 # one segment: nothing to save by recomputing
+        return fn(h0, *series, *fixed)[0]
+    ys, h = [], h0
+    for s in range(0, series[0].shape[1], segment):
+        y, h = checkpoint(fn, h, *(x[:, s:s + segment] for x in series), *fixed, use_reentrant=False)
+        ys.append(y)
+    return torch.cat(ys, dim=1)
+
+
+def _zoh_segment(h0: Tensor, u: Tensor, delta: Tensor, gap: Tensor, B: Tensor, C: Tensor, A: Tensor):
+    """One segment of the timed scan: states from h0 [B, D, N]; u, delta [B, S, D], gap [B, S], B, C [B, S, N]
+    -> (y [B, S, D], last state [B, D, N])."""
+    decay, weight = held_step(delta.unsqueeze(-1) * A, gap[..., None, None])   # [B, S, D, N]
+    h = scan_from(decay, (delta * u).unsqueeze(-1) * B.unsqueeze(2) * weight, h0)
+    return torch.einsum("bsdn,bsn->bsd", h, C), h[:, -1]
+
+
+@full_precision
+def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, segment: int | None = None,
+                   gap: Tensor | None = None) -> Tensor:
     """Mamba's selective scan without the D skip: y [B, L, D].
 
     u, delta: [B, L, D] (Δ already positive); A: [D, N] (negative real parts); B, C: [B, L, N].
-    ``segment``: time steps processed at once (default: `segment_length`).
+    ``segment``: time steps processed at once (default: `segment_length`). ``gap`` [B, L]: time gaps in
+    units of one step; position l then takes the exact hold over gap_l of the layer's unit step:
+    decay exp(gap_l Δ_l A), input Δ_l B_l u_l · `zoh_weight` (equal gaps of 1 give the plain scan).
     """
-    first = [x.transpose(0, 1).contiguous() for x in (u, delta, B, C)]  # time-first [L, B, ...]
     segment = segment or segment_length(u.shape[0] * A.numel(), u.shape[1], u.device)
+    if gap is not None:
+        return segmented(_zoh_segment, u.new_zeros(u.shape[0], *A.shape), u, delta, gap, B, C, segment=segment,
+                         fixed=(A,))
+    first = [x.transpose(0, 1).contiguous() for x in (u, delta, B, C)]  # time-first [L, B, ...]
     y = _SelectiveScan.apply(first[0], first[1], A, first[2], first[3], segment)
     return y.transpose(0, 1)

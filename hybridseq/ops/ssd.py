@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .precision import full_precision
+
 
 def _segment_sums(x: Tensor) -> Tensor:
     """s[..., i, j] = x[..., j+1] + ... + x[..., i] for i >= j, -inf above the diagonal: [..., T] -> [..., T, T]."""
@@ -22,21 +24,26 @@ def _segment_sums(x: Tensor) -> Tensor:
     return sums.masked_fill(~lower.logical_or(torch.eye(size, dtype=torch.bool, device=x.device)), float("-inf"))
 
 
-def ssd_chunked(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk: int = 64) -> Tensor:
+@full_precision
+def ssd_chunked(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk: int = 64,
+                dt_in: Tensor | None = None, h0: Tensor | None = None) -> Tensor:
     """y [B, L, H, P] of the SSD recurrence without the D skip.
 
     x: [B, L, H, P]; dt: [B, L, H] (positive); A: [H] (negative); B, C: [B, L, G, N] with G dividing H.
+    ``dt_in`` [B, L, H]: the step that scales the input, h_l = exp(dt_l a) h_{l-1} + dt_in_l x_l B_lᵀ
+    (default ``dt``). ``h0`` [B, H, P, N]: the state before the first step (default zeros).
     """
     batch, length, heads, _ = x.shape
+    dt_in = dt if dt_in is None else dt_in
     pad = -length % chunk
     if pad:                                            # dt = 0 and x = 0: identity steps at the end
-        x, dt, B, C = (F.pad(v, (0, 0) * (v.dim() - 2) + (0, pad)) for v in (x, dt, B, C))
+        x, dt, dt_in, B, C = (F.pad(v, (0, 0) * (v.dim() - 2) + (0, pad)) for v in (x, dt, dt_in, B, C))
     rep = heads // B.shape[2]
     B, C = (v.repeat_interleave(rep, dim=2) for v in (B, C))                 # [B, L, H, N]
     n = x.shape[1] // chunk
     x, B, C = (v.reshape(batch, n, chunk, heads, v.shape[-1]) for v in (x, B, C))  # [B, c, T, H, .]
     dt = dt.reshape(batch, n, chunk, heads)
-    xdt = x * dt.unsqueeze(-1)                                              # Δ x [B, c, T, H, P]
+    xdt = x * dt_in.reshape(batch, n, chunk, heads, 1)                      # Δ x [B, c, T, H, P]
     la = (dt * A).permute(0, 3, 1, 2)                                       # log decays [B, H, c, T]
     cum = la.cumsum(-1)                                                     # [B, H, c, T]
 
@@ -45,7 +52,8 @@ def ssd_chunked(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, chunk: i
 
     to_end = torch.exp(cum[..., -1:] - cum)                                 # [B, H, c, T]
     states = torch.einsum("bclhn,bhcl,bclhp->bchpn", B, to_end, xdt)       # chunk-end states from inside
-    states = torch.cat([torch.zeros_like(states[:, :1]), states], dim=1)   # [B, c+1, H, P, N]
+    first = torch.zeros_like(states[:, :1]) if h0 is None else h0.unsqueeze(1).to(states.dtype)
+    states = torch.cat([first, states], dim=1)                             # [B, c+1, H, P, N]
     across = torch.exp(_segment_sums(F.pad(cum[..., -1], (1, 0))))         # [B, H, c+1, c+1]
     entering = torch.einsum("bhzc,bchpn->bzhpn", across, states)[:, :-1]   # state entering each chunk
     y_carry = torch.einsum("bclhn,bchpn,bhcl->bclhp", C, entering, torch.exp(cum))

@@ -25,7 +25,8 @@ class TrainConfig:
     scheduler: str = choice("constant", "cosine")   # learning-rate schedule over all steps (benchmarks.md)
     device: str = "auto"                       # auto (cuda if available) | cpu | cuda | cuda:N
     compile: bool = False                      # torch.compile the model (blocks marked compile_safe)
-    bf16: bool = True                          # bfloat16 autocast on CUDA (ignored on CPU)
+    bf16: bool = True                          # bfloat16 autocast on CUDA (on CPU only with bf16_cpu)
+    bf16_cpu: bool = False                     # with bf16, autocast on CPU too (slow without bf16 units)
     max_steps_per_epoch: Optional[int] = None  # cap on optimizer steps per epoch
     num_workers: int = 0                       # DataLoader worker processes
     monitor: Optional[str] = None              # validation metric to select on; None = the task's

@@ -15,19 +15,22 @@ from .prepare import prepare
 SPLITS = ("train", "val", "test")
 
 
-def autocast(device: torch.device, bf16: bool):
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=bf16 and device.type == "cuda")
+def autocast(device: torch.device, bf16: bool, cpu: bool = False):
+    """bfloat16 autocast when ``bf16``, on CUDA (and on CPU when ``cpu``: ``train.bf16_cpu``)."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16,
+                          enabled=bf16 and (device.type == "cuda" or cpu))
 
 
 @torch.no_grad()
-def evaluate(model: HybridModel, task: Task, loader, width: int, device: torch.device, bf16: bool = False) -> dict:
+def evaluate(model: HybridModel, task: Task, loader, width: int, device: torch.device, bf16: bool = False,
+             bf16_cpu: bool = False) -> dict:
     """Loss and the task's metrics of ``model`` over ``loader``; also the mean NFE per forward."""
     was_training = model.training
     model.eval()
     meter, nfe, steps = task.meter(width), 0.0, 0
     for batch, targets in loader:
         batch, targets = batch.to(device), {k: v.to(device) for k, v in targets.items()}
-        with autocast(device, bf16):
+        with autocast(device, bf16, bf16_cpu):
             pred = model(batch).x
         loss = task.loss(pred, targets)
         task.update(meter, pred, targets, float(loss))
@@ -65,7 +68,8 @@ def evaluate_run(run_dir, data_overrides=(), split: str = "test", name: str = Ru
 
     device = pick_device(prep.tcfg.device)
     loader = DataLoader(dataset, batch_size=prep.batch_size, collate_fn=prep.collate)
-    metrics = evaluate(prep.model.to(device), prep.task, loader, prep.width, device, prep.tcfg.bf16)
+    metrics = evaluate(prep.model.to(device), prep.task, loader, prep.width, device, prep.tcfg.bf16,
+                       prep.tcfg.bf16_cpu)
     result = {"run": str(run_dir), "checkpoint": name, "split": split, "task": prep.task.name,
               "overrides": list(overrides), "data_overrides": list(data_overrides), **metrics}
     if write:

@@ -4,8 +4,8 @@ Following nanoGPT and mamba_ssm, weight decay applies to weight matrices and emb
 with two or more dimensions) only. Norm weights, biases and every other vector are not decayed, and a
 block excludes any further parameter by marking it: ``param._no_weight_decay = True`` (mamba_ssm's
 mark, used for ``A_log``), or ``param._optim = {"lr": 1e-3, "weight_decay": 0.0}`` for its own
-hyperparameters (the state-spaces/s4 mark, used for an SSM's Λ, P, B and log Δ). `no_weight_decay`
-sets the first mark.
+hyperparameters (the state-spaces/s4 mark, used for an SSM's Λ, P, B and log Δ).
+`hybridseq.blocks.layers.no_weight_decay` and `own_lr` set them.
 """
 from __future__ import annotations
 
@@ -15,12 +15,6 @@ import torch
 from torch import nn
 
 MIN_LR_FACTOR = 0.1          # the cosine schedule ends at this fraction of train.lr
-
-
-def no_weight_decay(*params: nn.Parameter) -> None:
-    """Exclude ``params`` from weight decay (the optimiser reads the mark)."""
-    for p in params:
-        p._no_weight_decay = True
 
 
 def decays(p: nn.Parameter) -> bool:

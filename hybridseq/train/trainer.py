@@ -184,7 +184,7 @@ class Trainer:
         loss_sum, nfe_sum, steps = 0.0, 0.0, 0
         for batch, targets in bar:
             batch, targets = batch.to(device), {k: v.to(device) for k, v in targets.items()}
-            with self._unused_parameters_hint(), autocast(device, t.bf16):
+            with self._unused_parameters_hint(), autocast(device, t.bf16, t.bf16_cpu):
                 pred = self.net(batch).x
             loss = self.task.loss(pred, targets)
             value = check_loss(loss, self.model, batch, targets, epoch + 1, steps + 1)
@@ -205,7 +205,7 @@ class Trainer:
     def _score(self, dataset) -> dict:
         """The task's metrics (and mean NFE) of the model on ``dataset``, computed on rank 0."""
         return evaluate(self.model, self.task, self._loader(dataset, None), self.prep.width, self.device,
-                        self.tcfg.bf16)
+                        self.tcfg.bf16, self.tcfg.bf16_cpu)
 
     def _validate(self) -> dict:
         metrics = None

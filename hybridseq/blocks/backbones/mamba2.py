@@ -4,12 +4,16 @@ are SSMs: Generalized Models and Efficient Algorithms Through Structured State S
 One in-projection gives (z, x, B, C, Δ); x, B, C pass a causal depthwise convolution and SiLU; heads
 of width ``head_dim`` share a scalar decay a_h: h_l = exp(Δ_l a_h) h_{l-1} + Δ_l x_l B_lᵀ,
 y_l = h_l C_l + D x_l, computed chunk by chunk (`hybridseq.ops.ssd_chunked`); then RMSNorm(y · SiLU(z))
-and the out-projection, inside a pre-norm residual layer. With observation times Δ_l is multiplied by
-the gap (see `ssm_common`). ``impl``: mamba-ssm's triton SSD kernel (``cuda``), ours (``torch``), or
+and the out-projection, inside a pre-norm residual layer. With observation times position l takes the
+exact zero-order hold over its gap g_l of the unit step (``timed_disc: zoh``, default): decay
+exp(g_l Δ_l a_h), input weight Δ_l (exp(g_l Δ_l a_h) - 1)/(exp(Δ_l a_h) - 1); ``timed_disc: scaled``
+multiplies Δ_l by the gap instead (see `ssm_common`).
+``impl``: mamba-ssm's triton SSD kernel (``cuda``), ours (``torch``), or
 the first that works on the input (``auto``).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -17,12 +21,28 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...errors import ConfigError
-from ...ops import ssd_chunked
-from ...ops.dispatch import IMPLS, check_impl, cuda_kernel, impl_for, planned_impl
+from ...ops import ssd_chunked, zoh_weight
+from ...ops.dispatch import IMPLS, check_impl, cuda_kernel, fast_path, impl_for, kernel_dtype, planned_impl
 from ...seq import Seq
 from ..base import choice
-from .mamba import check_positive, init_dt_bias
-from .ssm_common import SSMBlock, SSMConfig, causal_conv, conv_step
+from ..layers import no_weight_decay
+from .mamba import check_positive, init_dt_bias, scaled_out_proj
+from .ssm_common import SSMBlock, SSMConfig, conv_silu, conv_step
+
+
+class GroupRMSNorm(nn.Module):
+    """RMSNorm over each of ``groups`` equal slices of the last dimension, eps 1e-5, one weight per channel
+    (Mamba-2's gated norm, applied to y · SiLU(z); normalised in float32)."""
+
+    def __init__(self, width: int, groups: int, eps: float = 1e-5):
+        super().__init__()
+        self.groups, self.eps = groups, eps
+        self.weight = nn.Parameter(torch.ones(width))
+
+    def forward(self, y: Tensor) -> Tensor:
+        g = y.float().unflatten(-1, (self.groups, -1))                     # [..., G, E/G]
+        g = g * torch.rsqrt(g.square().mean(-1, keepdim=True) + self.eps)
+        return g.flatten(-2).to(y.dtype) * self.weight
 
 
 class Mamba2(SSMBlock):
@@ -35,11 +55,18 @@ class Mamba2(SSMBlock):
         d_conv: int = 4                            # causal convolution width
         chunk_size: int = 64                       # SSD chunk length
         dt_floor: float = 1e-4
+        dt_limit_min: float = 0.0                  # Δ = softplus(·) clamped to [dt_limit_min, dt_limit_max]
+        dt_limit_max: float = math.inf             # (mamba_ssm's dt_limit; the default clamps nothing)
+        d_has_hdim: bool = False                   # D per channel [H, P] instead of per head [H]
+        learnable_init_state: bool = False         # a learned state h_0 [H, P, N] instead of zeros
+        norm: str = choice("rms", "layer")         # pre-norm (mamba_ssm: RMSNorm)
+        n_layer: int = 1                           # layers in the stack: out_proj init scaled by 1/√n_layer
         impl: str = choice(*IMPLS)
 
         def validate(self, path: str) -> None:
             super().validate(path)
-            check_positive(self, path, ("d_state", "expand", "head_dim", "n_groups", "d_conv", "chunk_size"))
+            check_positive(self, path, ("d_state", "expand", "head_dim", "n_groups", "d_conv", "chunk_size",
+                                        "n_layer"))
             inner = self.expand * self.d_model
             if inner % self.head_dim:
                 raise ConfigError(f"{path}.head_dim",
@@ -47,6 +74,9 @@ class Mamba2(SSMBlock):
             if (inner // self.head_dim) % self.n_groups:
                 raise ConfigError(f"{path}.n_groups", f"n_groups={self.n_groups} must divide the number of "
                                   f"heads {inner // self.head_dim}")
+            if not (0 <= self.dt_limit_min < self.dt_limit_max):
+                raise ConfigError(f"{path}.dt_limit_min", f"need 0 <= dt_limit_min < dt_limit_max, got "
+                                  f"{self.dt_limit_min}, {self.dt_limit_max}")
             check_impl(self.impl, f"{path}.impl")
 
     example = {"head_dim": 8, "d_state": 8, "chunk_size": 4}
@@ -60,9 +90,12 @@ class Mamba2(SSMBlock):
         self.conv = nn.Conv1d(e + 2 * gn, e + 2 * gn, cfg.d_conv, groups=e + 2 * gn, padding=cfg.d_conv - 1)
         self.dt_bias = nn.Parameter(init_dt_bias(self.heads, cfg.dt_min, cfg.dt_max, cfg.dt_floor))  # [H]
         self.a_log = nn.Parameter(torch.log(torch.empty(self.heads).uniform_(1, 16)))                # [H]
-        self.d = nn.Parameter(torch.ones(self.heads))
-        self.norm_out = nn.RMSNorm(e)
-        self.out_proj = nn.Linear(e, d, bias=False)
+        self.d = nn.Parameter(torch.ones(self.heads, cfg.head_dim) if cfg.d_has_hdim else torch.ones(self.heads))
+        if cfg.learnable_init_state:
+            self.h0 = nn.Parameter(torch.zeros(self.heads, cfg.head_dim, cfg.d_state))     # [H, P, N]
+        self.norm_out = GroupRMSNorm(e, cfg.n_groups)
+        self.out_proj = scaled_out_proj(e, d, cfg.n_layer)
+        no_weight_decay(self.a_log, self.d, self.dt_bias)
         self.impl = planned_impl(cfg.impl)
 
     def _split(self, xbc: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -73,26 +106,49 @@ class Mamba2(SSMBlock):
         return x.reshape(*lead, self.heads, -1), B.reshape(*lead, g, n), C.reshape(*lead, g, n)
 
     def mix(self, u: Tensor, seq: Seq) -> Tensor:
+        self.impl = impl_for(self.cfg.impl, u, "ssd", path="mamba2.impl")
         z, xbc, dt = self.in_proj(u).split(self.sizes, dim=-1)             # [B, L, .]
-        x, B, C = self._split(F.silu(causal_conv(xbc, self.conv)))         # [B, L, H, P], [B, L, G, N] x2
-        dt = F.softplus(dt + self.dt_bias)                                  # [B, L, H]
-        gaps = self.gaps(seq)
-        if gaps is not None:
-            dt = dt * gaps.unsqueeze(-1)
+        xbc = conv_silu(xbc, self.conv, self.impl == "cuda" and fast_path(u, "causal_conv1d"), seq.mask)
+        x, B, C = self._split(xbc)                                          # [B, L, H, P], [B, L, G, N] x2
+        dt = self._dt(dt)                                                   # [B, L, H]
         A = -torch.exp(self.a_log)                                          # [H]
-        self.impl = impl_for(self.cfg.impl, x, "ssd")
-        if self.impl == "cuda":
-            y = cuda_kernel("ssd")(x.contiguous(), dt.contiguous(), A, B.contiguous(), C.contiguous(),
-                                   chunk_size=self.cfg.chunk_size, D=self.d)
+        dt, dt_in = self._steps(dt, self.gaps(seq), A, self.exact_hold(seq))
+        if self.impl == "cuda":                                             # the kernel's input step is dt
+            x_in = x * (dt_in / torch.where(dt > 0, dt, torch.ones_like(dt))).unsqueeze(-1)
+            work = kernel_dtype(u)
+            h0 = self._h0(u.shape[0])
+            y = cuda_kernel("ssd")(*(v.to(work).contiguous() for v in (x_in, dt)), A.float(),
+                                   *(v.to(work).contiguous() for v in (B, C)), chunk_size=self.cfg.chunk_size,
+                                   D=self.d.float(), **({} if h0 is None else {"initial_states": h0.float()}))
         else:
-            y = ssd_chunked(x, dt, A, B, C, self.cfg.chunk_size) + x * self.d.unsqueeze(-1)
+            y = ssd_chunked(x, dt, A, B, C, self.cfg.chunk_size, dt_in, self._h0(u.shape[0])) + self._skip(x)
         y = y.reshape(*u.shape[:2], -1)                                     # [B, L, E]
         return self.out_proj(self.norm_out(y * F.silu(z)))
+
+    def _dt(self, dt: Tensor) -> Tensor:
+        """Δ = softplus(dt + dt_bias), clamped to the configured limits: [..., H]."""
+        return F.softplus(dt + self.dt_bias).clamp(self.cfg.dt_limit_min, self.cfg.dt_limit_max)
+
+    def _skip(self, x: Tensor) -> Tensor:
+        """D x for x [..., H, P]."""
+        return x * (self.d if self.cfg.d_has_hdim else self.d.unsqueeze(-1))
+
+    def _h0(self, batch: int) -> Tensor | None:
+        """The state before the first step [B, H, P, N] when it is learned, else None (zeros)."""
+        return self.h0.expand(batch, *self.h0.shape) if self.cfg.learnable_init_state else None
+
+    def _steps(self, dt: Tensor, gaps: Tensor | None, A: Tensor, hold: bool) -> tuple[Tensor, Tensor]:
+        """The decay step and the input step [B, (L,) H] at time gaps [B, (L)] (see the module docstring)."""
+        if gaps is None:
+            return dt, dt
+        g = gaps.unsqueeze(-1)
+        return g * dt, dt * zoh_weight(dt * A, g) if hold else g * dt
 
     def init_state(self, batch: int, device, dtype) -> dict:
         width = self.sizes[1]
         return {"conv": torch.zeros(batch, width, self.cfg.d_conv, device=device, dtype=dtype),
-                "h": torch.zeros(batch, self.heads, self.cfg.head_dim, self.cfg.d_state, device=device, dtype=dtype)}
+                "h": torch.zeros(batch, self.heads, self.cfg.head_dim, self.cfg.d_state, device=device, dtype=dtype)
+                if not self.cfg.learnable_init_state else self._h0(batch).to(device=device, dtype=dtype)}
 
     def mix_step(self, u: Tensor, state: dict, gap: Tensor | None) -> tuple[Tensor, dict]:
         z, xbc, dt = self.in_proj(u).split(self.sizes, dim=-1)             # [B, .]
@@ -100,11 +156,10 @@ class Mamba2(SSMBlock):
         x, B, C = self._split(F.silu(xbc))                                  # [B, H, P], [B, G, N] x2
         rep = self.heads // self.cfg.n_groups
         B, C = B.repeat_interleave(rep, dim=1), C.repeat_interleave(rep, dim=1)   # [B, H, N]
-        dt = F.softplus(dt + self.dt_bias)                                  # [B, H]
-        if gap is not None:
-            dt = dt * gap.unsqueeze(-1)
-        decay = torch.exp(dt * -torch.exp(self.a_log))[..., None, None]     # [B, H, 1, 1]
-        h = decay * state["h"] + (dt.unsqueeze(-1) * x).unsqueeze(-1) * B.unsqueeze(2)   # [B, H, P, N]
-        y = (h * C.unsqueeze(2)).sum(-1) + x * self.d.unsqueeze(-1)         # [B, H, P]
+        A = -torch.exp(self.a_log)
+        dt, dt_in = self._steps(self._dt(dt), gap, A, self.cfg.timed_disc == "zoh")   # [B, H]
+        decay = torch.exp(dt * A)[..., None, None]                          # [B, H, 1, 1]
+        h = decay * state["h"] + (dt_in.unsqueeze(-1) * x).unsqueeze(-1) * B.unsqueeze(2)   # [B, H, P, N]
+        y = (h * C.unsqueeze(2)).sum(-1) + self._skip(x)                    # [B, H, P]
         y = y.reshape(u.shape[0], -1)
         return self.out_proj(self.norm_out(y * F.silu(z))), {"conv": window, "h": h}

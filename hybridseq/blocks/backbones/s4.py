@@ -5,9 +5,12 @@ Per channel, A = Λ - p p* in the eigenbasis of the normal part of HiPPO-LegS (N
 stored), bilinear discretisation with a learned step Δ_h. On a regular grid the convolution kernel comes
 from the truncated generating function at the roots of unity, a Cauchy sum with a Woodbury correction
 for the rank-one term, and an inverse FFT (`hybridseq.ops.nplr_kernel`). With observation times the
-step of position l is Δ_h · gap_l; the transitions then differ per position, so the layer steps through
-time with the O(N) Woodbury form of the bilinear update (one step per observation; autograd stays
-linear in L). Output: GELU, then a linear layer with a GLU gate.
+transitions differ per position. ``timed_disc: scaled`` (default) takes the bilinear step with Δ_h · g_l,
+in its O(N) Woodbury form; ``timed_disc: zoh`` takes the exact zero-order hold exp(Δ_h g_l A) of the
+non-normal A = Λ - p p*, which has no O(N) form (diagonalising HiPPO is ill-conditioned, Gu et al. 2022,
+Lemma 3.2): one dense (N+1)² matrix exponential per position and channel, O(N³) each. At long gaps the
+bilinear map sends the spectral radius back toward 1 (a silence does not forget); ZOH decays as
+exp(-gap · Δ · min|Re λ|). Output: GELU, then a linear layer with a GLU gate.
 """
 from __future__ import annotations
 
@@ -18,7 +21,11 @@ from torch import Tensor, nn
 
 from ...ops import fft_conv, nplr_kernel
 from ...seq import Seq
-from .ssm_common import ModalSSMConfig, SSMBlock, gated_output, log_uniform, reverse_gaps, time_gaps
+from ..base import choice
+from ..layers import own_lr
+from .ssm_common import ModalSSMConfig, SSMBlock, gated_output, log_uniform
+
+EXPM_ELEMENTS = 1 << 22     # matrix-exponential entries materialised at once (positions per chunk)
 
 
 def hippo_legs_nplr(state: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -59,6 +66,7 @@ class S4(SSMBlock):
     @dataclass
     class Config(ModalSSMConfig):
         """d_state, bidirectional, dt_min, dt_max, dropout, time_unit: the keys every modal SSM has."""
+        timed_disc: str = choice("scaled", "zoh")  # with times: bilinear at Δ·gap (O(N)), or exact hold (O(N³))
 
     def __init__(self, cfg: Config):
         super().__init__(cfg)
@@ -70,9 +78,10 @@ class S4(SSMBlock):
         self.p = nn.Parameter(torch.view_as_real(p).clone())                             # [H, M, 2]
         self.b = nn.Parameter(torch.view_as_real(b).clone())                             # [H, M, 2]
         dirs = 2 if cfg.bidirectional else 1
-        c = torch.randn(dirs, h, m, dtype=torch.cfloat) * 0.5 ** 0.5
+        c = torch.randn(dirs, h, m, dtype=torch.cfloat)
         self.c = nn.Parameter(torch.view_as_real(c))                                     # [dirs, H, M, 2]
-        self.d = nn.Parameter(torch.ones(h))
+        self.d = nn.Parameter(torch.randn(h))
+        own_lr(cfg.ssm_lr, self.log_dt, self.lam_log_re, self.lam_im, self.p, self.b)
         self.out = gated_output(h, cfg.dropout)
 
     def params(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -87,11 +96,37 @@ class S4(SSMBlock):
             dt, length = torch.exp(self.log_dt), u.shape[1]
             ks = [nplr_kernel(_full(lam), _full(p), _full(b), _full(ck), dt, length) for ck in c]  # [H, L]
             return fft_conv(u.transpose(1, 2), *ks).transpose(1, 2)
-        valid, t = seq.valid(), seq.t.to(u.dtype)
-        y = self._steps(u, time_gaps(t, valid, self.cfg.time_unit), c[0])
+        steps = self._held if self.exact_hold(seq) else self._steps
+        y = steps(u, self.gaps(seq), c[0])
         if self.cfg.bidirectional:
-            y = y + self._steps(u.flip(1), reverse_gaps(t, valid, self.cfg.time_unit), c[1]).flip(1)
+            y = y + steps(u.flip(1), self.gaps(seq, reverse=True), c[1]).flip(1)
         return y
+
+    def held_transitions(self, gaps: Tensor) -> tuple[Tensor, Tensor]:
+        """Exact hold over steps Δ_h gaps: Ā [..., H, N, N] and B̄ [..., H, N] on the whole state, from
+        exp([[ΔA, Δb], [0, 0]]) = [[exp(ΔA), A⁻¹(exp(ΔA) - I) b], [0, 1]]."""
+        lam, p, b, _ = self.params()
+        a = torch.diag_embed(_full(lam)) - _full(p).unsqueeze(-1) * _full(p).conj().unsqueeze(-2)   # [H, N, N]
+        aug = torch.cat([a, _full(b).unsqueeze(-1)], dim=-1)                                       # [H, N, N+1]
+        aug = torch.cat([aug, torch.zeros_like(aug[..., :1, :])], dim=-2)                         # [H, N+1, N+1]
+        dts = (torch.exp(self.log_dt) * gaps.unsqueeze(-1)).to(aug.dtype)                        # [..., H]
+        e = torch.linalg.matrix_exp(dts[..., None, None] * aug)
+        n = a.shape[-1]
+        return e[..., :n, :n], e[..., :n, n]
+
+    def _held(self, u: Tensor, gaps: Tensor, c: Tensor) -> Tensor:
+        """Recurrence by the exact hold: u [B, L, H], gaps [B, L] -> [B, L, H]."""
+        batch, length, width = u.shape
+        n = self.cfg.d_state
+        per_chunk = max(1, EXPM_ELEMENTS // (batch * width * (n + 1) ** 2))
+        h = torch.zeros(batch, width, n, dtype=torch.view_as_complex(self.b).dtype, device=u.device)   # [B, H, N]
+        ys = []
+        for start in range(0, length, per_chunk):
+            a_bar, b_bar = self.held_transitions(gaps[:, start:start + per_chunk])    # [B, l, H, N, N], [B, l, H, N]
+            for k in range(a_bar.shape[1]):
+                h = (a_bar[:, k] @ h.unsqueeze(-1)).squeeze(-1) + b_bar[:, k] * u[:, start + k].unsqueeze(-1)
+                ys.append((h * _full(c)).sum(-1).real)
+        return torch.stack(ys, dim=1)
 
     def _steps(self, u: Tensor, gaps: Tensor, c: Tensor) -> Tensor:
         """Recurrence with step Δ_h gap_l: u [B, L, H], gaps [B, L] -> [B, L, H]."""
@@ -115,7 +150,12 @@ class S4(SSMBlock):
 
     def mix_step(self, u: Tensor, state: dict, gap: Tensor | None) -> tuple[Tensor, dict]:
         lam, p, b, c = self.params()
+        half = state["h"][..., : self.cfg.d_state // 2]          # the state is conjugate-symmetric: its
+        if gap is not None and self.cfg.timed_disc == "zoh":       # first half determines it
+            a_bar, b_bar = self.held_transitions(gap)                       # [B, H, N, N], [B, H, N]
+            h = (a_bar @ _full(half).unsqueeze(-1)).squeeze(-1) + b_bar * u.unsqueeze(-1)
+            return self.out((h * _full(c[0])).sum(-1).real + self.d * u), {"h": h}
         dt = torch.exp(self.log_dt) * (gap.unsqueeze(-1) if gap is not None else 1)      # [B|1, H]
-        h = bilinear_step(state["h"], u, dt, lam, p, b)
+        h = bilinear_step(half, u, dt, lam, p, b)
         y = 2 * (h * c[0]).sum(-1).real
         return self.out(y + self.d * u), {"h": h}

@@ -4,8 +4,11 @@ Initialization of Diagonal State Space Models").
 Per channel h: x'(t) = A x(t) + B u(t), y = C x + D u with diagonal complex A (N/2 modes in conjugate
 pairs, B folded into C), discretised by ZOH or bilinear with a learned step Δ_h. On a regular grid the
 layer is a convolution with K_l = 2 Re Σ_n C_n B̄_n Ā_n^l (Vandermonde product, FFT convolution,
-O(L log L)); with observation times the step of position l is Δ_h · gap_l and the layer runs as a
-chunk-parallel diagonal scan. Output: GELU, then a linear layer with a GLU gate.
+O(L log L)); with observation times the layer runs as a chunk-parallel diagonal scan whose position l
+takes the exact zero-order hold over its gap g_l of the unit step (``timed_disc: zoh``, default):
+Ā_l = Ā^{g_l}, B̄_l = B̄ (Ā^{g_l} - 1)/(Ā - 1) — for ``disc: zoh`` exactly exp(g_l Δ A) and
+(exp(g_l Δ A) - 1)/A; ``timed_disc: scaled`` discretises with step Δ_h · g_l instead.
+Output: GELU, then a linear layer with a GLU gate.
 """
 from __future__ import annotations
 
@@ -15,10 +18,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ...ops import fft_conv, linear_scan, vandermonde_kernel
+from ...ops import fft_conv, vandermonde_kernel
+from ...ops.scan import held_step, scan_from, segment_length, segmented
 from ...seq import Seq
 from ..base import choice
-from .ssm_common import ModalSSMConfig, SSMBlock, gated_output, log_uniform, reverse_gaps, time_gaps
+from ..layers import own_lr
+from .ssm_common import ModalSSMConfig, SSMBlock, gated_output, log_uniform
 
 
 def s4d_init(kind: str, channels: int, state: int) -> tuple[Tensor, Tensor]:
@@ -56,7 +61,8 @@ class S4D(SSMBlock):
         self.a_im = nn.Parameter(im)                                                       # [H, M]
         dirs = 2 if cfg.bidirectional else 1
         self.c = nn.Parameter(torch.view_as_real(torch.randn(dirs, h, m, dtype=torch.cfloat)))  # [dirs, H, M, 2]
-        self.d = nn.Parameter(torch.ones(h))
+        self.d = nn.Parameter(torch.randn(h))
+        own_lr(cfg.ssm_lr, self.log_dt, self.a_log_re, self.a_im)
         self.out = gated_output(h, cfg.dropout)
 
     def eigenvalues(self) -> Tensor:
@@ -70,18 +76,32 @@ class S4D(SSMBlock):
             length = u.shape[1]
             ks = [vandermonde_kernel(c[k] * b, log_a, length) for k in range(c.shape[0])]  # [H, L] each
             return fft_conv(u.transpose(1, 2), *ks).transpose(1, 2)
-        valid, t = seq.valid(), seq.t.to(u.dtype)
-        y = self._scan(u, time_gaps(t, valid, self.cfg.time_unit), A, c[0])
+        y = self._scan(u, self.gaps(seq), A, c[0])
         if self.cfg.bidirectional:
-            back = self._scan(u.flip(1), reverse_gaps(t, valid, self.cfg.time_unit), A, c[1])
-            y = y + back.flip(1)
+            y = y + self._scan(u.flip(1), self.gaps(seq, reverse=True), A, c[1]).flip(1)
         return y
 
+    def timed_step(self, gaps: Tensor, A: Tensor) -> tuple[Tensor, Tensor]:
+        """Ā and B̄ [..., H, M] at time gaps [...] by the ``timed_disc`` rule (module docstring)."""
+        dt, g = torch.exp(self.log_dt), gaps[..., None, None]
+        if self.cfg.timed_disc == "scaled":
+            log_a, b = discretise(dt * gaps.unsqueeze(-1), A, self.cfg.disc)
+            return torch.exp(log_a), b
+        log_a, b = discretise(dt, A, self.cfg.disc)                                 # unit step [H, M]
+        decay, weight = held_step(log_a, g)
+        return decay, b * weight
+
     def _scan(self, u: Tensor, gaps: Tensor, A: Tensor, c: Tensor) -> Tensor:
-        """Diagonal recurrence with step Δ_h gap_l: u [B, L, H], gaps [B, L] -> [B, L, H]."""
-        log_a, b = discretise(torch.exp(self.log_dt) * gaps.unsqueeze(-1), A, self.cfg.disc)  # [B, L, H, M]
-        h = linear_scan(torch.exp(log_a), b * u.unsqueeze(-1))                                 # [B, L, H, M]
-        return 2 * torch.einsum("blhm,hm->blh", h, c).real
+        """Diagonal recurrence at time gaps: u [B, L, H], gaps [B, L] -> [B, L, H], segment by segment (only
+        one segment's [B, S, H, M] transitions and states exist at a time, in forward and backward)."""
+        h0 = torch.zeros(u.shape[0], *A.shape, dtype=c.dtype, device=u.device)              # [B, H, M]
+        size = segment_length(2 * u.shape[0] * A.numel(), u.shape[1], u.device)             # complex: 2 reals
+        return segmented(self._segment, h0, u, gaps, segment=size, fixed=(A, c))
+
+    def _segment(self, h0: Tensor, u: Tensor, gaps: Tensor, A: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+        a_bar, b = self.timed_step(gaps, A)                                                 # [B, S, H, M]
+        h = scan_from(a_bar, b * u.unsqueeze(-1), h0)                                       # [B, S, H, M]
+        return 2 * torch.einsum("bshm,hm->bsh", h, c).real, h[:, -1]
 
     def mix(self, u: Tensor, seq: Seq) -> Tensor:
         return self.out(self.ssm(u, seq) + self.d * u)
@@ -93,8 +113,11 @@ class S4D(SSMBlock):
         return {"h": torch.zeros(batch, self.cfg.d_model, self.cfg.d_state // 2, dtype=cdtype, device=device)}
 
     def mix_step(self, u: Tensor, state: dict, gap: Tensor | None) -> tuple[Tensor, dict]:
-        dt = torch.exp(self.log_dt) * (gap.unsqueeze(-1) if gap is not None else 1)      # [B|1, H]
-        log_a, b = discretise(dt, self.eigenvalues(), self.cfg.disc)                      # [B|1, H, M]
-        h = torch.exp(log_a) * state["h"] + b * u.unsqueeze(-1)                           # [B, H, M]
+        if gap is None:
+            log_a, b = discretise(torch.exp(self.log_dt), self.eigenvalues(), self.cfg.disc)   # [H, M]
+            a_bar = torch.exp(log_a)
+        else:
+            a_bar, b = self.timed_step(gap, self.eigenvalues())                              # [B, H, M]
+        h = a_bar * state["h"] + b * u.unsqueeze(-1)                                      # [B, H, M]
         y = 2 * (h * torch.view_as_complex(self.c)[0]).sum(-1).real
         return self.out(y + self.d * u), {"h": h}

@@ -3,15 +3,19 @@ Dynamics and Adaptive Fine-tuning").
 
 A non-autonomous ODE over depth t ∈ [0, 1]:
 
-    dx/dt = Attn_t(LN_t(x)) + MLP_t(LN_t(x))
+    dx/dt = Attn_t(LN1_t(x)) + MLP_t(LN2_t(x))
 
-where every weight, bias and norm parameter of the attention, the MLP and the norm is produced at time
-t by a hypernetwork of a sinusoidal embedding of t (`hyper.HyperNet`; ``hyper: full | lowrank``). The
-ODE is integrated by any registered solver (``solver:``, fixed-grid or adaptive, optionally adjoint).
-``steps`` makes fixed-grid solvers take that many equal steps over [0, 1] (adaptive solvers choose
-their own): a model trained with N steps is evaluated with M by changing ``steps`` alone (same
-state_dict). Only the final state is requested from the solver, so with ``adjoint: true`` the memory
-kept for the backward pass does not grow with the number of steps.
+where every weight, bias and norm parameter of the attention, the MLP and the norms is a function of t.
+``hyper: qkvflow`` (default) is the authors' parameterisation: every linear layer generates its whole
+matrix from its own time MLP of Fourier features [t, sin, cos] (`hyper.TemporalLayers`), the two
+LayerNorms have weights 1 + h·f_w (zero-initialised), and a final (time-independent) LayerNorm follows the
+flow; with ``solver: euler`` and ``steps: N`` this is their dt = 1/N Euler scheme. ``hyper: full |
+lowrank`` share one time MLP across parameters (`hyper.HyperNet`) and use one LayerNorm for both
+branches. The ODE is integrated by any registered solver (``solver:``, fixed-grid or adaptive,
+optionally adjoint). ``steps`` makes fixed-grid solvers take that many equal steps over [0, 1] (adaptive
+solvers choose their own): a model trained with N steps is evaluated with M by changing ``steps`` alone
+(same state_dict). Only the final state is requested from the solver, so with ``adjoint: true`` the
+memory kept for the backward pass does not grow with the number of steps.
 """
 from __future__ import annotations
 
@@ -29,26 +33,47 @@ from ...seq import Seq
 from ...solvers import SolverConfig
 from ..base import DepthMap, ODEBlock, choice
 from ..layers import attention_mask, check_heads
-from .hyper import HyperNet
+from .hyper import HyperNet, TemporalLayers
+
+
+def _initial_linears(d_model: int, hidden: int) -> dict[str, nn.Linear]:
+    """The ordinary layers whose initial values start the generated ones."""
+    return {"qkv": nn.Linear(d_model, 3 * d_model), "out": nn.Linear(d_model, d_model),
+            "fc1": nn.Linear(d_model, hidden), "fc2": nn.Linear(hidden, d_model)}
 
 
 def _initial_parameters(d_model: int, hidden: int) -> dict[str, Tensor]:
-    """Base values θ0, initialised as PyTorch initialises the ordinary layers."""
-    qkv, out, fc1, fc2 = (nn.Linear(d_model, 3 * d_model), nn.Linear(d_model, d_model),
-                          nn.Linear(d_model, hidden), nn.Linear(hidden, d_model))
-    return {"norm_weight": torch.ones(d_model), "norm_bias": torch.zeros(d_model),
-            "qkv_weight": qkv.weight, "qkv_bias": qkv.bias, "out_weight": out.weight, "out_bias": out.bias,
-            "fc1_weight": fc1.weight, "fc1_bias": fc1.bias, "fc2_weight": fc2.weight, "fc2_bias": fc2.bias}
+    """Base values θ0 (one shared norm), initialised as PyTorch initialises the ordinary layers."""
+    out = {"norm_weight": torch.ones(d_model), "norm_bias": torch.zeros(d_model)}
+    for name, lin in _initial_linears(d_model, hidden).items():
+        out[f"{name}_weight"], out[f"{name}_bias"] = lin.weight, lin.bias
+    return out
 
 
-def field_update(p: dict[str, Tensor], x: Tensor, heads: int, mask: Tensor | None) -> Tensor:
-    """Attn(LN x) + MLP(LN x) with the parameters ``p``: x [B, L, D] -> [B, L, D]."""
+def _shared(d_model, hidden, cfg) -> HyperNet:
+    return HyperNet(_initial_parameters(d_model, hidden), cfg.t_embed, cfg.hyper_hidden, cfg.hyper, cfg.rank)
+
+
+def _qkvflow(d_model, hidden, cfg) -> TemporalLayers:
+    weights = {n: lin.weight for n, lin in _initial_linears(d_model, hidden).items()}
+    return TemporalLayers(weights, d_model, cfg.t_embed, cfg.hyper_hidden)
+
+
+HYPERNETS = {"qkvflow": (_qkvflow, ("norm1", "norm2")), "full": (_shared, ("norm", "norm")),
+             "lowrank": (_shared, ("norm", "norm"))}   # builder, (attention norm, MLP norm)
+
+
+def field_update(p: dict[str, Tensor], x: Tensor, heads: int, mask: Tensor | None,
+                 norms: tuple[str, str] = ("norm", "norm")) -> Tensor:
+    """Attn(LN_a x) + MLP(LN_m x) with the parameters ``p``: x [B, L, D] -> [B, L, D]."""
     b, n, d = x.shape
-    xn = F.layer_norm(x, (d,), p["norm_weight"], p["norm_bias"])
-    q, k, v = F.linear(xn, p["qkv_weight"], p["qkv_bias"]).view(b, n, 3, heads, d // heads).permute(2, 0, 3, 1, 4)
+    norm = lambda name: F.layer_norm(x, (d,), p[f"{name}_weight"], p[f"{name}_bias"])  # noqa: E731
+    xa = norm(norms[0])
+    xm = xa if norms[1] == norms[0] else norm(norms[1])
+    q, k, v = F.linear(xa, p["qkv_weight"], p["qkv_bias"]).view(b, n, 3, heads, d // heads).permute(2, 0, 3, 1, 4)
     a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)                # [B, H, L, hd]
     a = F.linear(a.transpose(1, 2).reshape(b, n, d), p["out_weight"], p["out_bias"])
-    m = F.linear(F.gelu(F.linear(xn, p["fc1_weight"], p["fc1_bias"])), p["fc2_weight"], p["fc2_bias"])
+    m = F.linear(F.gelu(F.linear(xm, p["fc1_weight"], p["fc1_bias"])), p["fc2_weight"], p["fc2_bias"])
     return a + m
 
 
@@ -59,15 +84,16 @@ class DepthField(nn.Module):
     positions have zero velocity, so adaptive solvers' error estimates see the valid positions only.
     """
 
-    def __init__(self, d_model: int, heads: int, hidden: int, embed: int, hyper_hidden: int, mode: str, rank: int):
+    def __init__(self, cfg):
         super().__init__()
-        self.heads = heads
-        self.hyper = HyperNet(_initial_parameters(d_model, hidden), embed, hyper_hidden, mode, rank)
+        self.heads = cfg.heads
+        build, self.norms = HYPERNETS[cfg.hyper]
+        self.hyper = build(cfg.d_model, int(cfg.mlp_ratio * cfg.d_model), cfg)
         self.mask: Tensor | None = None
         self.keep: Tensor | None = None
 
     def forward(self, t: Tensor, x: Tensor) -> Tensor:
-        dx = field_update(self.hyper(t.to(x.dtype)), x, self.heads, self.mask)
+        dx = field_update(self.hyper(t.to(x.dtype)), x, self.heads, self.mask, self.norms)
         return dx if self.keep is None else dx * self.keep
 
 
@@ -80,12 +106,13 @@ class NeuralODETransformer(ODEBlock):
         heads: int = 4                # attention heads; must divide d_model
         mlp_ratio: float = 4.0        # MLP hidden width as a multiple of d_model
         causal: bool = False          # position i attends to positions <= i only
-        hyper: str = choice("lowrank", "full")  # generator of each weight matrix (vectors: always full)
+        hyper: str = choice("qkvflow", "lowrank", "full")  # how the weights depend on t (see module docs)
         rank: int = 4                 # rank of the generated update of each matrix (hyper: lowrank)
-        t_embed: int = 16             # size of the sinusoidal embedding of t (even)
-        hyper_hidden: int = 32        # width of the hypernetwork's shared hidden layer
+        t_embed: int = 16             # qkvflow: frequencies K of [t, sin, cos] (2K+1 features); else sinusoids
+        hyper_hidden: int = 20        # width of each time MLP (qkvflow: one per layer; else one shared)
+        final_norm: Optional[bool] = None   # LayerNorm after the flow; None: on for qkvflow (as the paper)
         steps: Optional[int] = 4      # fixed-grid solvers: equal steps over [0, 1]; adaptive ones ignore it
-        solver: SolverConfig = field(default_factory=lambda: SolverConfig(method="rk4"))
+        solver: SolverConfig = field(default_factory=lambda: SolverConfig(method="euler"))
 
         def validate(self, path: str) -> None:
             check_heads(self.d_model, self.heads, path)
@@ -104,8 +131,9 @@ class NeuralODETransformer(ODEBlock):
 
     def __init__(self, cfg: Config):
         super().__init__(cfg)
-        self.field = DepthField(cfg.d_model, cfg.heads, int(cfg.mlp_ratio * cfg.d_model), cfg.t_embed,
-                                cfg.hyper_hidden, cfg.hyper, cfg.rank)
+        self.field = DepthField(cfg)
+        final = cfg.final_norm if cfg.final_norm is not None else cfg.hyper == "qkvflow"
+        self.final_norm = nn.LayerNorm(cfg.d_model) if final else None
 
     def solver_config(self, cfg: Config) -> SolverConfig:
         """``steps`` equal steps: as a grid for solvers that take one, else as output times of a fixed-step
@@ -129,7 +157,7 @@ class NeuralODETransformer(ODEBlock):
 
     def weights_at(self, t: float) -> dict[str, Tensor]:
         """Every generated parameter at depth ``t`` (for analysis)."""
-        ref = self.field.hyper.params["norm_bias"].base
+        ref = next(self.field.hyper.parameters())
         return self.field.hyper(torch.tensor(float(t), dtype=ref.dtype, device=ref.device))
 
     def forward(self, seq: Seq) -> Seq:
@@ -140,7 +168,8 @@ class NeuralODETransformer(ODEBlock):
         # kept after the solve: an adjoint backward evaluates the field again
         self.field.mask = attention_mask(seq.mask, x.shape[1], self.cfg.causal, x.device)
         self.field.keep = keep
-        return replace(seq, x=self.solver(self.field, x, self.times(x.device, x.dtype))[-1])
+        x = self.solver(self.field, x, self.times(x.device, x.dtype))[-1]
+        return replace(seq, x=x if self.final_norm is None else self.final_norm(x))
 
     def attention_along_depth(self, times: int) -> tuple[int, list[tuple[float, Tensor, Tensor]]]:
         """The generated attention weights at ``times`` depths spread evenly over [0, 1]."""
@@ -149,6 +178,11 @@ class NeuralODETransformer(ODEBlock):
             p = self.weights_at(t)
             out.append((t, p["qkv_weight"], p["out_weight"]))
         return self.cfg.heads, out
+
+    def feedforward_along_depth(self, times: int) -> list[tuple[float, Tensor, Tensor]]:
+        """``[(t, fc1_weight [hidden, D], fc2_weight [D, hidden]), ...]`` at the same depths."""
+        return [(t, p["fc1_weight"], p["fc2_weight"]) for t in torch.linspace(0, 1, times).tolist()
+                for p in (self.weights_at(t),)]
 
     def depth_map(self, seq: Seq) -> DepthMap:
         x = seq.x.detach()                                                      # [B, L, D]

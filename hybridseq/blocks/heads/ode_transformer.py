@@ -2,14 +2,19 @@
 Model for Sequence Generation").
 
 A pre-norm Transformer layer ``T`` defines the vector field ``F(x) = T(x) - x`` (attention + feed-forward
-update). Each of the ``layers`` layers is one step of a Runge–Kutta scheme applied to ``F`` with the
-SAME parameters at every stage of that layer:
+update). Each of the ``layers`` layers is one step (h = 1) of a Runge–Kutta scheme applied to ``F`` with
+the SAME parameters at every stage of that layer (the tableaux are data: `hybridseq.solvers.tableau`):
 
 - ``euler``:       y = x + F(x)                                  (the plain residual layer)
 - ``rk2``:         Heun: F1 = F(x), F2 = F(x + F1), y = x + (F1 + F2) / 2
+- ``rk3``:         Kutta's third order: F(x), F(x + F1/2), F(x - F1 + 2 F2), weights 1/6, 2/3, 1/6
 - ``rk4``:         classic fourth order, stages F(x), F(x + F1/2), F(x + F2/2), F(x + F3)
-- ``gated_rk2``:   γ = σ(W [F1; F2] + b) per position and channel, y = x + γ F1 + (1 - γ) F2
-- ``learned_rk2``: y = x + a1 F1 + a2 F2 with learnable coefficients a1, a2 (initialised at 1/2)
+- ``gated_rk2``:   γ = σ(W [F1; F2] + b), y = x + γ F1 + (1 - γ) F2, with one γ per position
+                   (``gate: scalar``, W: 2d -> 1, the paper's) or per position and channel (``channel``)
+- ``learned_rk2``: y = x + a1 F1 + a2 F2 with learnable coefficients a1, a2 (initialised at 1)
+
+``rk_norm: true`` (the paper's RK-Norm, as we read it) layer-normalises each stage F_i, with its own
+LayerNorm, where it enters the final combination y = x + Σ w_i LN_i(F_i); the stages use the raw F_i.
 """
 from __future__ import annotations
 
@@ -21,10 +26,13 @@ from torch import Tensor, nn
 
 from ...errors import ConfigError
 from ...seq import Seq
+from ...solvers.tableau import EULER, HEUN, RK3, RK4, combine, stages
 from ..base import Block, DepthMap, choice
 from ..layers import FeedForward, SelfAttention, attention_mask, check_heads
 
-SCHEMES = ("euler", "rk2", "rk4", "gated_rk2", "learned_rk2")
+SCHEMES = ("euler", "rk2", "rk3", "rk4", "gated_rk2", "learned_rk2")
+TABLE = {"euler": EULER, "rk2": HEUN, "rk3": RK3, "rk4": RK4, "gated_rk2": HEUN, "learned_rk2": HEUN}
+COEF_INIT = 1.0          # learned_rk2: a1 = a2 = 1 at the start (Li et al.)
 
 
 class LayerField(nn.Module):
@@ -45,32 +53,33 @@ class LayerField(nn.Module):
 class ODELayer(nn.Module):
     """One layer: one step of ``scheme`` on its own `LayerField` (shared by all stages)."""
 
-    def __init__(self, d_model: int, heads: int, mlp_ratio: float, dropout: float, scheme: str):
+    def __init__(self, d_model: int, heads: int, mlp_ratio: float, dropout: float, scheme: str,
+                 gate: str = "scalar", rk_norm: bool = False):
         super().__init__()
-        self.scheme = scheme
+        self.scheme, self.tableau = scheme, TABLE[scheme]
         self.field = LayerField(d_model, heads, mlp_ratio, dropout)
         if scheme == "gated_rk2":
-            self.gate = nn.Linear(2 * d_model, d_model)
+            self.gate = nn.Linear(2 * d_model, 1 if gate == "scalar" else d_model)
         if scheme == "learned_rk2":
-            self.coef = nn.Parameter(torch.full((2,), 0.5))
+            self.coef = nn.Parameter(torch.full((2,), COEF_INIT))
+        self.stage_norms = (nn.ModuleList(nn.LayerNorm(d_model) for _ in range(self.tableau.stages))
+                            if rk_norm else None)
+
+    def weights(self, ks: list[Tensor]):
+        """The weights w_i of the stages in the final combination."""
+        if self.scheme == "gated_rk2":
+            gamma = torch.sigmoid(self.gate(torch.cat(ks, dim=-1)))           # [B, L, 1] or [B, L, D]
+            return gamma, 1 - gamma
+        if self.scheme == "learned_rk2":
+            return self.coef[0], self.coef[1]
+        return self.tableau.b
 
     def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
-        f = lambda y: self.field(y, mask)                                      # noqa: E731
-        f1 = f(x)
-        if self.scheme == "euler":
-            return x + f1
-        if self.scheme == "rk4":
-            f2 = f(x + f1 / 2)
-            f3 = f(x + f2 / 2)
-            f4 = f(x + f3)
-            return x + (f1 + 2 * f2 + 2 * f3 + f4) / 6
-        f2 = f(x + f1)
-        if self.scheme == "rk2":
-            return x + (f1 + f2) / 2
-        if self.scheme == "gated_rk2":
-            gamma = torch.sigmoid(self.gate(torch.cat([f1, f2], dim=-1)))      # [B, L, D]
-            return x + gamma * f1 + (1 - gamma) * f2
-        return x + self.coef[0] * f1 + self.coef[1] * f2                      # learned_rk2
+        ks = stages(lambda t, y: self.field(y, mask), 0.0, x, 1.0, self.tableau)  # F_1 … F_s: [B, L, D]
+        weights = self.weights(ks)
+        if self.stage_norms is not None:
+            ks = [norm(k) for norm, k in zip(self.stage_norms, ks)]
+        return combine(x, ks, 1.0, weights)
 
 
 class ODETransformer(Block):
@@ -82,6 +91,8 @@ class ODETransformer(Block):
         heads: int = 4               # attention heads; must divide d_model
         layers: int = 1              # layers, each with its own parameters
         scheme: str = choice("rk2", *SCHEMES)  # integration scheme of each layer
+        gate: str = choice("scalar", "channel")  # gated_rk2: one gate per position (paper) or per channel
+        rk_norm: bool = False        # layer-normalise each stage where it enters the combination (RK-Norm)
         mlp_ratio: float = 4.0       # feed-forward hidden width as a multiple of d_model
         dropout: float = 0.0
         causal: bool = False         # position i attends to positions <= i only
@@ -95,8 +106,8 @@ class ODETransformer(Block):
 
     def __init__(self, cfg: Config):
         super().__init__(cfg)
-        self.layers = nn.ModuleList(ODELayer(cfg.d_model, cfg.heads, cfg.mlp_ratio, cfg.dropout, cfg.scheme)
-                                    for _ in range(cfg.layers))
+        self.layers = nn.ModuleList(ODELayer(cfg.d_model, cfg.heads, cfg.mlp_ratio, cfg.dropout, cfg.scheme,
+                                             cfg.gate, cfg.rk_norm) for _ in range(cfg.layers))
 
     def forward(self, seq: Seq) -> Seq:
         x = seq.x                                                               # [B, L, D]
@@ -110,6 +121,11 @@ class ODETransformer(Block):
         n = len(self.layers)
         return self.cfg.heads, [(i / n, layer.field.attn.qkv.weight, layer.field.attn.out.weight)
                                 for i, layer in enumerate(self.layers)]
+
+    def feedforward_along_depth(self, times: int) -> list[tuple[float, Tensor, Tensor]]:
+        """``[(t, fc1_weight, fc2_weight), ...]``, one entry per layer like `attention_along_depth`."""
+        n = len(self.layers)
+        return [(i / n, layer.field.ff[0].weight, layer.field.ff[-1].weight) for i, layer in enumerate(self.layers)]
 
     def depth_map(self, seq: Seq) -> DepthMap:
         x = seq.x.detach()                                                      # [B, L, D]

@@ -1,27 +1,34 @@
-"""PDE attention (Zhang & Zhou, 2025): attention followed by a pseudo-time PDE evolution along the
-sequence axis.
+"""PDE attention (Zhang & Zhou, EMNLP 2025, "Continuous-Time Attention: PDE-Guided Mechanisms for
+Long-Sequence Transformers"): attention followed by a pseudo-time PDE evolution along the sequence axis.
 
-One pre-norm layer: attention, then ``steps`` explicit steps (total pseudo-time ``time``) of a PDE
-along the sequence, then the feed-forward part. ``target: states`` evolves the token states (each
-channel is a field over positions); ``target: weights`` evolves each row of the attention matrix along
-the key axis and renormalises it (non-negative, rows sum to 1) before it mixes the values.
+One pre-norm layer: attention, then the PDE evolved over pseudo-time ``time`` along the sequence, then
+the feed-forward part. ``target: states`` evolves the token states (each channel is a field over
+positions); ``target: weights`` evolves each row of the attention matrix along the key axis and
+renormalises it (non-negative, rows sum to 1) before it mixes the values.
 
-PDEs (``pde``): ``diffusion`` u_t = D Δu; ``reaction_diffusion`` u_t = D Δu + ρ tanh(u);
-``advection_diffusion`` u_t = D Δu - ∂x(v u) (upwind); ``wave`` u_tt = c² Δu (velocity state,
-symplectic Euler, starts at rest). Coefficients are learned per channel (states) or per head (weights)
-and squashed below ceilings that keep the explicit scheme stable for dt = time/steps:
-2·D·dt <= 1 (causal: D·dt <= 1), adding |v|·dt for advection (CFL), ρ·dt <= 1, c·dt <= 1.
-``solver: spectral`` solves diffusion exactly (DCT-II by FFT). Boundaries are zero-flux at the ends of
-the VALID part of each sequence, so padding never reaches valid tokens; ``causal: true`` uses causal
-attention and one-sided stencils, so no token reaches an earlier one.
+PDEs (``pde``): ``diffusion`` u_t = D Δu; ``reaction_diffusion`` u_t = D Δu + r(u) (``reaction``:
+ρ tanh u or ρ u (1 - σ(u))); ``advection_diffusion`` u_t = D Δu - ∂x(v u) (upwind); ``wave``
+u_tt = c² Δu (from rest). Coefficients are learned per channel (states) or per head (weights) in
+pseudo-time units, below fixed ceilings (``diffusion_max``, ``speed_max``, ``reaction_max``), so the
+equation does not depend on how it is discretised: ``time`` sets how far it evolves and ``steps`` only
+refines. The explicit stepper takes max(steps, ⌈time · rate / COURANT⌉) equal steps, where rate is the
+stability bound of the ceilings (2 D + ρ, 2 D + |v|, c; a one-sided causal stencil counts D once), so
+every step is stable whatever the learned values. ``stepper: spectral`` solves diffusion and the wave
+exactly (DCT-II by FFT; ``steps`` is then irrelevant) and reaction–diffusion by Strang splitting of the
+exact diffusion with the reaction. Boundaries are zero-flux at the ends of the VALID part of each
+sequence (``boundary: fixed`` holds the two ends instead), so padding never reaches valid tokens;
+``causal: true`` uses causal attention and one-sided stencils, so no token reaches an earlier one (on
+states the one-sided stencil is upwind transport: see docs/heads.md). ``placement: after`` evolves the
+states after the feed-forward part instead of between attention and it.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Optional
+from typing import ClassVar
 
 import torch
+import torch.nn.functional as F
 from omegaconf import MISSING
 from torch import Tensor, nn
 
@@ -34,7 +41,11 @@ from . import pde as ops
 PDES = ("diffusion", "wave", "reaction_diffusion", "advection_diffusion")
 COEFFICIENTS = {"diffusion": ("D",), "reaction_diffusion": ("D", "rho"), "advection_diffusion": ("D", "v"),
                 "wave": ("c",)}
+CEILING_KEYS = {"D": "diffusion_max", "v": "speed_max", "c": "speed_max", "rho": "reaction_max"}
+SPECTRAL = ("diffusion", "wave", "reaction_diffusion")
 RAW_INIT = {"D": -2.0, "c": -2.0, "rho": 0.0, "v": 0.0}   # σ(-2) ≈ 0.12 of the ceiling; tanh(0) = 0
+COURANT = 0.9            # explicit steps run at 90% of the stability limit (the wave's top mode stays bounded)
+MAX_STEPS = 10_000       # more explicit steps than this is a config mistake, not a model
 EPS = 1e-9
 
 
@@ -45,62 +56,64 @@ class PDEAttention(Block):
         heads: int = 4                         # attention heads; must divide d_model
         pde: str = choice("diffusion", *PDES)  # the PDE evolved in pseudo-time
         target: str = choice("states", "weights")   # evolve token states or the attention weights
-        solver: str = choice("explicit", "spectral")  # spectral: exact, diffusion only
-        time: float = 1.0                      # pseudo-time horizon T
-        steps: int = 4                         # explicit steps; dt = time / steps
-        diffusion_max: Optional[float] = None  # ceiling of D; None = the largest stable value for dt
-        speed_max: Optional[float] = None      # ceiling of c (wave) or |v| (advection); None = stable max
-        reaction_max: Optional[float] = None   # ceiling of |ρ|; None = 1/dt
+        stepper: str = choice("explicit", "spectral")  # spectral: exact diffusion / wave, split reaction
+        time: float = 1.0                      # pseudo-time horizon T: how far the PDE evolves
+        steps: int = 4                         # at least this many steps; more when stability needs them
+        diffusion_max: float = 2.0             # ceiling of D (pseudo-time units)
+        speed_max: float = 2.0                 # ceiling of c (wave) or |v| (advection)
+        reaction_max: float = 1.0              # ceiling of |ρ|
+        reaction: str = choice("tanh", "logistic")   # r(u) = ρ tanh u, or ρ u (1 - σ(u)) (authors' code)
+        boundary: str = choice("neumann", "fixed")   # zero-flux ends, or ends held at their values (authors' code)
+        placement: str = choice("inside", "after")   # PDE between attention and FF, or after the FF (authors' code)
         mlp_ratio: float = 4.0                 # feed-forward hidden width as a multiple of d_model
         causal: bool = False                   # no token reaches an earlier one
+
+        renamed: ClassVar[dict] = {"solver": "stepper"}
 
         def validate(self, path: str) -> None:
             check_heads(self.d_model, self.heads, path)
             if self.steps < 1:
                 raise ConfigError(f"{path}.steps", f"expected an integer >= 1, got {self.steps}")
-            if not self.time > 0:
-                raise ConfigError(f"{path}.time", f"expected a positive pseudo-time, got {self.time}")
-            if self.solver == "spectral" and self.pde != "diffusion":
-                raise ConfigError(f"{path}.solver", f"'spectral' solves pde 'diffusion' only, got pde "
-                                  f"'{self.pde}'", choices=["explicit"], got=self.solver)
-            if self.solver == "spectral" and self.causal and self.target == "states":
+            if not (self.time > 0 and math.isfinite(self.time)):
+                raise ConfigError(f"{path}.time", f"expected a positive finite pseudo-time, got {self.time}")
+            if self.stepper == "spectral" and self.pde not in SPECTRAL:
+                raise ConfigError(f"{path}.stepper", f"'spectral' solves pde {', '.join(SPECTRAL)} only, got "
+                                  f"pde '{self.pde}'", choices=["explicit"], got=self.stepper)
+            if self.stepper == "spectral" and self.boundary == "fixed":
+                raise ConfigError(f"{path}.boundary", "held ends have no spectral stepper here; use stepper: "
+                                  "explicit or boundary: neumann", got=self.boundary)
+            if self.placement == "after" and self.target == "weights":
+                raise ConfigError(f"{path}.placement", "placement 'after' evolves the states; with target: "
+                                  "weights the PDE acts inside attention", choices=["inside"], got=self.placement)
+            if self.stepper == "spectral" and self.causal and self.target == "states":
                 raise ConfigError(f"{path}.causal", "the one-sided causal stencil has no spectral solution; "
-                                  "use solver: explicit")
-            for key, value in (("diffusion_max", self.diffusion_max), ("speed_max", self.speed_max),
-                               ("reaction_max", self.reaction_max)):
-                if value is not None and not value > 0:
-                    raise ConfigError(f"{path}.{key}", f"expected a positive ceiling, got {value}")
-            if self.solver == "explicit":
-                self._check_stable(path)
-
-        def dt(self) -> float:
-            return self.time / self.steps
-
-        def ceilings(self) -> dict[str, float]:
-            """Upper bounds of the learnable coefficients (defaults: stable for dt)."""
-            dt, weight = self.dt(), 1 if self.stencil_causal() else 2    # weight of u_i in the stencil
-            share = 0.5 if self.pde == "advection_diffusion" else 1.0     # D and v share the CFL budget
-            return {"D": self.diffusion_max or share / (weight * dt), "v": self.speed_max or share / dt,
-                    "c": self.speed_max or 1 / dt, "rho": self.reaction_max or 1 / dt}
+                                  "use stepper: explicit")
+            for key in ("diffusion_max", "speed_max", "reaction_max"):
+                value = getattr(self, key)
+                if not (value > 0 and math.isfinite(value)):
+                    raise ConfigError(f"{path}.{key}", f"expected a positive finite ceiling, got {value}")
+            if self.substeps() > MAX_STEPS:
+                key = max(self.rates(), key=self.rates().get)
+                raise ConfigError(f"{path}.{CEILING_KEYS[key]}", f"time={self.time} with this ceiling needs "
+                                  f"{self.substeps()} stable steps (> {MAX_STEPS}); lower {CEILING_KEYS[key]} "
+                                  "or time", got=getattr(self, CEILING_KEYS[key]))
 
         def stencil_causal(self) -> bool:
             return self.causal and self.target == "states"
 
-        def _check_stable(self, path: str) -> None:
-            dt, top = self.dt(), self.ceilings()
-            weight = 1 if self.stencil_causal() else 2
-            checks = {"diffusion": [("diffusion_max", weight * top["D"] * dt)],
-                      "reaction_diffusion": [("diffusion_max", weight * top["D"] * dt),
-                                             ("reaction_max", top["rho"] * dt)],
-                      "advection_diffusion": [("speed_max" if self.speed_max and not self.diffusion_max
-                                               else "diffusion_max", (weight * top["D"] + top["v"]) * dt)],
-                      "wave": [("speed_max", top["c"] * dt)]}[self.pde]
-            for key, number in checks:
-                if number > 1 + 1e-9:
-                    need = math.ceil(self.steps * number)
-                    raise ConfigError(f"{path}.{key}", f"unstable explicit step: the stability number is "
-                                      f"{number:.3g} > 1 with dt = time/steps = {dt:.3g}; lower {key} or "
-                                      f"set steps >= {need}", got=getattr(self, key))
+        def rates(self) -> dict[str, float]:
+            """Each coefficient's share of the explicit stability bound at its ceiling (rate · dt <= 1)."""
+            if self.stepper == "spectral":                             # diffusion and the wave are exact
+                return {"rho": self.reaction_max} if self.pde == "reaction_diffusion" else {}
+            weight = 1 if self.stencil_causal() else 2                 # weight of u_i in the stencil
+            top = {"D": weight * self.diffusion_max, "v": self.speed_max, "c": self.speed_max,
+                   "rho": self.reaction_max}
+            return {k: top[k] for k in COEFFICIENTS[self.pde]}
+
+        def substeps(self) -> int:
+            """Equal steps over ``time``: ``steps``, or more where the stability bound needs them."""
+            rate = sum(self.rates().values())
+            return max(self.steps, math.ceil(self.time * rate / COURANT - 1e-9))
 
     example = {"heads": 2, "pde": "advection_diffusion", "mlp_ratio": 2.0, "steps": 3}
 
@@ -113,7 +126,13 @@ class PDEAttention(Block):
         fields = cfg.d_model if cfg.target == "states" else cfg.heads
         self.raw = nn.ParameterDict({k: nn.Parameter(torch.full((fields,), RAW_INIT[k]))
                                      for k in COEFFICIENTS[cfg.pde]})          # unconstrained coefficients
-        self.top = cfg.ceilings()
+        self.top = {"D": cfg.diffusion_max, "v": cfg.speed_max, "c": cfg.speed_max, "rho": cfg.reaction_max}
+        # Diffusion (and upwind advection–diffusion) of attention rows over the same key domain for every
+        # query is one linear map E per (sample, head) that keeps rows non-negative and summing to 1 (flux
+        # form, steps within the stability bound), so the evolved rows are A Eᵀ and the output A (Eᵀ V):
+        # evolve the values by the transposed map and keep the fused kernel (O(L·hd) work, no L×L tensor).
+        self.through_values = (cfg.target == "weights" and cfg.pde in ("diffusion", "advection_diffusion")
+                               and not cfg.causal and cfg.boundary == "neumann")
 
     def coefficients(self) -> dict[str, Tensor]:
         """The PDE coefficients, one per field (channel or head), inside their stable ranges."""
@@ -122,37 +141,72 @@ class PDEAttention(Block):
 
     def evolve(self, u: Tensor, m: Tensor, shape: tuple) -> Tensor:
         """Evolve ``u [..., n]`` on the valid positions ``m``; coefficients are viewed as ``shape``."""
+        cfg = self.cfg
         coef = {k: c.view(shape) for k, c in self.coefficients().items()}
-        if self.cfg.solver == "spectral":
-            return ops.diffusion_spectral(u, m, coef["D"], self.cfg.time)
-        return ops.explicit(u, m, self.cfg.pde, coef, self.cfg.dt(), self.cfg.steps, self.cfg.stencil_causal())
+        if cfg.stepper == "explicit":
+            n = cfg.substeps()
+            held = ops.ends(m.expand(u.shape)) if cfg.boundary == "fixed" else None
+            return ops.explicit(u, m, cfg.pde, coef, cfg.time / n, n, cfg.stencil_causal(), cfg.reaction, held)
+        if cfg.pde == "wave":
+            return ops.wave_spectral(u, m, coef["c"], cfg.time)
+        if cfg.pde == "reaction_diffusion":
+            return ops.split_reaction_diffusion(u, m, coef, cfg.time, cfg.substeps(), cfg.reaction)
+        return ops.diffusion_spectral(u, m, coef["D"], cfg.time)
 
-    def attention_weights(self, h: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
-        """(evolved attention weights [B, H, L, L], values [B, H, L, hd]) for normalised states h."""
+    def evolve_transpose(self, u: Tensor, m: Tensor, shape: tuple) -> Tensor:
+        """Eᵀ u for the linear evolution E of `evolve` (diffusion: E is symmetric; advection–diffusion)."""
+        cfg = self.cfg
+        if cfg.pde == "diffusion":
+            return self.evolve(u, m, shape)
+        coef = {k: c.view(shape) for k, c in self.coefficients().items()}
+        n = cfg.substeps()
+        return ops.explicit_transpose(u, m, cfg.pde, coef, cfg.time / n, n)
+
+    def attention_maps(self, h: Tensor, valid: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(softmax weights, evolved weights [B, H, L, L], values [B, H, L, hd]) for normalised states h."""
         b, n, d = h.shape
         heads = self.cfg.heads
         q, k, v = self.attn.qkv(h).view(b, n, 3, heads, d // heads).permute(2, 0, 3, 1, 4)  # 3 x [B, H, L, hd]
         scores = q @ k.transpose(-1, -2) / math.sqrt(d // heads)               # [B, H, L, L]
         allowed = attention_mask(valid, n, self.cfg.causal, h.device)          # [B, 1, L, L]
-        weights = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
+        before = torch.softmax(scores.masked_fill(~allowed, float("-inf")), dim=-1)
         keys = valid[:, None, None, :].expand(b, 1, n, n)                      # [B, 1, L, L] PDE domain
         if self.cfg.causal:
             keys = keys & torch.ones(n, n, dtype=torch.bool, device=h.device).tril()
-        weights = torch.where(keys, self.evolve(weights, keys, (heads, 1, 1)), 0.0).clamp(min=0)
-        return weights / weights.sum(-1, keepdim=True).clamp(min=EPS), v       # rows sum to 1
+        after = torch.where(keys, self.evolve(before, keys, (heads, 1, 1)), 0.0).clamp(min=0)
+        return before, after / after.sum(-1, keepdim=True).clamp(min=EPS), v  # rows sum to 1
 
-    def _evolved_attention(self, h: Tensor, valid: Tensor) -> Tensor:
-        weights, v = self.attention_weights(h, valid)
+    def attention_weights(self, h: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+        """(evolved attention weights [B, H, L, L], values [B, H, L, hd]) for normalised states h."""
+        return self.attention_maps(h, valid)[1:]
+
+    def _evolved_attention(self, h: Tensor, valid: Tensor, mask: Tensor | None) -> Tensor:
         b, n, d = h.shape
-        return self.attn.out((weights @ v).transpose(1, 2).reshape(b, n, d))   # [B, L, D]
+        if self.through_values:
+            heads = self.cfg.heads
+            q, k, v = self.attn.qkv(h).view(b, n, 3, heads, d // heads).permute(2, 0, 3, 1, 4)  # 3 x [B, H, L, hd]
+            # the PDE in at least float32 (the DCT needs it; autocast may hand bf16 values), attention in q's dtype
+            wide = torch.promote_types(v.dtype, torch.float32)
+            v = self.evolve_transpose(v.transpose(-1, -2).to(wide), valid[:, None, None, :], (heads, 1, 1))
+            v = v.transpose(-1, -2).to(q.dtype)                                # [B, H, L, hd]
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask(mask, n, False, h.device))
+        else:
+            weights, v = self.attention_weights(h, valid)
+            y = weights @ v                                                    # [B, H, L, hd]
+        return self.attn.out(y.transpose(1, 2).reshape(b, n, d))               # [B, L, D]
 
     def forward(self, seq: Seq) -> Seq:
         x, valid = seq.x, seq.valid()                                          # [B, L, D], [B, L]
         if self.cfg.target == "weights":
-            x = x + self._evolved_attention(self.norm1(x), valid)
+            x = x + self._evolved_attention(self.norm1(x), valid, seq.mask)
         else:
             x = x + self.attn(self.norm1(x), attention_mask(seq.mask, x.shape[1], self.cfg.causal, x.device))
-            u = self.evolve(x.transpose(1, 2), valid[:, None, :], (-1, 1))     # [B, D, L]
-            x = u.transpose(1, 2)
+            if self.cfg.placement == "inside":
+                x = self._evolved_states(x, valid)
         x = x + self.ff(self.norm2(x))
+        if self.cfg.target == "states" and self.cfg.placement == "after":
+            x = self._evolved_states(x, valid)
         return replace(seq, x=x)
+
+    def _evolved_states(self, x: Tensor, valid: Tensor) -> Tensor:
+        return self.evolve(x.transpose(1, 2), valid[:, None, :], (-1, 1)).transpose(1, 2)   # via [B, D, L]
