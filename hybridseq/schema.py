@@ -4,7 +4,7 @@ Besides types and ``choice`` fields, every number is checked for what a run can 
 would train to NaN (or climb the loss) is a `ConfigError` before anything is built:
 
 - every float is finite and, unless zero, representable in float32 (the model's dtype): no ``.nan``,
-  ``.inf``, ``1e400`` or ``1e-320``;
+  ``.inf``, ``1e400`` or ``1e-320`` (a field whose default is ``inf``, meaning "no limit", takes ``inf``);
 - every int fits in int64 (seeds and sizes reach torch as int64);
 - a field's range comes from its own ``ranged(...)`` metadata, else from `COMMON_RANGES`, the ranges of
   field names that mean the same thing in every block, built in or from a plugin (``dropout`` in
@@ -74,7 +74,9 @@ def check_number(f: dataclasses.Field, value, where: str) -> None:
         return
     if isinstance(value, float):
         if not math.isfinite(value):
-            if f.metadata.get("finite", True):
+            default = f.default if isinstance(f.default, float) else 0.0
+            unbounded = not math.isnan(value) and math.isinf(default)     # inf as the default means "no limit"
+            if f.metadata.get("finite", True) and not unbounded:
                 raise ConfigError(where, f"must be a finite number, got {value!r}", got=value)
         elif value != 0 and not FLOAT32_TINY <= abs(value) <= FLOAT32_MAX:
             raise ConfigError(where, f"{value!r} is outside the float32 range the model computes in "
