@@ -3,13 +3,11 @@ plugin's, is added through the ``hybridseq_register_commands`` hook."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import warnings
 
-from . import plugins
+from . import boundary, plugins
 from ._version import __version__
-from .errors import ConfigError
 
 DESCRIPTION = "Declare hybrid sequence models in YAML and swap their blocks freely."
 
@@ -17,6 +15,8 @@ DESCRIPTION = "Declare hybrid sequence models in YAML and swap their blocks free
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hybridseq", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"hybridseq {__version__}")
+    parser.add_argument(boundary.TRACEBACK_FLAG, action="store_true",
+                        help=f"on an error, print the full stack too (or set {boundary.TRACEBACK_ENV}=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     plugins.call_commands_hook(sub)
@@ -25,7 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     warnings.simplefilter("default")
-    parser = build_parser()
+    show_traceback, argv = boundary.wants_traceback(sys.argv[1:] if argv is None else list(argv))
+    with boundary.plugin_output_to_stderr():
+        parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:                          # overrides given after options: `ablate S.yaml --workers 2 a.b=1`
         if not hasattr(args, "overrides") or any(e.startswith("-") for e in extra):
@@ -34,19 +36,7 @@ def main(argv=None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 0
-    try:
-        return int(args.func(args) or 0)
-    except ConfigError as err:
-        print(f"hybridseq: config error: {err}", file=sys.stderr)
-        return 2
-    except FileNotFoundError as err:
-        print(f"hybridseq: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:                   # output piped into `head` and the like: not an error
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+    return boundary.run(lambda: args.func(args), show_traceback)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,23 @@ def closest(name: str, choices: Iterable[str]) -> str | None:
     return matches[0] if matches else None
 
 
+_SECRETS: set[str] = set()
+MIN_SECRET_LEN = 3           # shorter values (1, on, ...) would blank ordinary words if hidden
+
+
+def add_secret(value: str) -> None:
+    """Hide ``value`` (an environment variable's content) from every error message from now on."""
+    if len(value) >= MIN_SECRET_LEN:
+        _SECRETS.add(value)
+
+
+def redact(text: str) -> str:
+    """``text`` with every registered secret replaced by ``***``."""
+    for secret in sorted(_SECRETS, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
 class ConfigError(ValueError):
     """A configuration mistake: ``path`` is the YAML key path (``model.blocks[2].d_state``)."""
 
@@ -24,8 +41,12 @@ class ConfigError(ValueError):
             hint = closest(got, self.choices) if got is not None else None
             text += f"; did you mean '{hint}'?" if hint is not None else "."
             text += f" Valid choices: {', '.join(self.choices) or '(none registered)'}"
-        super().__init__(text)
+        super().__init__(redact(text))
 
 
 class PluginWarning(UserWarning):
     """A plugin failed to load or register; it was skipped and everything else keeps working."""
+
+
+class TrainingError(ConfigError):
+    """Training cannot go on (a non-finite loss, ...); ``path`` is the setting most likely at fault."""

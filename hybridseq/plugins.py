@@ -197,8 +197,11 @@ def load() -> None:
 
 
 def _load_module(name: str, target, version, *, builtin: bool) -> None:
+    from .notices import slow_notice
+
     try:
-        module = importlib.import_module(target) if isinstance(target, str) else target.load()
+        with slow_notice(f"loading plugin '{name}'"):
+            module = importlib.import_module(target) if isinstance(target, str) else target.load()
     except (Exception, SystemExit) as err:  # a plugin that calls sys.exit() at import must not end the CLI
         info = infos[name] = PluginInfo(name=name, version=version, builtin=builtin)
         _warn(info, f"failed to import: {type(err).__name__}: {err}. Plugin skipped")

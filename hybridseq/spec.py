@@ -21,6 +21,7 @@ INPUT_WIDTH = {"irregular": "channels", "sequence": "channels", "tokens": "vocab
 STRUCTURAL = ("type", "name", "repeat", "inputs", "merge")
 MERGES = ("add", "concat")
 INPUT_NODE = "input"
+MAX_NODES = 1024               # blocks in one model after repeat / pattern expansion
 
 
 @dataclass
@@ -104,6 +105,9 @@ def _entries(raw: dict, path: str, role: str, default_name: str) -> list[_Entry]
     else:
         params = {k: v for k, v in raw.items() if k not in STRUCTURAL}
         parts = [_Entry(name, name, kind, params, path, role, None, "add")]
+    if repeat * len(parts) > MAX_NODES:
+        raise ConfigError(f"{path}.repeat", f"expands to {repeat * len(parts)} blocks; a model may have at most "
+                          f"{MAX_NODES}", got=repeat)
     copies = []
     for r in range(repeat):
         for k, e in enumerate(parts):
@@ -125,6 +129,8 @@ def _pattern(raw: dict, path: str, name: str) -> list[_Entry]:
     if not isinstance(legend, dict) or not legend:
         raise ConfigError(f"{path}.legend", "expected a mapping from pattern letters to blocks, e.g. "
                           "{M: mamba, '*': transformer}")
+    if len(pattern) > MAX_NODES:
+        raise ConfigError(f"{path}.pattern", f"has {len(pattern)} letters; a model may have at most {MAX_NODES} blocks")
     out = []
     for k, ch in enumerate(pattern):
         if ch not in legend:
@@ -254,6 +260,9 @@ def validate_model(model, path: str = "model") -> ModelSpec:
         entries += _entries(m["head"], f"{path}.head", "head", "head")
     if not entries:
         raise ConfigError(f"{path}.blocks", "the model has no blocks")
+    if len(entries) > MAX_NODES:
+        raise ConfigError(f"{path}.blocks", f"the model expands to {len(entries)} blocks (repeat x pattern); "
+                          f"at most {MAX_NODES} are allowed")
     seen: dict[str, str] = {}
     for e in entries:
         if e.name in seen or e.name == INPUT_NODE:

@@ -47,7 +47,7 @@ def tune_note(sweep: Sweep, records: list[dict]) -> str:
 def ablate(source, out_dir=None, *, overrides=(), executor: str = "local", workers: int | None = None,
            threads: int | None = None, address: str | None = None, shard_spec: str | None = None,
            run_id: str | None = None, index: int | None = None, retry_failed: bool = False,
-           summary_only: bool = False, echo=print) -> tuple[list[dict], str]:
+           summary_only: bool = False, echo=print, force: bool = False) -> tuple[list[dict], str]:
     """Run (or resume) the sweep ``source`` (a YAML path or a mapping) into ``out_dir`` and report it.
 
     ``overrides`` (dotlist) apply to every run. ``executor`` is "local" (``workers`` processes, default
@@ -55,8 +55,9 @@ def ablate(source, out_dir=None, *, overrides=(), executor: str = "local", worke
     cluster; none: a Ray started here). ``threads``: torch threads per run. ``shard_spec`` ("i/n"),
     ``run_id`` or ``index`` run one part of the sweep, which records into its own results file and
     writes no summary (the returned table covers the part). With ``summary_only`` nothing is trained:
-    the table covers every run recorded in ``out_dir``, whichever file it was recorded in. Returns the
-    latest record of each run and the Markdown summary table.
+    the table covers every run recorded in ``out_dir``, whichever file it was recorded in. ``force``
+    writes into a non-empty folder that is not a hybridseq output folder. Returns the latest record of
+    each run and the Markdown summary table.
     """
     sweep = load_sweep(source, overrides=overrides)
     out = Path(out_dir or Path("runs") / "ablate" / sweep.name)
@@ -74,7 +75,8 @@ def ablate(source, out_dir=None, *, overrides=(), executor: str = "local", worke
         records = [latest[r.run_id] for r in runs if r.run_id in latest]
     else:
         runner = make_executor(executor, sweep, workers=workers, threads=threads, address=address)
-        records = run_sweep(sweep, out, runner, runs, part=part, retry_failed=retry_failed, echo=echo)
+        records = run_sweep(sweep, out, runner, runs, part=part, retry_failed=retry_failed, echo=echo,
+                            force=force)
     if part is not None:
         return records, to_markdown(summarize(records, sweep.metric), records)
     return records, report(sweep, out, records)

@@ -29,6 +29,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from ..io import atomic_write_text
+from ..train.guard import claim_run_dir, exit_with_parent, release_run_dir
 from .resources import gpu_of
 from .store import ResultStore
 from .sweep import Run, Sweep, check_runs
@@ -98,9 +99,10 @@ class InProcess:
             yield run_task(task, self.threads), f"running 0, queued {len(tasks) - k - 1}"
 
 
-def _init_worker(slots, gpus: list[str], threads: int) -> None:
+def _init_worker(slots, gpus: list[str], threads: int, parent: int) -> None:
     """Each spawned worker takes the next slot: its GPU (round robin) and its thread count, set in the
-    environment before torch first touches CUDA or OpenMP."""
+    environment before torch first touches CUDA or OpenMP; it exits when the driver ``parent`` dies."""
+    exit_with_parent(parent)
     gpu = gpu_of(slots.get(), gpus)
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
@@ -124,7 +126,7 @@ class ProcessPool:
         for k in range(workers):
             slots.put(k)
         return ProcessPoolExecutor(max_workers=workers, mp_context=self.ctx, initializer=_init_worker,
-                                   initargs=(slots, self.gpus, self.threads))
+                                   initargs=(slots, self.gpus, self.threads, os.getpid()))
 
     def __enter__(self):
         return self
@@ -217,17 +219,22 @@ class Driver:
 
 
 def run_sweep(sweep: Sweep, out_dir, executor, runs: list[Run] | None = None, *, part: str | None = None,
-              retry_failed: bool = False, echo=print) -> list[dict]:
+              retry_failed: bool = False, echo=print, force: bool = False) -> list[dict]:
     """Run the unfinished ones of ``runs`` (default: the whole sweep) with ``executor``; a ``part``
-    records into its own results file. Returns the latest record of each run that has one."""
+    records into its own results file. ``force`` writes into a non-empty folder that is not a hybridseq
+    output folder. Returns the latest record of each run that has one."""
     runs = sweep.runs() if runs is None else runs
     check_runs(sweep, runs)
-    with executor:
-        driver = Driver(sweep, out_dir, executor, part=part, retry_failed=retry_failed, echo=echo)
-        if sweep.tune is not None:
-            from .search import tune_sweep
+    claim_run_dir(out_dir, force=force)          # refuses a folder of the user's own files and a live sweep
+    try:
+        with executor:
+            driver = Driver(sweep, out_dir, executor, part=part, retry_failed=retry_failed, echo=echo)
+            if sweep.tune is not None:
+                from .search import tune_sweep
 
-            return tune_sweep(sweep, driver, echo)
-        latest = driver.run(runs)
+                return tune_sweep(sweep, driver, echo)
+            latest = driver.run(runs)
+    finally:
+        release_run_dir(out_dir)
     return [latest[r.run_id] for r in runs if r.run_id in latest]
 

@@ -42,6 +42,7 @@ from .tune import Tune, parse_tune
 
 SWEEP_KEYS = ("name", "base", "overrides", "variants", "axes", "seeds", "metric", "final_overrides", "resources",
               "tune")
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_+=-][A-Za-z0-9_.+=-]*")    # one folder name: no '/', no leading '.'
 
 
 @dataclass
@@ -176,8 +177,12 @@ def load_sweep(source, base_dir=None, overrides=()) -> Sweep:
     seeds = raw.get("seeds", [0])
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
         raise ConfigError("sweep.seeds", f"expected a non-empty list of integers, got {seeds!r}")
-    sweep = Sweep(str(raw.get("name") or default_name), base, overrides, variants, axes, seeds, raw.get("metric"),
-                  final, parse_resources(raw.get("resources")), parse_tune(raw.get("tune")))
+    name = str(raw.get("name") or default_name)
+    if not _PLAIN_NAME.fullmatch(name):
+        raise ConfigError("sweep.name", f"must be a plain folder name (letters, digits, _ . + = -, not starting "
+                          f"with '.'), got {name!r}: it names the output folder runs/ablate/<name>", got=name)
+    sweep = Sweep(name, base, overrides, variants, axes, seeds, raw.get("metric"), final,
+                  parse_resources(raw.get("resources")), parse_tune(raw.get("tune")))
     runs = sweep.runs()
     for run in runs:                       # fail fast on overrides that do not apply to the base config
         with in_variant(run):
@@ -198,22 +203,41 @@ def in_variant(run: Run):
 
 
 def check_runs(sweep: Sweep, runs: list[Run]) -> None:
-    """Check the runs' ``model`` and ``train`` sections before any trains, without loading the data (the
-    widths they fill get placeholders). If every run fails, the sweep itself is wrong (a misspelt key in
-    the base or the overrides): raise the first error. Runs that fail alone are left to fail and be
-    recorded while the others train."""
+    """Check the runs before any trains: each distinct ``data`` section by loading it once, and the ``model``
+    and ``train`` sections against their schemas (the widths the data fill get placeholders). If every run
+    fails, the sweep itself is wrong (a misspelt key in the base or the overrides): raise the first error.
+    Runs that fail alone are left to fail and be recorded while the others train."""
     from ..sections import validate_config
     from ..train.tasks import with_placeholder_widths
 
-    errors = []
+    errors, data_checked = [], {}
     for run in runs:
         try:
             with in_variant(run):
-                validate_config(with_placeholder_widths(sweep.config(run)))
+                cfg = sweep.config(run)
+                _check_data(cfg, data_checked)
+                validate_config(with_placeholder_widths(cfg))
         except ConfigError as err:
             errors.append(err)
     if errors and len(errors) == len(runs):
         raise errors[0]
+
+
+def _check_data(cfg: DictConfig, checked: dict) -> None:
+    """Load ``cfg.data`` once per distinct section (``checked``: its YAML -> the error it raised, or None)."""
+    from ..data import load_data
+
+    if "data" not in cfg:
+        return
+    key = OmegaConf.to_yaml(cfg.data, resolve=True) if isinstance(cfg.data, DictConfig) else repr(cfg.data)
+    if key not in checked:
+        try:
+            load_data(cfg.data)
+            checked[key] = None
+        except ConfigError as err:
+            checked[key] = err
+    if checked[key] is not None:
+        raise checked[key]
 
 
 def _strings(value, path: str) -> list[str]:

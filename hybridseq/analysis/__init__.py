@@ -12,14 +12,13 @@ PNG plots. The ``hybridseq analyze`` command (`hybridseq.commands.analyze`) runs
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
 from ..blocks.base import ContinuousDepth
 from ..blocks.heads.pde_attention import PDEAttention
-from ..io import atomic_write_text
+from ..io import atomic_write_text, to_json
 from .lyapunov import compose, ftle, jacobian, lyapunov_exponents, rk4_map
 from .plots import plot_lyapunov, plot_pde, plot_sensitivity, plot_spectra
 from .sensitivity import block_sensitivity, pde_summary, token_sensitivity
@@ -90,7 +89,7 @@ def write_report(result: dict, out_dir) -> list[Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = [out / "analysis.json"]
-    atomic_write_text(written[0], json.dumps(result, indent=1))
+    atomic_write_text(written[0], to_json(result, indent=1))
     for name, node in result.items():
         title = f"{name} ({node['type']})"
         written.append(plot_sensitivity(node["sensitivity"], out / f"{name}_sensitivity.png", title))

@@ -24,7 +24,7 @@ def cmd_ablate(args) -> int:
     records, table = ablate(args.sweep, out, overrides=args.overrides, executor=args.executor,
                             workers=args.workers, threads=args.threads, address=args.address,
                             shard_spec=args.shard, run_id=args.run, index=args.index,
-                            retry_failed=args.retry_failed, summary_only=args.summary_only)
+                            retry_failed=args.retry_failed, summary_only=args.summary_only, force=args.force)
     print()
     print(table)
     if args.shard is None and args.run is None and args.index is None:
@@ -46,6 +46,8 @@ def hybridseq_register_commands(cli):
     p.add_argument("--retry-failed", action="store_true", help="run again the runs recorded as failed")
     p.add_argument("--summary-only", action="store_true",
                    help="train nothing; summarise the recorded runs (every results file, shards included)")
+    p.add_argument("--force", action="store_true", help="write into --out even if it is a non-empty folder "
+                   "that is not a hybridseq output folder")
     where = p.add_argument_group("where runs train")
     where.add_argument("--executor", choices=("local", "ray"), default="local",
                        help="local: worker processes on this machine; ray: Ray tasks with the sweep's resources")

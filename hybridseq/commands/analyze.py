@@ -5,6 +5,7 @@ from pathlib import Path
 
 import torch
 
+from ..errors import ConfigError
 from ..hookspecs import hookimpl
 
 INPUT_HELP = ("'data' (a batch from the run's dataset, the default when the config has a data section), "
@@ -16,8 +17,19 @@ def _input(source: str, cfg, model, batch: int, seed: int):
     if source not in ("data", "random"):
         path = Path(source)
         if not path.is_file():
-            raise FileNotFoundError(f"--input {source}: not 'data', 'random' or an existing .pt file")
-        return torch.load(path, weights_only=True)
+            raise ConfigError("--input", f"{source}: not 'data', 'random' or an existing .pt file")
+        try:
+            batch = torch.load(path, weights_only=True)
+        except Exception as err:      # not a torch file, truncated, or holding more than tensors
+            raise ConfigError("--input", f"{source}: cannot load it as a tensor file ({type(err).__name__})") from None
+        if not isinstance(batch, torch.Tensor) or batch.dim() != 3 or not batch.is_floating_point():
+            raise ConfigError("--input", f"{source}: expected a float tensor [B, L, C], got "
+                              + (f"shape {list(batch.shape)}" if isinstance(batch, torch.Tensor)
+                                 else type(batch).__name__))
+        if batch.shape[-1] != model.spec.channels:
+            raise ConfigError("--input", f"{source}: the tensor has {batch.shape[-1]} channels but the model takes "
+                              f"{model.spec.channels}")
+        return batch
     if source == "data" and "data" in cfg:
         from ..data import collate, load_data
 

@@ -1,13 +1,13 @@
 """CLI sub-commands ``hybridseq train`` and ``hybridseq evaluate`` (registered through the commands hook)."""
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
 
 from ..errors import ConfigError
 from ..hookspecs import hookimpl
+from ..io import to_json
 
 
 def cmd_train(args) -> int:
@@ -25,10 +25,18 @@ def cmd_train(args) -> int:
     cfg = compose([args.config, *files], overrides)
     out = args.out or f"runs/{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     results = train(cfg, out, resume=args.resume, compile=True if args.compile else None,
-                    progress=False if args.no_progress else None)
+                    progress=False if args.no_progress else None, force=args.force)
     if int(os.environ.get("RANK", "0")) == 0:          # under torchrun, rank 0 reports
-        print(json.dumps({k: v for k, v in results.items() if k != "curves"}, indent=2))
+        print(to_json({k: v for k, v in results.items() if k != "curves"}, indent=2))
         print(f"run directory: {out}")
+    return 0
+
+
+def cmd_config(args) -> int:
+    from ..config import compose, printable, split_args
+
+    files, overrides = split_args(args.overrides)
+    print(printable(compose([args.config, *files], overrides), resolve=not args.unresolved), end="")
     return 0
 
 
@@ -36,7 +44,7 @@ def cmd_evaluate(args) -> int:
     from ..train.evaluate import evaluate_run
 
     result = evaluate_run(args.run_dir, args.data or (), args.split, args.checkpoint, overrides=args.overrides)
-    print(json.dumps(result, indent=2))
+    print(to_json(result, indent=2))
     return 0
 
 
@@ -50,7 +58,16 @@ def hybridseq_register_commands(cli):
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (train.compile=true)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar or per-epoch lines")
+    p.add_argument("--force", action="store_true", help="write into --out even if it is a non-empty folder "
+                   "that is not a hybridseq run directory")
     p.set_defaults(func=cmd_train)
+
+    p = cli.add_parser("config", help="print the composed config (files merged, overrides applied, "
+                       "interpolations resolved) without validating or running it")
+    p.add_argument("config", help="YAML config file")
+    p.add_argument("overrides", nargs="*", help="more YAML files and dotlist overrides, as for train")
+    p.add_argument("--unresolved", action="store_true", help="keep interpolations as written")
+    p.set_defaults(func=cmd_config)
 
     p = cli.add_parser("evaluate", help="score a run's checkpoint on a data split; prints JSON")
     p.add_argument("run_dir", help="run directory written by `hybridseq train`")

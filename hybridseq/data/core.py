@@ -241,6 +241,11 @@ def make_splits(name: str, task: str, train: list[dict], test: list[dict], opts:
     """Apply the shared options (see the module docstring) to raw samples and describe the result."""
     splitter = _kidger_splits if opts.irregular.protocol == "kidger2020" else _contiformer_splits
     raw, parts = splitter(train, test, opts, stratify=classes is not None)
+    if not raw["train"]:
+        raise ConfigError("data.val_fraction", f"{opts.val_fraction} leaves no series of '{name}' to train on; "
+                          "lower it", got=opts.val_fraction)
+    if not raw["test"]:
+        raise ConfigError("data", f"dataset '{name}' has no test series")
     offset = min(float(s["times"][0]) for s in raw["train"])
     span = max(float(s["times"][-1]) for s in raw["train"]) - offset
     parts = {k: _channel_drop(v, opts.irregular, k) for k, v in parts.items()}
@@ -268,5 +273,7 @@ def load_data(data_cfg, path: str = "data") -> DataSplits:
         raise ConfigError(f"{path}.name", "missing required value: the dataset to load",
                           choices=registry.datasets.names())
     name = section.pop("name")
+    if not isinstance(name, str):
+        raise ConfigError(f"{path}.name", f"expected a dataset name, got {name!r}", choices=registry.datasets.names())
     factory = registry.datasets.get(name, f"{path}.name")
     return factory(**section)

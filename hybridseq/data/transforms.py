@@ -92,11 +92,15 @@ def standardise(s: dict, mean: Tensor, std: Tensor) -> dict:
 
 
 def channel_stats(samples: list[dict]) -> tuple[Tensor, Tensor]:
-    """Per-channel mean and std [C] over the observed entries of ``samples`` (std 1 where degenerate)."""
-    values = torch.cat([s["values"] for s in samples])           # [sum N, C]
-    mask = torch.cat([s["mask"] for s in samples]).to(values.dtype)
+    """Per-channel mean and std [C] over the observed entries of ``samples`` (std 1 where degenerate).
+
+    Computed in float64: squares of float32 values above ~1e19 overflow float32, which would zero the
+    whole channel after standardisation."""
+    values = torch.cat([s["values"] for s in samples]).double()  # [sum N, C]
+    mask = torch.cat([s["mask"] for s in samples]).double()
     count = mask.sum(0).clamp_min(1.0)
     mean = (values * mask).sum(0) / count
     var = (((values - mean) * mask) ** 2).sum(0) / count
     std = var.sqrt()
-    return mean, torch.where(std > 1e-8, std, torch.ones_like(std))
+    std = torch.where(std > 1e-8, std, torch.ones_like(std))
+    return mean.float(), std.float()

@@ -58,14 +58,21 @@ class TSData:
         return self.values[0].shape[1] if self.values else int(self.header.get("dimensions", 0))
 
 
+FLOAT32_MAX = 3.4028234663852886e38   # values are float32 tensors: anything larger would become inf
+
+
 def _number(text: str, path, line: int) -> float:
     text = text.strip()
     if text in ("?", "") or text.lower() == "nan":
         return math.nan
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise TSFormatError(path, line, f"expected a number or '?', got {text!r}") from None
+    if not abs(value) <= FLOAT32_MAX:
+        raise TSFormatError(path, line, f"value {text!r} is not finite in float32 (|x| <= {FLOAT32_MAX:.3g}); "
+                            "mark a missing value with '?'")
+    return value
 
 
 def _bool(value: str, key: str, path, line: int) -> bool:
@@ -88,6 +95,9 @@ def _header(key: str, rest: str, header: dict, path, line: int) -> None:
         header["classlabel"] = _bool(parts[0], key, path, line)
         if header["classlabel"] and len(parts) < 2:
             raise TSFormatError(path, line, "@classLabel true must list the class labels")
+        repeated = sorted({c for c in parts[1:] if parts[1:].count(c) > 1})
+        if repeated:
+            raise TSFormatError(path, line, f"@classLabel lists {', '.join(map(repr, repeated))} more than once")
         header["classes"] = parts[1:]
     elif key == "targetlabel":
         header["targetlabel"] = _bool(rest.split()[0] if rest else "", key, path, line)
@@ -108,18 +118,19 @@ def _dimension(text: str, stamped: bool, path, line: int) -> tuple[list, list[fl
 
 
 def _stamp(text: str, path, line: int) -> float | datetime:
-    """A time stamp: a number or an ISO date-time (missing stamps are errors)."""
+    """A time stamp: a finite number or an ISO date-time (missing stamps are errors)."""
     text = text.strip()
     try:
         value = float(text)
-        if not math.isnan(value):
-            return value
     except ValueError:
         try:
             return datetime.fromisoformat(text)
         except ValueError:
-            pass
-    raise TSFormatError(path, line, f"time stamp {text!r} is neither a number nor a date-time")
+            raise TSFormatError(path, line, f"time stamp {text!r} is neither a number nor a date-time") from None
+    if not abs(value) <= FLOAT32_MAX:
+        raise TSFormatError(path, line, f"time stamp {text!r} is neither a number nor a date-time: it is not "
+                            "finite in float32")
+    return value
 
 
 def _seconds(dims: list[tuple[list, list[float]]], path, line: int) -> list[tuple[list[float], list[float]]]:
@@ -197,6 +208,8 @@ def read_ts(path) -> TSData:
         if max(lengths) == 0:
             raise TSFormatError(path, number, "empty case (no values)")
         v, t = _case(per_dim, bool(header.get("timestamps")))
+        if bool(torch.isnan(v).all()):
+            raise TSFormatError(path, number, "every value of this case is missing ('?'); remove the case")
         values.append(v)
         times.append(t)
         if header.get("classlabel"):

@@ -155,7 +155,14 @@ class ODESolver(nn.Module):
         kwargs = self.cfg.solve_kwargs()
         if self.cfg.adjoint:
             kwargs["adjoint"] = True
-        return record.solve(_Counted(func, self), y0, t, **kwargs)
+        out = record.solve(_Counted(func, self), y0, t, **kwargs)
+        if not isinstance(out, Tensor) or out.shape != (t.shape[0], *y0.shape):   # a plugin's contract, checked
+            owner = registry.solvers.entry(self.cfg.method).owner
+            got = f"shape {list(out.shape)}" if isinstance(out, Tensor) else type(out).__name__
+            raise ConfigError("solver.method", f"solver '{self.cfg.method}' (plugin {owner}) returned {got} for "
+                              f"{t.shape[0]} times and a state of shape {list(y0.shape)}; a solver must return "
+                              "[len(t), *y0.shape]")
+        return out
 
 
 __all__ = ["ANY", "ODESolver", "SolverConfig", "SolverRecord"]

@@ -8,7 +8,7 @@ written atomically.
 """
 from __future__ import annotations
 
-import json
+import hashlib
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from ..assemble import HybridModel, assemble
 from ..config import load_config
 from ..errors import ConfigError
-from ..io import append_jsonl, atomic_save_safetensors, atomic_write_text
+from ..io import append_jsonl, atomic_save_safetensors, atomic_write_text, to_json
 from .state import load_state, save_state
 
 
@@ -48,8 +48,13 @@ class RunDir:
     def weights(self, name: str = SELECTED) -> Path:
         return self.path / f"{name}.safetensors"
 
-    def evaluation(self, split: str) -> Path:
-        return self.path / f"eval_{split}.json"
+    def evaluation(self, split: str, changes=()) -> Path:
+        """``eval_<split>.json``; ``eval_<split>-<digest>.json`` when ``changes`` (overrides, data
+        overrides, another checkpoint) alter the setting, so one evaluation never overwrites another."""
+        if not changes:
+            return self.path / f"eval_{split}.json"
+        digest = hashlib.sha1("\n".join(changes).encode()).hexdigest()[:8]
+        return self.path / f"eval_{split}-{digest}.json"
 
     def holds_run(self) -> bool:
         """Whether a run was trained here (it can be resumed)."""
@@ -63,9 +68,10 @@ class RunDir:
 
     # -- writing ---------------------------------------------------------------------------------
     def write_config(self, cfg) -> None:
+        """``cfg`` as given: interpolations stay as written (see `hybridseq.config.as_written`)."""
         if self.writes:
             cfg = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
-            atomic_write_text(self.config, OmegaConf.to_yaml(cfg, resolve=True))
+            atomic_write_text(self.config, OmegaConf.to_yaml(cfg))
 
     def save_weights(self, model: HybridModel, name: str = SELECTED) -> None:
         if self.writes:
@@ -81,11 +87,11 @@ class RunDir:
 
     def rewrite_metrics(self, history: list[dict]) -> None:
         if self.writes:
-            atomic_write_text(self.path / self.METRICS, "".join(json.dumps(r) + "\n" for r in history))
+            atomic_write_text(self.path / self.METRICS, "".join(to_json(r) + "\n" for r in history))
 
     def write_json(self, path: Path, data: dict) -> None:
         if self.writes:
-            atomic_write_text(path, json.dumps(data, indent=2))
+            atomic_write_text(path, to_json(data, indent=2))
 
     def write_results(self, results: dict) -> None:
         if self.writes:
@@ -97,11 +103,9 @@ class RunDir:
 
     def load_selected(self, model: HybridModel, device) -> bool:
         """Load the selected weights into ``model`` if training saved any; whether it did."""
-        from safetensors.torch import load_file
-
         if not (self and self.weights().is_file()):
             return False
-        model.load_state_dict(load_file(str(self.weights()), device=str(device)))
+        load_weights(model, self.weights(), str(self.weights()))
         return True
 
 
@@ -116,6 +120,9 @@ def save_run(run_dir, cfg, model: HybridModel, name: str = RunDir.SELECTED) -> P
 def run_files(path, name: str = RunDir.SELECTED) -> tuple[Path, Path]:
     """(weights, config) of a run directory, or of a ``.safetensors`` file with config.yaml beside it."""
     path = Path(path)
+    if Path(name).name != name or name.startswith("."):
+        raise ConfigError("--checkpoint", f"expected the name of a checkpoint in the run directory (best, ...), "
+                          f"got {name!r}", got=name)
     weights = path if path.suffix == ".safetensors" else RunDir(path).weights(name)
     config = RunDir(weights.parent).config
     for needed in (weights, config):
@@ -130,12 +137,35 @@ def load_weights(model: HybridModel, weights, key: str) -> None:
     from safetensors.torch import load_file
 
     try:
-        model.load_state_dict(load_file(str(weights), device="cpu"))
+        tensors = load_file(str(weights), device="cpu")
+    except Exception as err:          # truncated, tampered or not a safetensors file
+        raise ConfigError(str(weights), f"not a readable safetensors file ({type(err).__name__}: "
+                          f"{str(err).splitlines()[0] if str(err) else 'unreadable'})") from None
+    try:
+        model.load_state_dict(tensors)
     except RuntimeError as err:
-        detail = " ".join(str(err).split())
+        detail = _mismatches(str(err))
         raise ConfigError(key, f"the weights in {weights} do not fit this model: {detail}; only changes that "
                           "keep every parameter's name and shape apply to saved weights (e.g. a head's steps "
                           "or solver)") from None
+
+
+SHOWN_MISMATCHES = 3       # parameters named in a does-not-fit error; the rest are counted
+
+
+def _mismatches(message: str) -> str:
+    """torch's load_state_dict error cut to its first few problems: keys are listed one by one, and a
+    model with many layers makes it thousands of characters long."""
+    items = []
+    for line in message.splitlines()[1:]:
+        line = line.strip().rstrip(".")
+        if line.startswith(("Missing key(s)", "Unexpected key(s)")):
+            kind, _, keys = line.partition(":")
+            items += [f"{kind.split()[0].lower()} {k.strip().strip(chr(34))}" for k in keys.split(",") if k.strip()]
+        elif line:
+            items.append(line)
+    shown = "; ".join(items[:SHOWN_MISMATCHES])
+    return shown + (f"; and {len(items) - SHOWN_MISMATCHES} more" if len(items) > SHOWN_MISMATCHES else "")
 
 
 def load_run(path, name: str = RunDir.SELECTED, overrides=None):

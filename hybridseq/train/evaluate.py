@@ -50,7 +50,9 @@ def evaluate_run(run_dir, data_overrides=(), split: str = "test", name: str = Ru
     ``data_overrides`` are ``key=value`` items applied under ``data.`` (e.g. ``irregular.drop=0.7`` to
     score at another drop ratio); ``overrides`` are full dotlist items applied to the saved config before
     the model is built, e.g. ``model.blocks[0].steps=16`` for a continuous-depth head evaluated at another
-    depth (they must keep every parameter's shape). The result is also written to ``eval_<split>.json``.
+    depth (they must keep every parameter's shape). The result is also written to ``eval_<split>.json``
+    (``eval_<split>-<digest>.json`` when any override is given, so that scores under other settings do
+    not overwrite each other; the file records its overrides).
     """
     if split not in SPLITS:
         raise ConfigError("--split", f"invalid value {split!r}", choices=SPLITS, got=split)
@@ -72,5 +74,7 @@ def evaluate_run(run_dir, data_overrides=(), split: str = "test", name: str = Ru
               "overrides": list(overrides), "data_overrides": list(data_overrides), **metrics}
     if write:
         run = RunDir(run_dir)
-        run.write_json(run.evaluation(split), result)
+        changes = [*overrides, *(f"data.{d}" for d in data_overrides)]
+        changes += [f"checkpoint={name}"] if name != RunDir.SELECTED else []
+        run.write_json(run.evaluation(split, changes), result)
     return result

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .. import registry
 from ..assemble import HybridModel, assemble
+from ..config import check_interpolations
 from ..errors import ConfigError
 from ..sections import check_sections, validate_config
 from ..tasks import Task
@@ -58,7 +59,7 @@ def prepare(cfg, *, splits=None, collate=None, build: bool = True) -> Prepared:
     ``splits`` and ``collate`` replace ``hybridseq.data.load_data`` / ``collate`` (custom datasets,
     tests). With ``build=False`` the model is validated but not assembled.
     """
-    cfg = OmegaConf.create(cfg) if not isinstance(cfg, DictConfig) else cfg
+    cfg = check_interpolations(OmegaConf.create(cfg) if not isinstance(cfg, DictConfig) else cfg)
     check_sections(cfg)
     checked, task = [], None
     if splits is None and "data" in cfg:

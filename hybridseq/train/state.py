@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import ConfigError
 from ..io import atomic_write_bytes
 
 
@@ -55,7 +56,12 @@ def load_state(path) -> dict | None:
     path = Path(path)
     if not path.is_file():
         return None
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:          # truncated, tampered or not a torch file at all
+        raise ConfigError(str(path), f"cannot load the saved training state ({type(err).__name__}: "
+                          f"{str(err).splitlines()[0] if str(err) else 'unreadable'}); remove it to start "
+                          "the run again, or choose another --out") from None
 
 
 def peak_memory_mb(device: torch.device) -> tuple[float, str]:

@@ -37,8 +37,12 @@ def resolve(cfg: DictConfig, info) -> tuple[DictConfig, Task]:
     model = cfg.get("model")
     if model is None:
         raise ConfigError("model", "missing the model section")
+    if not isinstance(model, DictConfig):
+        raise ConfigError("model", f"expected a mapping (d_model, input, encoder, blocks, head), got {model!r}")
     if "input" not in model or model.input is None:
         model.input = {"kind": "irregular"}
+    if not isinstance(model.input, DictConfig):
+        raise ConfigError("model.input", f"expected a mapping such as {{kind: irregular}}, got {model.input!r}")
     kind = model.input.get("kind", "irregular")
     vocab = getattr(info, "vocab", None)
     if (kind == "tokens") != (vocab is not None):
@@ -51,8 +55,10 @@ def resolve(cfg: DictConfig, info) -> tuple[DictConfig, Task]:
               f"dataset '{info.name}' has {info.channels} channels")
 
     head = model.get("head")
-    if head is None or "type" not in head:
+    if not isinstance(head, DictConfig) or "type" not in head:
         raise ConfigError("model.head", f"task '{name}' needs a task head", choices=_heads_for(task))
+    if not isinstance(head.type, str):
+        raise ConfigError("model.head.type", f"expected a block name, got {head.type!r}", choices=_heads_for(task))
     cls = registry.blocks.get(head.type, "model.head.type")
     if cls.produces != task.port:
         raise ConfigError("model.head.type", f"head '{head.type}' produces {cls.produces} output but task "

@@ -17,11 +17,13 @@ from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
+from ..config import as_written
 from ..errors import ConfigError
 from . import ddp
 from .checkpoint import RunDir, load_weights, run_files
 from .ddp import pick_device
 from .evaluate import autocast, evaluate, total_nfe
+from .guard import check_loss, claim_run_dir, release_run_dir
 from .optim import configure_optimizer, lr_schedule
 from .prepare import prepare
 from .state import peak_memory_mb, rng_state, set_rng_state
@@ -37,14 +39,16 @@ class Trainer:
     """
 
     def __init__(self, cfg, run_dir=None, *, splits=None, collate=None, resume: bool = False,
-                 compile: bool | None = None, progress: bool | None = None, on_epoch_end=None):
+                 compile: bool | None = None, progress: bool | None = None, on_epoch_end=None,
+                 force: bool = False):
         self.prep = p = prepare(cfg, splits=splits, collate=collate).require_data()
         t = self.tcfg = p.tcfg
         t.compile = t.compile if compile is None else compile
         t.progress = t.progress if progress is None else progress
         p.cfg.train.compile, p.cfg.train.progress = t.compile, t.progress
         self.cfg, self.task, self.splits, self.model = p.cfg, p.task, p.splits, p.model
-        self.on_epoch_end, self.batch_size = on_epoch_end, p.batch_size
+        self.on_epoch_end, self.batch_size, self.force = on_epoch_end, p.batch_size, force
+        self.saved_cfg = as_written(self.cfg, cfg)        # what config.yaml holds: interpolations as written
         self.has_val = self.splits.val is not None and len(self.splits.val) > 0
         self.monitor = t.monitor or self.task.monitor
         self.select = t.select if t.select != "auto" else ("best" if self.has_val else "last")
@@ -135,6 +139,8 @@ class Trainer:
                 if old.get(key) != new.get(key):
                     raise ConfigError(key, f"differs from the config of the run being resumed in {self.run}; "
                                       "only the train section may change on --resume")
+        if self.run and self.dist.main:
+            claim_run_dir(self.run.path, force=self.force)
 
     def _restore(self) -> None:
         state = self.run.load_state()
@@ -183,13 +189,14 @@ class Trainer:
             loss = self.task.loss(pred, targets)
             aux = self.model.aux_loss()                      # blocks' auxiliary losses (Block.aux_loss)
             loss = loss if aux is None else loss + aux
+            value = check_loss(loss, self.model, batch, targets, epoch + 1, steps + 1)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             if t.grad_clip:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
             self.opt.step()
             self.sched.step()
-            loss_sum, nfe_sum, steps = loss_sum + loss.item(), nfe_sum + total_nfe(self.model), steps + 1
+            loss_sum, nfe_sum, steps = loss_sum + value, nfe_sum + total_nfe(self.model), steps + 1
             bar.set_postfix(loss=f"{loss_sum / steps:.4f}")
             if steps >= self.steps_per_epoch:
                 break
@@ -214,7 +221,7 @@ class Trainer:
     def fit(self) -> dict:
         """Train until ``train.epochs`` or early stopping; then score the selected weights on the test split."""
         t = self.tcfg
-        self.run.write_config(self.cfg)
+        self.run.write_config(self.saved_cfg)
         self._announce()
         while self.epoch < t.epochs and not self.stopping.stopped:
             start = time.perf_counter()
@@ -268,6 +275,8 @@ class Trainer:
         return results
 
     def close(self) -> None:
+        if self.run and self.dist.main:
+            release_run_dir(self.run.path)
         ddp.teardown(self.dist)
 
 
