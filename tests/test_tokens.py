@@ -170,3 +170,17 @@ def test_shipped_token_experiment_trains_one_step(name, tmp_path):
     result = train(cfg, tmp_path)
     metric = "test_perplexity" if name != "listops" else "test_accuracy"
     assert math.isfinite(result[metric]) and math.isfinite(result["test_loss"])
+
+
+@pytest.mark.parametrize("override, where", [
+    ("data.length=1099511627776", r"data\.length"), ("data.max_depth=1000", r"data\.max_depth"),
+    ("data.max_args=1", r"data\.max_args"), ("model.encoder.max_len=8", r"model\.encoder\.max_len: is 8 but"),
+    ("model.input.vocab=1099511627776", r"model\.input\.vocab")])
+def test_sizes_out_of_range_or_short_of_the_data_name_the_key(override, where, tmp_path):
+    from hybridseq.train.trainer import train
+
+    name = "selective_copy" if override.startswith("data.length") else "listops"
+    tiny = [f"data.{k}={v}" for k, v in TINY[name].items()] + ["train.epochs=1", "train.progress=false"]
+    cfg = hs.load_config(str(ROOT / "configs" / "experiments" / f"{name}.yaml"), overrides=tiny + [override])
+    with pytest.raises(ConfigError, match=where):
+        train(cfg, tmp_path)

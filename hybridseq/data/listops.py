@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ConfigError
-from ..schema import build_config
+from ..schema import build_config, ranged
 from .core import DataSplits
 from .tokens import TokenOptions, make_token_splits
 
@@ -26,6 +26,7 @@ VOCAB = [str(d) for d in range(10)] + [f"[{op}" for op in OPERATORS] + ["]"]
 CLOSE = VOCAB.index("]")
 VALUE_P = 0.25                 # LRA: a node below max_depth is an operation when a uniform draw is <= this
 MAX_LENGTH = 2048              # the longest sequences LRA uses (2,000 tokens) fit
+MAX_NESTING = 100              # bound on max_depth and max_args (recursion depth, loop sizes)
 ATTEMPTS = 1000                # draws per accepted sample before giving up on the length window
 
 
@@ -33,8 +34,8 @@ ATTEMPTS = 1000                # draws per accepted sample before giving up on t
 class ListOpsOptions(TokenOptions):
     min_length: int = 500        # LRA: 500
     max_length: int = 2000       # LRA: 2000; at most 2048
-    max_depth: int = 10          # LRA: 10
-    max_args: int = 10           # LRA: 10
+    max_depth: int = ranged(10, ge=1, le=MAX_NESTING)   # LRA: 10
+    max_args: int = ranged(10, ge=2, le=MAX_NESTING)    # LRA: 10
 
     def validate(self, path: str) -> None:
         super().validate(path)
@@ -43,8 +44,6 @@ class ListOpsOptions(TokenOptions):
         if not 1 <= self.min_length <= self.max_length:
             raise ConfigError(f"{path}.min_length", f"must be in [1, max_length={self.max_length}], "
                               f"got {self.min_length}")
-        if self.max_depth < 1 or self.max_args < 2:
-            raise ConfigError(f"{path}.max_args", "max_depth must be >= 1 and max_args >= 2")
 
 
 def tree(rng: random.Random, depth: int, opts: ListOpsOptions) -> tuple[list[int], int]:

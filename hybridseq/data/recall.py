@@ -21,17 +21,18 @@ import torch
 
 from ..errors import ConfigError
 from ..metrics import IGNORE
-from ..schema import build_config
+from ..schema import build_config, ranged
 from .core import DataSplits
-from .tokens import TokenOptions, make_token_splits
+from .tokens import MAX_TOKENS, TokenOptions, make_token_splits
 
 BLANK, MARKER, TRIGGER = 0, 1, 0
 
 
 @dataclass
 class SelectiveCopyOptions(TokenOptions):
-    length: int = 4096           # context length (the paper's setting; the sequence adds `tokens` markers)
-    vocab: int = 16              # vocabulary size, the blank and the marker included
+    # context length (the paper's setting; the sequence adds `tokens` markers)
+    length: int = ranged(4096, ge=1, le=MAX_TOKENS)
+    vocab: int = ranged(16, ge=3, le=MAX_TOKENS)      # vocabulary size, the blank and the marker included
     tokens: int = 16             # data tokens to memorise and copy
 
     def validate(self, path: str) -> None:
@@ -44,8 +45,9 @@ class SelectiveCopyOptions(TokenOptions):
 
 @dataclass
 class InductionOptions(TokenOptions):
-    length: int = 256            # sequence length, the final trigger included (paper: trained at 256)
-    vocab: int = 16              # vocabulary size, the trigger included
+    # sequence length, the final trigger included (paper: trained at 256)
+    length: int = ranged(256, ge=4, le=MAX_TOKENS)
+    vocab: int = ranged(16, ge=2, le=MAX_TOKENS)      # vocabulary size, the trigger included
 
     def validate(self, path: str) -> None:
         super().validate(path)

@@ -10,13 +10,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import ConfigError
+from ..schema import ranged
 from .core import DataInfo, DataOptions, DataSplits, SeriesDataset, _pick, _split, val_fraction
+
+MAX_TOKENS = 2**20             # longest sequence a token dataset generates
+MAX_SEQUENCES = 2**24          # most sequences in one split
 
 
 @dataclass
 class TokenOptions(DataOptions):
-    n_train: int = 2048          # sequences in train (validation is carved from it)
-    n_test: int = 512
+    n_train: int = ranged(2048, ge=1, le=MAX_SEQUENCES)   # sequences in train (validation is carved from it)
+    n_test: int = ranged(512, ge=1, le=MAX_SEQUENCES)
 
     def validate(self, path: str) -> None:
         super().validate(path)
@@ -24,9 +28,6 @@ class TokenOptions(DataOptions):
             if getattr(self.irregular, key) != 0.0:
                 raise ConfigError(f"{path}.irregular.{key}", "token datasets have no time points to drop; "
                                   "leave it at 0", got=getattr(self.irregular, key))
-        for key in ("n_train", "n_test"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"{path}.{key}", f"must be >= 1, got {getattr(self, key)}", got=getattr(self, key))
 
 
 def make_token_splits(name: str, task: str, train: list[dict], test: list[dict], opts: DataOptions, *,

@@ -105,6 +105,15 @@ def _fill(section: DictConfig, key: str, value: int, path: str, why: str) -> Non
                           "take it from the data", got=have)
 
 
+def check_lengths(model, info) -> None:
+    """No block that declares a ``length_limit`` (config key, longest sequence) gets longer data."""
+    for node in model.spec.nodes:
+        limit = getattr(model.nodes[node.name], "length_limit", None)
+        if limit is not None and info.max_len > limit[1]:
+            raise ConfigError(f"{node.path}.{limit[0]}", f"is {limit[1]} but dataset '{info.name}' has sequences of "
+                              f"{info.max_len}; raise it to at least {info.max_len}", got=limit[1])
+
+
 def check_output(model, task: Task, info) -> None:
     """The assembled model's output width matches the data (heads without a width field included)."""
     node = model.spec.node(model.spec.output)
@@ -114,4 +123,4 @@ def check_output(model, task: Task, info) -> None:
                           f"'{task.name}' on dataset '{info.name}' needs {expected} ({task.width_key})")
 
 
-__all__ = ["Task", "check_output", "resolve", "with_placeholder_widths"]
+__all__ = ["Task", "check_lengths", "check_output", "resolve", "with_placeholder_widths"]

@@ -14,9 +14,12 @@ from omegaconf import MISSING
 from torch import nn
 
 from ...errors import ConfigError
+from ...schema import ranged
 from ...seq import Seq, TokenBatch
 from ..base import Block, choice
 from ..layers import TimeEncoding, check_time_encoding
+
+MAX_TABLE = 2**24              # bound on the rows of the token and position tables
 
 
 class Embedding(Block):
@@ -25,13 +28,14 @@ class Embedding(Block):
         vocab: int = MISSING         # vocabulary size (injected from model.input.vocab)
         d_model: int = MISSING       # output width (injected)
         positions: str = choice("learned", "time", "none")   # what marks where a token is
-        max_len: int = 2048          # longest sequence (learned positions; the time scale without times)
+        # longest sequence (learned positions; the time scale without times)
+        max_len: int = ranged(2048, ge=1, le=MAX_TABLE)
         time_features: int = 16      # size of the time encoding (positions: time)
         max_freq: float = 1000.0     # highest angular frequency of the time encoding
 
         def validate(self, path: str) -> None:
-            if self.max_len < 1:
-                raise ConfigError(f"{path}.max_len", f"must be >= 1, got {self.max_len}", got=self.max_len)
+            if not 1 <= self.vocab <= MAX_TABLE:
+                raise ConfigError(f"{path}.vocab", f"must be in [1, {MAX_TABLE}] (model.input.vocab), got {self.vocab}")
             if self.positions == "time":
                 check_time_encoding(path, self.time_features, self.max_freq)
                 if self.time_features < 1:
@@ -47,6 +51,8 @@ class Embedding(Block):
         if cfg.positions == "time":
             self.time = TimeEncoding(cfg.time_features, cfg.max_freq)
             self.time_proj = nn.Linear(cfg.time_features, cfg.d_model)
+        # (config key, limit) on the sequence length, checked against the data before training
+        self.length_limit = ("max_len", cfg.max_len) if cfg.positions == "learned" else None
 
     def forward(self, batch: TokenBatch) -> Seq:
         b, n = batch.tokens.shape
