@@ -15,8 +15,11 @@ ROOT = Path(__file__).resolve().parents[1] / "configs"
 EXPERIMENT_OF_HEAD = {"classify": "spirals.yaml", "regress": "spirals.yaml", "interpolate": "spirals_interpolate.yaml",
                       "extrapolate": "spirals_extrapolate.yaml", "lm": "selective_copy.yaml"}
 SMALL_DATA = ["data.n_train=16", "data.n_test=8", "data.points=12", "data.queries=4"]
-SMALL_TOKENS = {"selective_copy": ["data.length=24", "data.tokens=4"], "induction_heads": ["data.length=12"],
-                "listops": ["data.min_length=4", "data.max_length=40"]}
+GENERATED = ["data.n_train=16", "data.n_test=8"]
+SMALL_TOKENS = {"selective_copy": ["data.length=24", "data.tokens=4", *GENERATED],
+                "induction_heads": ["data.length=12", *GENERATED],
+                "listops": ["data.min_length=4", "data.max_length=40", *GENERATED],
+                "stdlib_chars": ["data.length=16", "data.max_chars=2000", "model.encoder.max_len=16"]}
 ONE_STEP = ["train.epochs=1", "train.max_steps_per_epoch=1", "train.batch_size=8", "train.progress=false",
             "train.device=cpu"]
 NASTY = [math.nan, math.inf, -math.inf, 1e400, 1e-320, -1, 0, 2**64, True, None, "x", "16:00", "${nope}",
@@ -25,7 +28,7 @@ NASTY = [math.nan, math.inf, -math.inf, 1e400, 1e-320, -1, 0, 2**64, True, None,
 
 def _small(dataset: str) -> list[str]:
     if dataset in SMALL_TOKENS:
-        return SMALL_TOKENS[dataset] + ["data.n_train=16", "data.n_test=8"]
+        return SMALL_TOKENS[dataset]
     return SMALL_DATA if dataset == "spirals" else []
 
 

@@ -19,7 +19,8 @@ from hybridseq.train.tasks import resolve
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 TINY = {"selective_copy": {"length": 24, "tokens": 4, "n_train": 16, "n_test": 8},
         "induction_heads": {"length": 12, "n_train": 16, "n_test": 8},
-        "listops": {"min_length": 4, "max_length": 40, "n_train": 16, "n_test": 8}}
+        "listops": {"min_length": 4, "max_length": 40, "n_train": 16, "n_test": 8},
+        "stdlib_chars": {"length": 16, "max_chars": 2000}}
 
 
 def lm_model(vocab=7, causal=True, positions="learned"):
@@ -170,6 +171,10 @@ def test_shipped_token_experiment_trains_one_step(name, tmp_path):
     result = train(cfg, tmp_path)
     metric = "test_perplexity" if name != "listops" else "test_accuracy"
     assert math.isfinite(result[metric]) and math.isfinite(result["test_loss"])
+    if name == "stdlib_chars":
+        import platform
+
+        assert result["data_source"]["python"] == platform.python_version()
 
 
 @pytest.mark.parametrize("override, where", [
@@ -184,3 +189,24 @@ def test_sizes_out_of_range_or_short_of_the_data_name_the_key(override, where, t
     cfg = hs.load_config(str(ROOT / "configs" / "experiments" / f"{name}.yaml"), overrides=tiny + [override])
     with pytest.raises(ConfigError, match=where):
         train(cfg, tmp_path)
+
+
+def test_stdlib_corpus_is_split_by_file_in_sorted_order():
+    import platform
+    import sysconfig
+    from pathlib import Path
+
+    from hybridseq.data.stdlib_corpus import stdlib_files
+
+    root = Path(sysconfig.get_paths()["stdlib"])
+    files = stdlib_files()
+    rel = [p.relative_to(root).as_posix() for p in files]
+    assert rel == sorted(rel) and not any("site-packages" in r for r in rel)
+    splits = load_data({"name": "stdlib_chars", "length": 16, "max_chars": 4000})
+    assert splits.info.vocab == 256 and splits.info.source["python"] == platform.python_version()
+    first = files[0].read_bytes()
+    s = splits.train[0]
+    assert s["tokens"].tolist() == list(first[:16]) and s["next"].tolist() == list(first[1:17])
+    assert splits.val[0]["tokens"].tolist() == list(files[18].read_bytes()[:16])     # file 19: validation
+    assert splits.test[0]["tokens"].tolist() == list(files[19].read_bytes()[:16])    # file 20: test
+    assert len(splits.train) == (4000 - 1) // 17

@@ -80,6 +80,7 @@ class DataInfo:
     max_len: int = 0                 # longest series over all splits
     class_names: Optional[list] = None
     vocab: Optional[int] = None      # vocabulary size of token data (None: the data are values)
+    source: Optional[dict] = None    # what the data were built from, for results.json (e.g. Python version)
 
 
 class SeriesDataset(Dataset):

@@ -19,7 +19,7 @@ import torch
 from ..errors import ConfigError
 from ..schema import build_config, ranged
 from .core import DataSplits
-from .tokens import TokenOptions, make_token_splits
+from .tokens import GeneratedTokenOptions, make_token_splits
 
 OPERATORS = {"MAX": max, "MIN": min, "MED": lambda xs: int(statistics.median(xs)), "SM": lambda xs: sum(xs) % 10}
 VOCAB = [str(d) for d in range(10)] + [f"[{op}" for op in OPERATORS] + ["]"]
@@ -31,7 +31,7 @@ ATTEMPTS = 1000                # draws per accepted sample before giving up on t
 
 
 @dataclass
-class ListOpsOptions(TokenOptions):
+class ListOpsOptions(GeneratedTokenOptions):
     min_length: int = 500        # LRA: 500
     max_length: int = 2000       # LRA: 2000; at most 2048
     max_depth: int = ranged(10, ge=1, le=MAX_NESTING)   # LRA: 10

@@ -23,13 +23,13 @@ from ..errors import ConfigError
 from ..metrics import IGNORE
 from ..schema import build_config, ranged
 from .core import DataSplits
-from .tokens import MAX_TOKENS, TokenOptions, make_token_splits
+from .tokens import MAX_TOKENS, GeneratedTokenOptions, make_token_splits
 
 BLANK, MARKER, TRIGGER = 0, 1, 0
 
 
 @dataclass
-class SelectiveCopyOptions(TokenOptions):
+class SelectiveCopyOptions(GeneratedTokenOptions):
     # context length (the paper's setting; the sequence adds `tokens` markers)
     length: int = ranged(4096, ge=1, le=MAX_TOKENS)
     vocab: int = ranged(16, ge=3, le=MAX_TOKENS)      # vocabulary size, the blank and the marker included
@@ -44,7 +44,7 @@ class SelectiveCopyOptions(TokenOptions):
 
 
 @dataclass
-class InductionOptions(TokenOptions):
+class InductionOptions(GeneratedTokenOptions):
     # sequence length, the final trigger included (paper: trained at 256)
     length: int = ranged(256, ge=4, le=MAX_TOKENS)
     vocab: int = ranged(16, ge=2, le=MAX_TOKENS)      # vocabulary size, the trigger included

@@ -19,15 +19,18 @@ MAX_SEQUENCES = 2**24          # most sequences in one split
 
 @dataclass
 class TokenOptions(DataOptions):
-    n_train: int = ranged(2048, ge=1, le=MAX_SEQUENCES)   # sequences in train (validation is carved from it)
-    n_test: int = ranged(512, ge=1, le=MAX_SEQUENCES)
-
     def validate(self, path: str) -> None:
         super().validate(path)
         for key in ("drop", "channel_drop"):
             if getattr(self.irregular, key) != 0.0:
                 raise ConfigError(f"{path}.irregular.{key}", "token datasets have no time points to drop; "
                                   "leave it at 0", got=getattr(self.irregular, key))
+
+
+@dataclass
+class GeneratedTokenOptions(TokenOptions):
+    n_train: int = ranged(2048, ge=1, le=MAX_SEQUENCES)   # sequences in train (validation is carved from it)
+    n_test: int = ranged(512, ge=1, le=MAX_SEQUENCES)
 
 
 def make_token_splits(name: str, task: str, train: list[dict], test: list[dict], opts: DataOptions, *,

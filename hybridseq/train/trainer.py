@@ -267,6 +267,8 @@ class Trainer:
                    "peak_mem_mb": max((r["peak_mem_mb"] for r in hist), default=0.0),
                    "mem_kind": hist[-1]["mem_kind"] if hist else None, "device": str(self.device),
                    "world_size": self.dist.world, **{k: v for k, v in best.items() if k.startswith("val_")}}
+        if getattr(self.prep.info, "source", None):
+            results["data_source"] = dict(self.prep.info.source)
         if self.splits.test is not None and len(self.splits.test) and self.dist.main:
             results.update({f"test_{k}": v for k, v in self._score(self.splits.test).items() if k != "nfe"})
         results["curves"] = {k: [r.get(k) for r in hist] for k in ("train_loss", f"val_{self.monitor}", "val_loss")
