@@ -294,8 +294,10 @@ def main(argv=None) -> None:
                     acc = f"{100 * record['accuracy']:.1f}%" if record["status"] == "ok" else record["status"]
                     print(f"{problem} drop {drop} seed {seed} {config}: {acc} ({record['wall_s']:.0f} s)",
                           file=sys.stderr, flush=True)
-    keep = [r for r in done.values() if r["epochs"] == protocol["epochs"] and r["config"] in configs
-            and r["problem"] in problems and r["drop"] in drops and r["seed"] in seeds]
+    latest = {(r["config"], r["problem"], r["drop"], r["seed"]): r for r in done.values()
+              if r["epochs"] == protocol["epochs"]}                    # one record per run, the newest
+    keep = [r for (c, p_, d, s_), r in latest.items() if c in configs and p_ in problems and d in drops
+            and s_ in seeds]
     print(f"# irregular benchmark: {protocol['epochs']} epochs, lr {protocol['lr']}, batch {protocol['batch_size']}, "
           f"seeds {seeds}, last epoch's weights, accuracy in % (mean ± std over seeds)")
     print(table(keep, configs, problems, drops))
