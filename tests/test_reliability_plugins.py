@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 import time
 
 import pytest
@@ -15,6 +14,8 @@ from hybridseq.config import MAX_INCLUDE_DEPTH, load_config
 from hybridseq.schema import build_config
 from hybridseq.solvers import SolverConfig
 from hybridseq.spec import MAX_NODES
+
+from test_plugin_robustness import write_distribution
 
 RAISES = '''
 from dataclasses import dataclass
@@ -44,12 +45,7 @@ MODEL = "model: {d_model: 8, input: {kind: sequence, channels: 2}, blocks: [{typ
 def site(tmp_path_factory):
     root = tmp_path_factory.mktemp("site")
     for name, source in PLUGINS.items():
-        module = name.replace("-", "_")
-        (root / f"{module}.py").write_text(textwrap.dedent(source))
-        info = root / f"{module}-0.1.dist-info"
-        info.mkdir()
-        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
-        (info / "entry_points.txt").write_text(f"[hybridseq]\n{name} = {module}\n")
+        write_distribution(root, name, source)
     (root / "model.yaml").write_text(MODEL)
     return root
 
