@@ -1,4 +1,4 @@
-"""The training loop: AdamW, cosine schedule, validation each epoch, early stopping, resumable run dirs.
+"""The training loop: AdamW over parameter groups, a schedule, validation, early stopping, resumable run dirs.
 
 `Trainer` builds a run with `prepare` (data, task, config, model), places it on its device (and under
 DDP or ``torch.compile`` when asked), and takes its optimiser from `configure_optimizer`, its selection
