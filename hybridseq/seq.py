@@ -7,6 +7,11 @@ import torch
 from torch import Tensor
 
 
+def _prefix(lengths: Tensor, n: int) -> Tensor:
+    """[B, n] bool, True at the first ``lengths[b]`` positions of each row."""
+    return torch.arange(n, device=lengths.device)[None, :] < lengths[:, None]
+
+
 def _moved(obj, device, dtype):
     """A copy of dataclass ``obj`` with its tensors on ``device`` and its float tensors in ``dtype``."""
     changes = {}
@@ -62,8 +67,7 @@ class IrregularBatch:
     @property
     def valid(self) -> Tensor:
         """[B, N] bool, True at the non-padded time points."""
-        n = self.values.shape[1]
-        return torch.arange(n, device=self.values.device)[None, :] < self.lengths[:, None]
+        return _prefix(self.lengths, self.values.shape[1])
 
     @property
     def observed(self) -> Tensor:
@@ -113,8 +117,7 @@ class TokenBatch:
     @property
     def valid(self) -> Tensor:
         """[B, L] bool, True at the non-padded positions."""
-        n = self.tokens.shape[1]
-        return torch.arange(n, device=self.tokens.device)[None, :] < self.lengths[:, None]
+        return _prefix(self.lengths, self.tokens.shape[1])
 
     def seq(self, x: Tensor) -> Seq:
         """The `Seq` of features ``x`` [B, L, D] at this batch's positions (and times, when given)."""
