@@ -12,12 +12,17 @@ from .seq import IrregularBatch, Seq, TokenBatch
 from .spec import INPUT_NODE, ModelSpec, validate_model
 
 
+def merge_features(xs: list[Tensor], how: str) -> Tensor:
+    """The features of several inputs to one node, [.., D_i] each: concatenated or summed (``merge:``)."""
+    if len(xs) == 1:
+        return xs[0]
+    return torch.cat(xs, dim=-1) if how == "concat" else torch.stack(xs).sum(0)
+
+
 def _merge(items: list, how: str):
     if len(items) == 1:
         return items[0]
-    xs = [s.x for s in items]
-    x = torch.cat(xs, dim=-1) if how == "concat" else torch.stack(xs).sum(0)
-    return replace(items[0], x=x)
+    return replace(items[0], x=merge_features([s.x for s in items], how))
 
 
 class HybridModel(nn.Module):

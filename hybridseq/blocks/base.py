@@ -81,6 +81,19 @@ class Block(nn.Module):
         raise NotImplementedError
 
 
+class PositionWise:
+    """Mixin for a block whose output at a position depends on that position's input alone (a norm, an
+    MLP, a per-position head): it runs step by step, for generation, through its own ``forward`` on a
+    sequence of one position. Blocks that mix positions implement `allocate_state` / `step` themselves."""
+
+    def allocate_state(self, batch_size: int, device=None, dtype=None) -> None:
+        return None
+
+    def step(self, x_t: Tensor, state: None, gap: Tensor | None = None) -> tuple[Tensor, None]:
+        """x_t [B, D] -> (y_t [B, D_out], None)."""
+        return self.forward(Seq(x=x_t.unsqueeze(1))).x.squeeze(1), state
+
+
 class ODEBlock(Block):
     """Base class of blocks that integrate an ODE with a registered solver.
 

@@ -59,6 +59,21 @@ class SelfAttention(nn.Module):
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
         return self.out(y.transpose(1, 2).reshape(b, n, d))                                    # [B, L, D]
 
+    def empty_cache(self, batch: int, device, dtype) -> dict:
+        """The key/value cache of `step` before the first position: two [B, H, 0, hd]."""
+        width = self.qkv.in_features // self.heads
+        empty = torch.zeros(batch, self.heads, 0, width, device=device, dtype=dtype)
+        return {"k": empty, "v": empty}
+
+    def step(self, x: Tensor, cache: dict) -> tuple[Tensor, dict]:
+        """Causal attention of one new position x [B, D] to itself and every cached one (a KV cache):
+        -> (y [B, D], the cache with this position's key and value appended)."""
+        b, d = x.shape
+        q, k, v = self.qkv(x).view(b, 3, self.heads, 1, d // self.heads).unbind(1)             # 3 x [B, H, 1, hd]
+        k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)            # [B, H, L, hd]
+        y = F.scaled_dot_product_attention(q, k, v)                                            # [B, H, 1, hd]
+        return self.out(y.reshape(b, d)), {"k": k, "v": v}
+
 
 class FeedForward(nn.Sequential):
     """Linear -> activation -> dropout -> Linear: [.., d_in] -> [.., d_out]."""

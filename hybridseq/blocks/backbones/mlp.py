@@ -1,4 +1,5 @@
-"""Position-wise MLP block: pre-norm feed-forward with a residual connection (when widths agree)."""
+"""Position-wise MLP block: pre-norm feed-forward with a residual connection (when widths agree); it steps
+for generation as every `PositionWise` block does."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -8,11 +9,11 @@ from omegaconf import MISSING
 from torch import Tensor, nn
 
 from ...seq import Seq
-from ..base import Block, choice
+from ..base import Block, PositionWise, choice
 from ..layers import FeedForward
 
 
-class MLP(Block):
+class MLP(PositionWise, Block):
     @dataclass
     class Config:
         d_model: int = MISSING             # input width (injected)

@@ -1,14 +1,15 @@
 """Transformer layer (Vaswani et al., 2017), pre-norm, with PyTorch's scaled_dot_product_attention.
 
 One block is one layer; stack with ``repeat:``. Padding is excluded from the keys; ``causal: true``
-lets position i attend to positions <= i only.
+lets position i attend to positions <= i only, and only then does the layer run step by step
+(`allocate_state` / `step`, with a cache of the past keys and values) for generation.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
 from omegaconf import MISSING
-from torch import nn
+from torch import Tensor, nn
 
 from ...seq import Seq
 from ..base import Block
@@ -40,3 +41,17 @@ class Transformer(Block):
         x = x + self.attn(self.norm1(x), mask)
         x = x + self.ff(self.norm2(x))
         return replace(seq, x=x)
+
+    def allocate_state(self, batch_size: int, device=None, dtype=None) -> dict:
+        """The key/value cache before the first position, for `step` (causal layers only)."""
+        if not self.cfg.causal:
+            raise RuntimeError("a transformer with causal: false attends to later positions; it has no "
+                               "step-by-step mode (set causal: true)")
+        p = next(self.parameters())
+        return self.attn.empty_cache(batch_size, device or p.device, dtype or p.dtype)
+
+    def step(self, x_t: Tensor, state: dict, gap: Tensor | None = None) -> tuple[Tensor, dict]:
+        """One position: x_t [B, D] -> (y_t [B, D], the cache grown by one), equal to the causal full pass."""
+        y, state = self.attn.step(self.norm1(x_t), state)
+        x = x_t + y
+        return x + self.ff(self.norm2(x)), state

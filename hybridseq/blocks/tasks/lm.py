@@ -2,7 +2,8 @@
 
 Used with the ``lm`` task, which trains each position to predict its target token (the next one for
 text; the answer tokens only for the synthetic recall tasks). Causality comes from the blocks before it
-(``causal: true`` attention, SSMs, recurrences), not from the head.
+(``causal: true`` attention, SSMs, recurrences), not from the head. Position-wise, so it steps for
+generation (`PositionWise`).
 """
 from __future__ import annotations
 
@@ -12,10 +13,10 @@ from omegaconf import MISSING
 from torch import nn
 
 from ...seq import Seq
-from ..base import Block
+from ..base import Block, PositionWise
 
 
-class LanguageModelHead(Block):
+class LanguageModelHead(PositionWise, Block):
     """LayerNorm, then a linear map to the vocabulary's logits at every position."""
 
     @dataclass
