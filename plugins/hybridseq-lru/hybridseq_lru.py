@@ -7,7 +7,8 @@ phases in [0, max_phase]; γ = sqrt(1 - |λ|²) keeps the state's scale at initi
 evaluated for all positions at once by a parallel (Hillis–Steele) scan: log2(L) vectorised steps. With
 ``time_gaps: true`` and observation times in ``seq.t``, step k uses λ^(Δt_k / time_unit), so a longer
 gap decays the state more; by default the unit is each series' mean gap, so time units do not matter.
-The block is pre-norm: x + GLU(GELU(LRU(LayerNorm(x)))).
+The block is pre-norm: x + GLU(GELU(LRU(LayerNorm(x)))). It also runs one position at a time
+(`allocate_state` / `step`), which is how ``hybridseq generate`` samples from an LRU language model.
 """
 from __future__ import annotations
 
@@ -96,6 +97,22 @@ class LRU(hybridseq.Block):
         u = self.norm(seq.x) * valid[..., None]                                           # [B, L, H]
         y = F.gelu(self.recurrence(u, self.steps(seq, valid), valid))
         return replace(seq, x=seq.x + self.drop(F.glu(self.glu(y), dim=-1)))
+
+    def allocate_state(self, batch_size: int, device=None, dtype=None) -> dict:
+        """The zero state [B, N] (complex) before the first step, for `step` (generation)."""
+        p = self.nu_log
+        cdtype = torch.complex128 if (dtype or p.dtype) == torch.float64 else torch.complex64
+        return {"h": torch.zeros(batch_size, self.cfg.d_state, dtype=cdtype, device=device or p.device)}
+
+    def step(self, x_t: Tensor, state: dict, gap: Tensor | None = None) -> tuple[Tensor, dict]:
+        """One position of the recurrence: x_t [B, H] -> (y_t [B, H], new state), equal to `forward` at that
+        position; ``gap`` [B] is the time since the previous position in steps (1 when None)."""
+        u = self.norm(x_t)                                                                # [B, H]
+        log_a = self.log_lambda() if gap is None else gap[:, None] * self.log_lambda()    # [N] or [B, N]
+        gamma_b = torch.complex(self.B_re, self.B_im) * self.gamma_log.exp()[:, None]     # [N, H]
+        h = torch.exp(log_a) * state["h"] + u.to(gamma_b.dtype) @ gamma_b.T              # [B, N]
+        y = F.gelu((h @ torch.complex(self.C_re, self.C_im).T).real + self.D * u)         # [B, H]
+        return x_t + self.drop(F.glu(self.glu(y), dim=-1)), {"h": h}
 
     def stats(self) -> dict:
         """``max_radius``: the largest |λ|, i.e. how slowly the longest memory fades (always < 1)."""

@@ -112,3 +112,19 @@ def test_example_config_assembles_and_runs():
     assert out.x.shape == (3, 4) and torch.isfinite(out.x).all()
     assert "max_radius" in hs.describe(model)
     assert math.isfinite(model.stats()["b0_0"]["max_radius"])
+
+
+def test_step_matches_the_full_pass_with_and_without_gaps():
+    """One position at a time (generation) gives the outputs of the parallel scan, regular and with a
+    configured time unit (gaps in steps)."""
+    torch.manual_seed(0)
+    block = hs.build_block("lru", d_model=6, d_state=5, time_gaps=True, time_unit=0.5).double().eval()
+    x = torch.randn(2, 9, 6, dtype=torch.float64)
+    t = torch.cumsum(torch.rand(2, 9, dtype=torch.float64) + 0.1, dim=1)
+    gaps = hs.blocks.layers.time_gaps(t, torch.ones(2, 9, dtype=torch.bool), 0.5)
+    for seq, gap in ((hs.Seq(x=x), None), (hs.Seq(x=x, t=t), gaps)):
+        state, outs = block.allocate_state(2), []
+        for k in range(9):
+            y, state = block.step(x[:, k], state, None if gap is None else gap[:, k])
+            outs.append(y)
+        torch.testing.assert_close(torch.stack(outs, 1), block(seq).x)
