@@ -81,6 +81,7 @@ class DataInfo:
     class_names: Optional[list] = None
     vocab: Optional[int] = None      # vocabulary size of token data (None: the data are values)
     source: Optional[dict] = None    # what the data were built from, for results.json (e.g. Python version)
+    text: Optional[str] = None       # how token ids spell text: a name in data.tokens.TEXT_CODECS
 
 
 class SeriesDataset(Dataset):

@@ -84,5 +84,6 @@ def stdlib_chars(**options) -> DataSplits:
     parts = {k: Windows(_stream(v, opts.max_chars), opts.length) for k, v in by_split.items()}
     source = {"python": platform.python_version(), "implementation": platform.python_implementation(),
               "files": len(files), **{f"{k}_files": len(v) for k, v in by_split.items()}}
-    info = DataInfo(name="stdlib_chars", channels=1, task="lm", max_len=opts.length, vocab=VOCAB, source=source)
+    info = DataInfo(name="stdlib_chars", channels=1, task="lm", max_len=opts.length, vocab=VOCAB, source=source,
+                    text="utf8_bytes")
     return DataSplits(parts["train"], parts["val"], parts["test"], info=info, options=opts)

@@ -4,6 +4,9 @@ A token sample is a dict with "tokens" [N] long and a target: "label" (classify)
 token each position must predict, `IGNORE` where none; the ``lm`` task). The irregular-series options of
 `DataOptions` (drop protocols, time normalisation, standardisation) do not apply to tokens: a drop is
 refused rather than ignored.
+
+A dataset whose tokens spell text names its codec in `DataInfo.text` (a key of `TEXT_CODECS`); training
+records it in the run directory, so ``hybridseq generate`` can encode a prompt and decode what it samples.
 """
 from __future__ import annotations
 
@@ -15,6 +18,21 @@ from .core import DataInfo, DataOptions, DataSplits, SeriesDataset, _pick, _spli
 
 MAX_TOKENS = 2**20             # longest sequence a token dataset generates
 MAX_SEQUENCES = 2**24          # most sequences in one split
+
+
+class Utf8Bytes:
+    """Text as its UTF-8 bytes, one token per byte value (a vocabulary of 256)."""
+
+    vocab = 256
+
+    def encode(self, text: str) -> list[int]:
+        return list(text.encode("utf-8"))
+
+    def decode(self, ids: list[int]) -> str:
+        return bytes(ids).decode("utf-8", errors="replace")     # a cut multi-byte character shows as U+FFFD
+
+
+TEXT_CODECS = {"utf8_bytes": Utf8Bytes()}
 
 
 @dataclass

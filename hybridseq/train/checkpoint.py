@@ -3,12 +3,14 @@
 A run directory holds ``config.yaml`` (the resolved config: task, widths from the data, every train
 default), ``metrics.jsonl`` (one record per epoch), ``best.safetensors`` (the selected weights: the best
 validation epoch's, or the last epoch's), ``last.pt`` (everything needed to resume), ``results.json``
-(written when training ends) and ``eval_<split>.json`` (written by ``hybridseq evaluate``). Every file is
-written atomically.
+(written when training ends), ``vocab.json`` for token data (the vocabulary size and the name of the text
+codec, `hybridseq.data.tokens.TEXT_CODECS`, or null; read by ``hybridseq generate``) and
+``eval_<split>.json`` (written by ``hybridseq evaluate``). Every file is written atomically.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -25,6 +27,7 @@ class RunDir:
     nothing. With ``writer=False`` (every DDP rank but the first) writes do nothing either."""
 
     CONFIG, METRICS, RESULTS, STATE = "config.yaml", "metrics.jsonl", "results.json", "last.pt"
+    VOCAB = "vocab.json"
     SELECTED = "best"                      # the weights training selects and evaluation loads by default
 
     def __init__(self, path=None, *, writer: bool = True):
@@ -93,11 +96,21 @@ class RunDir:
         if self.writes:
             atomic_write_text(path, to_json(data, indent=2))
 
+    def write_vocabulary(self, info) -> None:
+        """``vocab.json`` from the data's `DataInfo`, when the data are tokens."""
+        if getattr(info, "vocab", None) is not None:
+            self.write_json(self.path / self.VOCAB, {"size": info.vocab, "text": getattr(info, "text", None)})
+
     def write_results(self, results: dict) -> None:
         if self.writes:
             self.write_json(self.path / self.RESULTS, results)
 
     # -- reading ---------------------------------------------------------------------------------
+    def vocabulary(self) -> dict | None:
+        """What `write_vocabulary` wrote, or None (not token data, or trained before it was recorded)."""
+        path = self.path / self.VOCAB
+        return json.loads(path.read_text()) if self and path.is_file() else None
+
     def load_state(self) -> dict | None:
         return load_state(self.state) if self else None
 

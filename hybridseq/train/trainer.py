@@ -222,6 +222,7 @@ class Trainer:
         """Train until ``train.epochs`` or early stopping; then score the selected weights on the test split."""
         t = self.tcfg
         self.run.write_config(self.saved_cfg)
+        self.run.write_vocabulary(self.prep.info)
         self._announce()
         while self.epoch < t.epochs and not self.stopping.stopped:
             start = time.perf_counter()
