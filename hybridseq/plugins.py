@@ -38,6 +38,7 @@ DEFAULT_PLUGINS = (
     "hybridseq.commands.train",
     "hybridseq.commands.ablate",
     "hybridseq.commands.analyze",
+    "hybridseq.commands.generate",
 )
 REGISTER_HOOKS = {"blocks": "hybridseq_register_blocks", "solvers": "hybridseq_register_solvers",
                   "datasets": "hybridseq_register_datasets", "tasks": "hybridseq_register_tasks",
