@@ -1,12 +1,14 @@
 """Helpers for testing blocks and plugins (used by hybridseq's own tests and by plugin authors).
 
 ``register_plugin`` registers a plugin object for the span of a ``with`` block; ``check_block`` runs the
-block conformance checks: output shape, no NaN, gradients reach every parameter, state_dict round trip,
-and padding invariance (changing padded values, or values of unobserved channels, changes no valid
-output). With ``autocast=torch.bfloat16`` (or ``torch.float16``) it checks mixed precision instead, as
-the trainer runs it: forward under ``torch.autocast``, backward outside it; outputs and gradients must be
-finite, gradients must reach every parameter, and the output must stay within ``AUTOCAST_TOL`` (relative
-L2 error over valid outputs) of the same module's float32 output.
+block conformance checks: output shape, no NaN, gradients reach every parameter, state_dict round trip, and
+padding invariance (changing padded values, or values of unobserved channels, changes no valid output); a
+sequence block with a step mode (``allocate_state`` / ``step``, used for generation) must give its full
+pass's outputs one position at a time, on a regular grid. With ``autocast=torch.bfloat16`` (or
+``torch.float16``) it checks mixed precision instead, as the trainer runs it: forward under
+``torch.autocast``, backward outside it; outputs and gradients must be finite, gradients must reach every
+parameter, and the output must stay within ``AUTOCAST_TOL`` (relative L2 error over valid outputs) of the
+same module's float32 output.
 """
 from __future__ import annotations
 
@@ -138,7 +140,24 @@ def check_block(block, overrides: dict | None = None, *, d_model: int = 8, d_in:
         moved = module(perturb_padding(inp, seed + 1))
         torch.testing.assert_close(_valid_part(moved), _valid_part(reference), atol=atol, rtol=rtol,
                                    msg=lambda m: f"{name}: padded or unobserved values changed valid outputs\n{m}")
+        if cls.accepts == cls.produces == "sequence" and callable(getattr(module, "step", None)):
+            _check_step(name, module, inp.x, atol, rtol)
     return out
+
+
+def _check_step(name: str, module, x: Tensor, atol: float, rtol: float) -> None:
+    """Stepping through x [B, L, D] gives the full pass on a regular grid without padding (a setting that
+    has no step mode, e.g. bidirectional, raises RuntimeError from ``allocate_state`` and is skipped)."""
+    try:
+        state = module.allocate_state(x.shape[0])
+    except RuntimeError:
+        return
+    outs = []
+    for i in range(x.shape[1]):
+        y, state = module.step(x[:, i], state)
+        outs.append(y)
+    torch.testing.assert_close(torch.stack(outs, 1), module(Seq(x=x)).x, atol=atol, rtol=rtol,
+                               msg=lambda m: f"{name}: step-by-step outputs differ from the full pass\n{m}")
 
 
 AUTOCAST_TOL = {torch.bfloat16: 0.05, torch.float16: 0.01}   # relative L2 error vs float32 (8 / 11 bit mantissas)

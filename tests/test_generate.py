@@ -1,6 +1,7 @@
 """Generation: stepping every steppable block gives the full pass's logits, sampling is greedy at T = 0 and
 reproducible under a seed, blocks without a causal step mode are refused by key path, and `hybridseq
 generate` runs on run directories written by `hybridseq train`."""
+import dataclasses
 import json
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from hybridseq.generate import Decoder, generate, sample, steppable_blocks
 
 ROOT = Path(__file__).resolve().parents[1]
 F64 = torch.float64
-VOCAB, LENGTH = 7, 10
+VOCAB, LENGTH = 7, 20                               # LENGTH > CACHE_START: the KV cache grows
 CAUSAL = {"transformer": {"causal": True}}          # settings a block needs to have a causal step mode
 IN_EVERY_MODEL = ("embedding", "lm")                # the encoder and head of every model below
 
@@ -46,7 +47,7 @@ STEPPABLE = [n for n in steppable_blocks() if n not in IN_EVERY_MODEL]
 
 
 def test_the_steppable_blocks_include_every_ssm_and_attention():
-    assert {"s4d", "s4", "mamba", "mamba2", "transformer", "mlp"} <= set(STEPPABLE)
+    assert {"s4d", "s4", "mamba", "mamba2", "transformer", "mlp", "gru"} <= set(STEPPABLE)
     assert "lru" in STEPPABLE or "lru" not in registry.blocks.names()          # the plugin's, when installed
 
 
@@ -71,20 +72,17 @@ def test_a_dag_with_concat_merge_steps_like_its_full_pass():
     torch.testing.assert_close(stepped_logits(model, ids)[0], full, rtol=1e-10, atol=1e-10)
 
 
-def state_sizes(state):
-    return {k: sum(t.numel() for t in v.values()) for k, v in state.items() if isinstance(v, dict) and k != "encoder"}
-
-
-def test_ssm_state_is_constant_and_the_kv_cache_grows_by_one_position():
+def test_ssm_state_is_constant_and_the_kv_cache_holds_every_position():
     model = lm_model([{"type": "mamba"}, {"type": "transformer", "causal": True}])
-    short = state_sizes(stepped_logits(model, torch.zeros(1, 3, dtype=torch.long))[1])
-    long = state_sizes(stepped_logits(model, torch.zeros(1, 9, dtype=torch.long))[1])
-    assert short["b0"] == long["b0"]                                            # mamba: fixed-size state
-    assert long["b1"] == 3 * short["b1"]                                         # keys and values per position
+    short = stepped_logits(model, torch.zeros(1, 3, dtype=torch.long))[1]
+    long = stepped_logits(model, torch.zeros(1, 40, dtype=torch.long))[1]
+    assert {k: v.shape for k, v in short["b0"].items()} == {k: v.shape for k, v in long["b0"].items()}   # mamba
+    assert (short["b1"]["length"], long["b1"]["length"]) == (3, 40)             # one key and value per position
+    assert 40 <= long["b1"]["k"].shape[2] < 2 * 40 and long["b1"]["v"].shape == long["b1"]["k"].shape
 
 
 @pytest.mark.parametrize("block,path,words", [
-    ({"type": "gru"}, "model.blocks[1].type", "block 'gru' has no step-by-step mode"),
+    ({"type": "ode_transformer"}, "model.blocks[1].type", "block 'ode_transformer' has no step-by-step mode"),
     ({"type": "pde_attention"}, "model.blocks[1].type", "block 'pde_attention' has no step-by-step mode"),
     ({"type": "transformer"}, "model.blocks[1]", "causal: false attends to later positions"),
     ({"type": "s4d", "bidirectional": True}, "model.blocks[1]", "bidirectional"),
@@ -234,9 +232,35 @@ def test_the_generation_bench_runs_and_prints_its_table(capsys):
     spec = importlib.util.spec_from_file_location("bench_generate", ROOT / "bench" / "generate.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    bench.main(["--lengths", "8", "16"])
+    bench.main(["--lengths", "32", "64"])
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].startswith("| model | L | tokens/s |") and len(lines) == 2 + 4
     rows = {(r[0], r[1]): r for r in ([c.strip() for c in line.strip("|").split("|")] for line in lines[2:])}
-    assert float(rows[("transformer", "16")][4]) == 2 * float(rows[("transformer", "8")][4])   # cache doubles
-    assert rows[("mamba", "16")][4] == rows[("mamba", "8")][4]                                  # state fixed
+    assert float(rows[("transformer", "64")][4]) == 2 * float(rows[("transformer", "32")][4])   # cache doubles
+    assert rows[("mamba", "64")][4] == rows[("mamba", "32")][4]                                  # state fixed
+
+
+class WrongStep(hs.Block):
+    """A position-wise block whose step disagrees with its forward, for the conformance check."""
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.lin = torch.nn.Linear(cfg.d_model, cfg.d_model)
+
+    def forward(self, seq):
+        return dataclasses.replace(seq, x=self.lin(seq.x))
+
+    def allocate_state(self, batch_size, device=None, dtype=None):
+        return None
+
+    def step(self, x_t, state, gap=None):
+        return 2 * self.lin(x_t), state
+
+
+def test_the_conformance_kit_checks_the_step_mode():
+    from hybridseq.testing import check_block
+
+    check_block("transformer", {"causal": True})
+    check_block("transformer")                               # causal: false has no step mode: skipped
+    with pytest.raises(AssertionError, match="step-by-step outputs differ from the full pass"):
+        check_block(WrongStep)

@@ -70,3 +70,19 @@ def test_gru_trains_under_autocast(dtype):
         out = block(seq).x
     out.float().square().mean().backward()
     assert torch.isfinite(out.float()).all() and block.rnn.weight_hh_l0.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("delta_t", [False, True])
+def test_step_matches_the_full_pass(delta_t):
+    """One step at a time (generation) gives the packed full pass's outputs, on a regular grid and with
+    observation times (the gap fed to each step is the time since the previous one)."""
+    torch.manual_seed(0)
+    block = build_block("gru", d_model=6, layers=2, delta_t=delta_t).double().eval()
+    x = torch.randn(2, 7, 6, dtype=torch.float64)
+    t = torch.cumsum(torch.rand(2, 7, dtype=torch.float64) + 0.1, dim=1)
+    for seq, gaps in ((Seq(x=x), None), (Seq(x=x, t=t), torch.diff(t, dim=1, prepend=t[:, :1]))):
+        state, outs = block.allocate_state(2), []
+        for k in range(7):
+            y, state = block.step(x[:, k], state, None if gaps is None else gaps[:, k])
+            outs.append(y)
+        torch.testing.assert_close(torch.stack(outs, 1), block(seq).x)

@@ -20,6 +20,7 @@ from ..ops import linear_scan
 
 ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU, "tanh": nn.Tanh}
 POOLS = ("mean", "max", "last", "first")
+CACHE_START = 16     # positions a key/value cache of `SelfAttention.step` holds before it first grows
 MIN_FREQ = 0.1       # lowest angular frequency of `TimeEncoding`: about 1/60 of a period over the unit span
 _SSM_HELPERS = ("time_gaps", "inverse_softplus", "log_uniform")
 
@@ -60,19 +61,23 @@ class SelfAttention(nn.Module):
         return self.out(y.transpose(1, 2).reshape(b, n, d))                                    # [B, L, D]
 
     def empty_cache(self, batch: int, device, dtype) -> dict:
-        """The key/value cache of `step` before the first position: two [B, H, 0, hd]."""
+        """The key/value cache of `step` before the first position: buffers [B, H, capacity, hd], none used."""
         width = self.qkv.in_features // self.heads
-        empty = torch.zeros(batch, self.heads, 0, width, device=device, dtype=dtype)
-        return {"k": empty, "v": empty}
+        keys, values = (torch.zeros(batch, self.heads, CACHE_START, width, device=device, dtype=dtype) for _ in "kv")
+        return {"k": keys, "v": values, "length": 0}
 
     def step(self, x: Tensor, cache: dict) -> tuple[Tensor, dict]:
-        """Causal attention of one new position x [B, D] to itself and every cached one (a KV cache):
-        -> (y [B, D], the cache with this position's key and value appended)."""
+        """Causal attention of one new position x [B, D] to itself and every cached one (a key/value cache):
+        -> (y [B, D], the cache holding this position too). The buffers are written in place and double when
+        full (amortised O(1) copying per position), so each cache is passed on to the next step only."""
         b, d = x.shape
         q, k, v = self.qkv(x).view(b, 3, self.heads, 1, d // self.heads).unbind(1)             # 3 x [B, H, 1, hd]
-        k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)            # [B, H, L, hd]
-        y = F.scaled_dot_product_attention(q, k, v)                                            # [B, H, 1, hd]
-        return self.out(y.reshape(b, d)), {"k": k, "v": v}
+        n, keys, values = cache["length"], cache["k"], cache["v"]
+        if n == keys.shape[2]:
+            keys, values = (torch.cat([t, torch.zeros_like(t)], dim=2) for t in (keys, values))
+        keys[:, :, n], values[:, :, n] = k[:, :, 0], v[:, :, 0]
+        y = F.scaled_dot_product_attention(q, keys[:, :, : n + 1], values[:, :, : n + 1])      # [B, H, 1, hd]
+        return self.out(y.reshape(b, d)), {"k": keys, "v": values, "length": n + 1}
 
 
 class FeedForward(nn.Sequential):

@@ -5,7 +5,8 @@ One pre-norm residual layer around ``torch.nn.GRU`` (cuDNN on a GPU): x + dropou
 ``layers`` stacked inside the GRU. Padding is honoured by packing the valid prefix of each series, so a
 padded step neither updates the state nor yields an output (its output is x unchanged). With
 ``delta_t: true`` each step also reads Δt, the time since the previous step (0 at the first; 1 per step
-when the sequence carries no times), the usual way to give an RNN irregular sampling.
+when the sequence carries no times), the usual way to give an RNN irregular sampling. It runs one step
+at a time too (`allocate_state` / `step`, for generation).
 """
 from __future__ import annotations
 
@@ -67,3 +68,19 @@ class GRU(Block):
         out, _ = pad_packed_sequence(self.rnn(packed)[0], batch_first=True, total_length=n)   # [B, L, D]
         out = out.to(seq.x.dtype) * valid[..., None]
         return replace(seq, x=seq.x + self.drop(out))
+
+    def allocate_state(self, batch_size: int, device=None, dtype=None) -> dict:
+        """The zero hidden state [layers, B, D] before the first step, for `step`."""
+        p = next(self.parameters())
+        shape = (self.cfg.layers, batch_size, self.cfg.d_model)
+        return {"h": torch.zeros(shape, device=device or p.device, dtype=dtype or p.dtype), "steps": 0}
+
+    def step(self, x_t: Tensor, state: dict, gap: Tensor | None = None) -> tuple[Tensor, dict]:
+        """One step: x_t [B, D] -> (y_t [B, D], new state); ``gap`` [B] is the time since the previous step
+        (1 when None), read with ``delta_t`` (0 at the first step, as in the full pass)."""
+        inp = self.norm(x_t)
+        if self.cfg.delta_t:
+            dt = torch.ones_like(inp[:, :1]) if gap is None else gap[:, None].to(inp.dtype)   # [B, 1]
+            inp = torch.cat([inp, dt * (state["steps"] > 0)], -1)                             # [B, D + 1]
+        out, h = self.rnn(inp.unsqueeze(1), state["h"])                                       # [B, 1, D]
+        return x_t + self.drop(out.squeeze(1)), {"h": h, "steps": state["steps"] + 1}
