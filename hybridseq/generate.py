@@ -2,7 +2,7 @@
 
 `Decoder` runs a `HybridModel` position by position with a state per node: each block steps through
 its own ``allocate_state(batch_size, device, dtype)`` / ``step(x_t, state, gap) -> (y_t, state)``:
-the SSM backbones through their recurrence (a state of fixed size: constant memory per token), a
+the SSM backbones and ``gru`` through their recurrence (a state of fixed size: constant memory per token), a
 ``causal: true`` ``transformer`` through a cache of past keys and values, position-wise blocks (the
 ``lm`` head, ``mlp``) through `PositionWise`, and the token ``embedding`` through `EmbeddingStep` below.
 A block that has no such mode (it sees the whole sequence, or is not causal) is a `ConfigError` naming
