@@ -167,6 +167,16 @@ def copy_run(tmp_path_factory):
     return out
 
 
+def test_token_training_without_a_run_directory_records_no_vocabulary():
+    from hybridseq.config import load_config
+    from hybridseq.train.trainer import train
+
+    cfg = load_config(ROOT / "configs/experiments/selective_copy.yaml",
+                      ["data.length=8", "data.tokens=2", "data.n_train=16", "data.n_test=4", "model.d_model=8",
+                       "train.epochs=1", "train.max_steps_per_epoch=1"])
+    assert train(cfg, None, progress=False)["task"] == "lm"
+
+
 def run_json(capsys, *argv):
     capsys.readouterr()
     assert main(["generate", *argv, "--json"]) == 0

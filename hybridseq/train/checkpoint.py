@@ -98,7 +98,7 @@ class RunDir:
 
     def write_vocabulary(self, info) -> None:
         """``vocab.json`` from the data's `DataInfo`, when the data are tokens."""
-        if getattr(info, "vocab", None) is not None:
+        if self.writes and getattr(info, "vocab", None) is not None:
             self.write_json(self.path / self.VOCAB, {"size": info.vocab, "text": getattr(info, "text", None)})
 
     def write_results(self, results: dict) -> None:
