@@ -16,7 +16,7 @@ from hybridseq.generate import Decoder, generate, sample, steppable_blocks
 ROOT = Path(__file__).resolve().parents[1]
 F64 = torch.float64
 VOCAB, LENGTH = 7, 20                               # LENGTH > CACHE_START: the KV cache grows
-CAUSAL = {"transformer": {"causal": True}}          # settings a block needs to have a causal step mode
+CAUSAL = {"transformer": {"causal": True}, "ode_transformer": {"causal": True}}   # settings for a causal step mode
 IN_EVERY_MODEL = ("embedding", "lm")                # the encoder and head of every model below
 
 
@@ -47,7 +47,7 @@ STEPPABLE = [n for n in steppable_blocks() if n not in IN_EVERY_MODEL]
 
 
 def test_the_steppable_blocks_include_every_ssm_and_attention():
-    assert {"s4d", "s4", "mamba", "mamba2", "transformer", "mlp", "gru"} <= set(STEPPABLE)
+    assert {"s4d", "s4", "mamba", "mamba2", "transformer", "ode_transformer", "mlp", "gru"} <= set(STEPPABLE)
     assert "lru" in STEPPABLE or "lru" not in registry.blocks.names()          # the plugin's, when installed
 
 
@@ -60,6 +60,16 @@ def test_step_by_step_logits_equal_the_full_pass(name, positions):
         full = model(ids).x                                                     # [B, L, V]
     stepped, _ = stepped_logits(model, ids)
     torch.testing.assert_close(stepped, full, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("over", [{"scheme": "rk4", "rk_norm": True}, {"scheme": "learned_rk2"},
+                                  {"scheme": "gated_rk2", "gate": "channel"}, {"scheme": "euler"}])
+def test_every_ode_transformer_scheme_steps_like_its_full_pass(over):
+    model = lm_model([{"type": "ode_transformer", "causal": True, "heads": 2, "layers": 2, **over}])
+    ids = torch.randint(0, VOCAB, (2, LENGTH))
+    with torch.no_grad():
+        full = model(ids).x
+    torch.testing.assert_close(stepped_logits(model, ids)[0], full, rtol=1e-10, atol=1e-10)
 
 
 def test_a_dag_with_concat_merge_steps_like_its_full_pass():
@@ -82,7 +92,9 @@ def test_ssm_state_is_constant_and_the_kv_cache_holds_every_position():
 
 
 @pytest.mark.parametrize("block,path,words", [
-    ({"type": "ode_transformer"}, "model.blocks[1].type", "block 'ode_transformer' has no step-by-step mode"),
+    ({"type": "neural_ode_transformer"}, "model.blocks[1].type",
+     "block 'neural_ode_transformer' has no step-by-step mode"),
+    ({"type": "ode_transformer"}, "model.blocks[1]", "causal: false attends to later positions"),
     ({"type": "pde_attention"}, "model.blocks[1].type", "block 'pde_attention' has no step-by-step mode"),
     ({"type": "transformer"}, "model.blocks[1]", "causal: false attends to later positions"),
     ({"type": "s4d", "bidirectional": True}, "model.blocks[1]", "bidirectional"),

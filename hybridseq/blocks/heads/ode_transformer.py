@@ -15,6 +15,8 @@ the SAME parameters at every stage of that layer (the tableaux are data: `hybrid
 
 ``rk_norm: true`` (the paper's RK-Norm, as we read it) layer-normalises each stage F_i, with its own
 LayerNorm, where it enters the final combination y = x + Σ w_i LN_i(F_i); the stages use the raw F_i.
+With ``causal: true`` the head also runs one position at a time for generation (`allocate_state` /
+`step`): each stage of each layer keeps a key/value cache of its own inputs at the earlier positions.
 """
 from __future__ import annotations
 
@@ -49,6 +51,11 @@ class LayerField(nn.Module):
         a = self.attn(self.norm1(x), mask)
         return a + self.ff(self.norm2(x + a))
 
+    def step(self, x: Tensor, cache: dict) -> tuple[Tensor, dict]:
+        """F at one position x [B, D] with causal attention through a key/value ``cache``."""
+        a, cache = self.attn.step(self.norm1(x), cache)
+        return a + self.ff(self.norm2(x + a)), cache
+
 
 class ODELayer(nn.Module):
     """One layer: one step of ``scheme`` on its own `LayerField` (shared by all stages)."""
@@ -76,10 +83,26 @@ class ODELayer(nn.Module):
 
     def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
         ks = stages(lambda t, y: self.field(y, mask), 0.0, x, 1.0, self.tableau)  # F_1 … F_s: [B, L, D]
+        return self.finish(x, ks)
+
+    def finish(self, x: Tensor, ks: list[Tensor]) -> Tensor:
+        """y = x + Σ w_i F_i (each F_i layer-normalised first with ``rk_norm``)."""
         weights = self.weights(ks)
         if self.stage_norms is not None:
             ks = [norm(k) for norm, k in zip(self.stage_norms, ks)]
         return combine(x, ks, 1.0, weights)
+
+    def step(self, x: Tensor, caches: list[dict]) -> tuple[Tensor, list[dict]]:
+        """The layer at one position x [B, D]: stage i attends through its own key/value cache ``caches[i]``
+        (the stage inputs of the earlier positions), as the causal full pass does."""
+        new: list[dict] = []
+
+        def field(t: float, y: Tensor) -> Tensor:
+            k, cache = self.field.step(y, caches[len(new)])
+            new.append(cache)
+            return k
+
+        return self.finish(x, stages(field, 0.0, x, 1.0, self.tableau)), new
 
 
 class ODETransformer(Block):
@@ -115,6 +138,23 @@ class ODETransformer(Block):
         for layer in self.layers:
             x = layer(x, mask)
         return replace(seq, x=x)
+
+    def allocate_state(self, batch_size: int, device=None, dtype=None) -> list[list[dict]]:
+        """One key/value cache per layer and stage, for `step` (causal heads only)."""
+        if not self.cfg.causal:
+            raise RuntimeError("an ode_transformer with causal: false attends to later positions; it has no "
+                               "step-by-step mode (set causal: true)")
+        p = next(self.parameters())
+        return [[layer.field.attn.empty_cache(batch_size, device or p.device, dtype or p.dtype)
+                 for _ in range(layer.tableau.stages)] for layer in self.layers]
+
+    def step(self, x_t: Tensor, state: list, gap: Tensor | None = None) -> tuple[Tensor, list]:
+        """One position through every layer: x_t [B, D] -> (y_t [B, D], the caches grown by one)."""
+        new = []
+        for layer, caches in zip(self.layers, state):
+            x_t, caches = layer.step(x_t, caches)
+            new.append(caches)
+        return x_t, new
 
     def attention_along_depth(self, times: int) -> tuple[int, list[tuple[float, Tensor, Tensor]]]:
         """One entry per layer, at t = l / layers (``times`` is ignored: the depth is discrete)."""
