@@ -3,11 +3,11 @@
 `Decoder` runs a `HybridModel` position by position with a state per node: each block steps through its
 own ``allocate_state(batch_size, device, dtype)`` / ``step(x_t, state, gap) -> (y_t, state)``: the SSM
 backbones and ``gru`` through their recurrence (a state of fixed size: constant memory per token), a
-``causal: true`` ``transformer`` (and ``ode_transformer``, one per Runge–Kutta stage) through a cache of
-past keys and values, position-wise blocks (the ``lm`` head, ``mlp``) through `PositionWise`, and the
-token ``embedding`` through `EmbeddingStep` below. A block that has no such mode (it sees the whole
-sequence, or is not causal) is a `ConfigError` naming its key path, before anything runs. Stepping gives
-the same logits as the full pass (tests/test_generate.py).
+``causal: true`` ``transformer``, ``ode_transformer`` (one per Runge–Kutta stage) and ``pde_attention``
+through a cache of past keys and values, position-wise blocks (the ``lm`` head, ``mlp``) through
+`PositionWise`, and the token ``embedding`` through `EmbeddingStep` below. A block that has no such mode
+(it sees the whole sequence, or is not causal) is a `ConfigError` naming its key path, before anything
+runs. Stepping gives the same logits as the full pass (tests/test_generate.py).
 
 `generate` feeds the prompt, then samples: greedy at temperature 0, else from softmax(logits / T),
 optionally restricted to the ``top_k`` most likely tokens.

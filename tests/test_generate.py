@@ -16,7 +16,7 @@ from hybridseq.generate import Decoder, generate, sample, steppable_blocks
 ROOT = Path(__file__).resolve().parents[1]
 F64 = torch.float64
 VOCAB, LENGTH = 7, 20                               # LENGTH > CACHE_START: the KV cache grows
-CAUSAL = {"transformer": {"causal": True}, "ode_transformer": {"causal": True}}   # settings for a causal step mode
+CAUSAL = {name: {"causal": True} for name in ("transformer", "ode_transformer", "pde_attention")}   # step modes
 IN_EVERY_MODEL = ("embedding", "lm")                # the encoder and head of every model below
 
 
@@ -47,7 +47,8 @@ STEPPABLE = [n for n in steppable_blocks() if n not in IN_EVERY_MODEL]
 
 
 def test_the_steppable_blocks_include_every_ssm_and_attention():
-    assert {"s4d", "s4", "mamba", "mamba2", "transformer", "ode_transformer", "mlp", "gru"} <= set(STEPPABLE)
+    assert {"s4d", "s4", "mamba", "mamba2", "transformer", "ode_transformer", "pde_attention", "mlp",
+            "gru"} <= set(STEPPABLE)
     assert "lru" in STEPPABLE or "lru" not in registry.blocks.names()          # the plugin's, when installed
 
 
@@ -66,6 +67,23 @@ def test_step_by_step_logits_equal_the_full_pass(name, positions):
                                   {"scheme": "gated_rk2", "gate": "channel"}, {"scheme": "euler"}])
 def test_every_ode_transformer_scheme_steps_like_its_full_pass(over):
     model = lm_model([{"type": "ode_transformer", "causal": True, "heads": 2, "layers": 2, **over}])
+    ids = torch.randint(0, VOCAB, (2, LENGTH))
+    with torch.no_grad():
+        full = model(ids).x
+    torch.testing.assert_close(stepped_logits(model, ids)[0], full, rtol=1e-10, atol=1e-10)
+
+
+PDE_CASES = [{"target": t, "pde": p, "placement": w} for t, w in (("states", "inside"), ("states", "after"),
+                                                                    ("weights", "inside"))
+             for p in ("diffusion", "advection_diffusion", "wave", "reaction_diffusion")]
+PDE_CASES += [{"target": "weights", "pde": p, "stepper": "spectral"} for p in ("diffusion", "wave")]
+PDE_CASES += [{"target": "weights", "boundary": "fixed"}, {"target": "states", "time": 3.0, "steps": 2}]
+
+
+@pytest.mark.parametrize("over", PDE_CASES)
+def test_causal_pde_attention_steps_like_its_full_pass(over):
+    """Longer than the state window (substeps + 1 positions) and than the first KV-cache buffer."""
+    model = lm_model([{"type": "pde_attention", "causal": True, "heads": 2, **over}])
     ids = torch.randint(0, VOCAB, (2, LENGTH))
     with torch.no_grad():
         full = model(ids).x
@@ -95,7 +113,8 @@ def test_ssm_state_is_constant_and_the_kv_cache_holds_every_position():
     ({"type": "neural_ode_transformer"}, "model.blocks[1].type",
      "block 'neural_ode_transformer' has no step-by-step mode"),
     ({"type": "ode_transformer"}, "model.blocks[1]", "causal: false attends to later positions"),
-    ({"type": "pde_attention"}, "model.blocks[1].type", "block 'pde_attention' has no step-by-step mode"),
+    ({"type": "pde_attention"}, "model.blocks[1]", "causal: false lets tokens reach earlier ones"),
+    ({"type": "pde_attention", "causal": True, "boundary": "fixed"}, "model.blocks[1]", "boundary: fixed holds"),
     ({"type": "transformer"}, "model.blocks[1]", "causal: false attends to later positions"),
     ({"type": "s4d", "bidirectional": True}, "model.blocks[1]", "bidirectional"),
 ])

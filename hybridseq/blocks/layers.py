@@ -66,18 +66,24 @@ class SelfAttention(nn.Module):
         keys, values = (torch.zeros(batch, self.heads, CACHE_START, width, device=device, dtype=dtype) for _ in "kv")
         return {"k": keys, "v": values, "length": 0}
 
-    def step(self, x: Tensor, cache: dict) -> tuple[Tensor, dict]:
-        """Causal attention of one new position x [B, D] to itself and every cached one (a key/value cache):
-        -> (y [B, D], the cache holding this position too). The buffers are written in place and double when
-        full (amortised O(1) copying per position), so each cache is passed on to the next step only."""
+    def extend(self, x: Tensor, cache: dict) -> tuple[Tensor, Tensor, Tensor, dict]:
+        """The query of one new position x [B, D] and every key and value up to it: (q [B, H, 1, hd],
+        keys, values [B, H, n, hd], the cache holding this position too). The buffers are written in place
+        and double when full (amortised O(1) copying per position), so each cache is passed on only once."""
         b, d = x.shape
         q, k, v = self.qkv(x).view(b, 3, self.heads, 1, d // self.heads).unbind(1)             # 3 x [B, H, 1, hd]
         n, keys, values = cache["length"], cache["k"], cache["v"]
         if n == keys.shape[2]:
             keys, values = (torch.cat([t, torch.zeros_like(t)], dim=2) for t in (keys, values))
         keys[:, :, n], values[:, :, n] = k[:, :, 0], v[:, :, 0]
-        y = F.scaled_dot_product_attention(q, keys[:, :, : n + 1], values[:, :, : n + 1])      # [B, H, 1, hd]
-        return self.out(y.reshape(b, d)), {"k": keys, "v": values, "length": n + 1}
+        return q, keys[:, :, : n + 1], values[:, :, : n + 1], {"k": keys, "v": values, "length": n + 1}
+
+    def step(self, x: Tensor, cache: dict) -> tuple[Tensor, dict]:
+        """Causal attention of one new position x [B, D] to itself and every cached one (a key/value cache):
+        -> (y [B, D], the cache holding this position too; see `extend`)."""
+        q, keys, values, cache = self.extend(x, cache)
+        y = F.scaled_dot_product_attention(q, keys, values)                                    # [B, H, 1, hd]
+        return self.out(y.reshape(x.shape)), cache
 
 
 class FeedForward(nn.Sequential):

@@ -19,7 +19,9 @@ exact diffusion with the reaction. Boundaries are zero-flux at the ends of the V
 sequence (``boundary: fixed`` holds the two ends instead), so padding never reaches valid tokens;
 ``causal: true`` uses causal attention and one-sided stencils, so no token reaches an earlier one (on
 states the one-sided stencil is upwind transport: see docs/heads.md). ``placement: after`` evolves the
-states after the feed-forward part instead of between attention and it.
+states after the feed-forward part instead of between attention and it. A causal layer also runs one
+position at a time for generation (`allocate_state` / `step`; not with held ends on states, whose last
+token's output depends on whether more follow).
 """
 from __future__ import annotations
 
@@ -210,3 +212,54 @@ class PDEAttention(Block):
 
     def _evolved_states(self, x: Tensor, valid: Tensor) -> Tensor:
         return self.evolve(x.transpose(1, 2), valid[:, None, :], (-1, 1)).transpose(1, 2)   # via [B, D, L]
+
+    def allocate_state(self, batch_size: int, device=None, dtype=None) -> dict:
+        """The key/value cache (and, on states, the window of the latest pre-PDE states) for `step`."""
+        if not self.cfg.causal:
+            raise RuntimeError("a pde_attention with causal: false lets tokens reach earlier ones; it has no "
+                               "step-by-step mode (set causal: true)")
+        if self.cfg.target == "states" and self.cfg.boundary == "fixed":
+            raise RuntimeError("boundary: fixed holds the last token's state, so a token's output changes when "
+                               "more tokens follow; it has no step-by-step mode (use boundary: neumann)")
+        p = next(self.parameters())
+        device, dtype = device or p.device, dtype or p.dtype
+        state = {"attn": self.attn.empty_cache(batch_size, device, dtype)}
+        if self.cfg.target == "states":
+            state["window"] = torch.zeros(batch_size, self.cfg.d_model, 0, device=device, dtype=dtype)
+        return state
+
+    def step(self, x_t: Tensor, state: dict, gap: Tensor | None = None) -> tuple[Tensor, dict]:
+        """One position x_t [B, D] -> (y_t [B, D], new state), equal to the causal full pass. On weights the new
+        attention row evolves over its own keys. On states the one-sided stencil moves information one
+        position per explicit step, so a token's evolved state depends on the latest ``substeps() + 1``
+        pre-PDE states alone: the window keeps those and evolves them as the full pass evolves the sequence
+        (its artificial left end reaches no further than the window's second-to-last position)."""
+        cfg, new = self.cfg, {}
+        if cfg.target == "weights":
+            y, new["attn"] = self._row_step(self.norm1(x_t), state["attn"])
+        else:
+            y, new["attn"] = self.attn.step(self.norm1(x_t), state["attn"])
+        x = x_t + y
+        if cfg.target == "states" and cfg.placement == "inside":
+            x, new["window"] = self._window_step(x, state["window"])
+        x = x + self.ff(self.norm2(x))
+        if cfg.target == "states" and cfg.placement == "after":
+            x, new["window"] = self._window_step(x, state["window"])
+        return x, new
+
+    def _window_step(self, x: Tensor, window: Tensor) -> tuple[Tensor, Tensor]:
+        """The evolved state of a new position x [B, D] from the window [B, D, W] of the states before it."""
+        window = torch.cat([window, x.unsqueeze(-1)], -1)[..., -(self.cfg.substeps() + 1):]      # [B, D, W]
+        domain = torch.ones(window.shape[0], 1, window.shape[-1], dtype=torch.bool, device=x.device)
+        return self.evolve(window, domain, (-1, 1))[..., -1], window
+
+    def _row_step(self, h: Tensor, cache: dict) -> tuple[Tensor, dict]:
+        """Evolved attention of one new position (normalised state h [B, D]) over every cached key."""
+        b, d = h.shape
+        heads = self.cfg.heads
+        q, keys, values, cache = self.attn.extend(h, cache)                    # [B, H, 1, hd], [B, H, n, hd] x2
+        before = torch.softmax(q @ keys.transpose(-1, -2) / math.sqrt(d // heads), dim=-1)    # [B, H, 1, n]
+        domain = torch.ones(b, 1, 1, keys.shape[2], dtype=torch.bool, device=h.device)       # the keys <= i
+        after = self.evolve(before, domain, (heads, 1, 1)).clamp(min=0)
+        after = after / after.sum(-1, keepdim=True).clamp(min=EPS)             # rows sum to 1
+        return self.attn.out((after @ values).reshape(b, d)), cache
