@@ -2,7 +2,11 @@
 
 One block is one layer; stack with ``repeat:``. Padding is excluded from the keys; ``causal: true``
 lets position i attend to positions <= i only, and only then does the layer run step by step
-(`allocate_state` / `step`, with a cache of the past keys and values) for generation.
+(`allocate_state` / `step`, with a cache of the past keys and values) for generation. ``dropout`` acts
+on the attention weights and the feed-forward's hidden layer; the paper's residual dropout, on each
+sub-layer's output before it is added to the stream (as PyTorch's ``nn.TransformerEncoderLayer``
+does), is ``residual_dropout``. It is off by default because the irregular benchmark's table was
+measured without it (docs/benchmarks.md).
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ class Transformer(Block):
         heads: int = 4               # attention heads; must divide d_model
         mlp_ratio: float = 4.0       # hidden width of the feed-forward part, as a multiple of d_model
         dropout: float = 0.0
+        residual_dropout: float = 0.0   # dropout on each sub-layer's output before the residual sum
         causal: bool = False         # position i attends to positions <= i only
 
         def validate(self, path: str) -> None:
@@ -34,12 +39,13 @@ class Transformer(Block):
         self.attn = SelfAttention(cfg.d_model, cfg.heads, cfg.dropout)
         self.norm2 = nn.LayerNorm(cfg.d_model)
         self.ff = FeedForward(cfg.d_model, int(cfg.mlp_ratio * cfg.d_model), cfg.d_model, cfg.dropout)
+        self.drop = nn.Dropout(cfg.residual_dropout)
 
     def forward(self, seq: Seq) -> Seq:
         x = seq.x                                                               # [B, L, D]
         mask = attention_mask(seq.mask, x.shape[1], self.cfg.causal, x.device)
-        x = x + self.attn(self.norm1(x), mask)
-        x = x + self.ff(self.norm2(x))
+        x = x + self.drop(self.attn(self.norm1(x), mask))
+        x = x + self.drop(self.ff(self.norm2(x)))
         return replace(seq, x=x)
 
     def allocate_state(self, batch_size: int, device=None, dtype=None) -> dict:
@@ -53,5 +59,5 @@ class Transformer(Block):
     def step(self, x_t: Tensor, state: dict, gap: Tensor | None = None) -> tuple[Tensor, dict]:
         """One position: x_t [B, D] -> (y_t [B, D], the cache grown by one), equal to the causal full pass."""
         y, state = self.attn.step(self.norm1(x_t), state)
-        x = x_t + y
-        return x + self.ff(self.norm2(x)), state
+        x = x_t + self.drop(y)
+        return x + self.drop(self.ff(self.norm2(x))), state
