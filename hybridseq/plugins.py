@@ -35,6 +35,8 @@ DEFAULT_PLUGINS = (
     "hybridseq.tasks",
     "hybridseq.sections",
     "hybridseq.commands.core",
+    "hybridseq.commands.completion",
+    "hybridseq.commands.configs",
     "hybridseq.commands.train",
     "hybridseq.commands.ablate",
     "hybridseq.commands.analyze",

@@ -35,6 +35,7 @@ from pathlib import Path
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
+from .. import shipped
 from ..config import compose
 from ..errors import ConfigError
 from .resources import Resources, parse_resources
@@ -141,7 +142,7 @@ def load_sweep(source, base_dir=None, overrides=()) -> Sweep:
     ``overrides`` (dotlist) apply to every run after everything the sweep sets (its overrides, variants
     and axes), so they win: e.g. ``train.epochs=2`` for a smoke run."""
     if isinstance(source, (str, Path)):
-        path = Path(source)
+        path = shipped.locate(source)
         if not path.is_file():
             raise ConfigError("", f"sweep file not found: {path}")
         raw = yaml.safe_load(path.read_text()) or {}
