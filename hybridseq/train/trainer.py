@@ -76,7 +76,7 @@ class Trainer:
         if t.max_steps_per_epoch:
             self.steps_per_epoch = min(self.steps_per_epoch, t.max_steps_per_epoch)
         self.sched = lr_schedule(self.opt, t.scheduler, max(1, self.steps_per_epoch * t.epochs))
-        self.epoch, self.history, self.loggers = 0, [], None
+        self.epoch, self.history, self.loggers = 0, [], Loggers((), None, {}, 1)   # opened by fit
         if resume:
             self._restore()
 
@@ -278,13 +278,11 @@ class Trainer:
         results["curves"] = {k: [r.get(k) for r in hist] for k in ("train_loss", f"val_{self.monitor}", "val_loss")
                              if any(k in r for r in hist)}
         self.run.write_results(results)
-        if self.loggers is not None:
-            self.loggers.finish(results)
+        self.loggers.finish(results)
         return results
 
     def close(self) -> None:
-        if self.loggers is not None:
-            self.loggers.close()
+        self.loggers.close()
         if self.run and self.dist.main:
             release_run_dir(self.run.path)
         ddp.teardown(self.dist)
