@@ -104,15 +104,49 @@ def test_bash_function_completes_a_partial_value(tmp_path):
     """The bash script end to end: COMP_* as bash sets them, the completer run as `hybridseq` on PATH."""
     if shutil.which("bash") is None:
         pytest.fail("bash is needed")
-    tool = tmp_path / "hybridseq"
-    tool.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m hybridseq.cli "$@"\n')
-    tool.chmod(0o755)
     line = f"hybridseq train {JV} model.blocks.0.type=mamb"
     script = SCRIPTS["bash"] + (
         f'COMP_LINE="{line}"; COMP_POINT=${{#COMP_LINE}}\n'
         f'COMP_WORDS=(hybridseq train "{JV}" model.blocks.0.type = mamb); COMP_CWORD=5\n'
         '_hybridseq_complete; printf "%s\\n" "${COMPREPLY[@]}"\n')
-    env = {**os.environ, "PATH": f"{tmp_path}{os.pathsep}{os.environ['PATH']}"}
-    proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=_tool_on_path(tmp_path),
+                          timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["mamba", "mamba2"]
+
+
+def _tool_on_path(tmp_path) -> dict:
+    """An environment whose `hybridseq` runs this interpreter's hybridseq."""
+    tool = tmp_path / "hybridseq"
+    tool.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m hybridseq.cli "$@"\n')
+    tool.chmod(0o755)
+    return {**os.environ, "PATH": f"{tmp_path}{os.pathsep}{os.environ['PATH']}"}
+
+
+def test_fish_completes_a_partial_value(tmp_path):
+    if shutil.which("fish") is None:
+        pytest.skip("fish not installed")
+    script = tmp_path / "hybridseq.fish"
+    script.write_text(SCRIPTS["fish"])
+    line = f"hybridseq train {JV} model.blocks.0.type=mamb"
+    proc = subprocess.run(["fish", "--no-config", "-c", f"source {script}; complete -C '{line}'"],
+                          capture_output=True, text=True, env=_tool_on_path(tmp_path), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["model.blocks.0.type=mamba", "model.blocks.0.type=mamba2"]
+
+
+def test_zsh_function_adds_the_candidates(tmp_path):
+    """The zsh function with zsh's completion builtins replaced by recorders (no terminal needed)."""
+    if shutil.which("zsh") is None:
+        pytest.skip("zsh not installed")
+    stubs = ('compadd() { local suffix=" "; [[ $1 == -S ]] && { suffix=$2; shift 2 }; '
+             'print -l -- "${(@P)2/%/|$suffix}" }\n_files() { print FILES }\ncompdef() { }\n')
+    calls = (f"words=(hybridseq train {JV} train.sch); CURRENT=4; _hybridseq\n"
+             f"words=(hybridseq train {JV} train.scheduler=c); CURRENT=4; _hybridseq\n"
+             "words=(hybridseq tr); CURRENT=2; _hybridseq\n")
+    proc = subprocess.run(["zsh", "-f", "-c", stubs + SCRIPTS["zsh"] + calls], capture_output=True, text=True,
+                          env=_tool_on_path(tmp_path), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    # a key ending in '=' or '.' takes no space after it; a whole value or command does
+    assert proc.stdout.splitlines() == ["train.scheduler=|", "train.scheduler=constant| ",
+                                        "train.scheduler=cosine| ", "train| "]
