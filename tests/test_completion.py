@@ -150,3 +150,13 @@ def test_zsh_function_adds_the_candidates(tmp_path):
     # a key ending in '=' or '.' takes no space after it; a whole value or command does
     assert proc.stdout.splitlines() == ["train.scheduler=|", "train.scheduler=constant| ",
                                         "train.scheduler=cosine| ", "train| "]
+
+
+def test_evaluate_reads_the_keys_from_the_run_directory(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(Path(JV).read_text())
+    assert "model.blocks.0.heads=" in complete(capsys, "evaluate", str(run), "model.blocks.0.")
+    assert complete(capsys, "evaluate", str(run), "--split", "") == [FILES]
+    assert "model.blocks.0.heads=" not in complete(capsys, "ablate", "configs/sweeps/quickstart.yaml",
+                                                   "model.blocks.0.")   # a sweep is no run config

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from pathlib import Path
 
 from ..hookspecs import hookimpl
 
 FILES = ":files"
 SHELLS = ("bash", "zsh", "fish")
 HIDDEN = "__complete"
-CONFIG_COMMANDS = ("train", "validate", "describe", "config")      # CONFIG [MORE.yaml] [k=v ...]
 BOOLS = ("true", "false")
+MAPPINGS = {(): ("model", "data", "train"), ("model",): ("input", "encoder", "blocks", "head")}   # end with '.'
 
 BASH = r"""# hybridseq completion for bash: eval "$(hybridseq completion bash)" (e.g. in ~/.bashrc)
 _hybridseq_complete() {
@@ -138,27 +139,23 @@ def _keys(prefix: str, cfg) -> list[str]:
     """Completions of a partial key ``prefix`` (``train.``, ``model.blocks.0.st``): mappings end with a
     dot, settable keys with ``=``."""
     from .. import registry
+    from ..spec import STRUCTURAL
 
     cut = max(prefix.rfind("."), prefix.rfind("["), prefix.rfind("]"))
     head, partial = prefix[: cut + 1], prefix[cut + 1:]
     parts = _split(head)
     fields, is_block = _schema(parts, cfg)
     node = _node(cfg, parts)
-    present = [str(i) for i in range(len(node))] if isinstance(node, list) else list(node or {}) \
+    present = [str(i) for i in range(len(node))] if isinstance(node, list) else list(node) \
         if isinstance(node, dict) else []
-    names = list(dict.fromkeys([*fields, *present, *(("type", "name", "repeat", "inputs", "merge") if is_block
-                                                       else ())]))
-    if not parts:
-        names = list(dict.fromkeys([*registry.sections.names(), *present]))
+    schema = registry.sections.names() if not parts else [*fields, *(STRUCTURAL if is_block else ())]
     out = []
-    for name in names:
+    for name in dict.fromkeys([*schema, *present]):
         if not name.startswith(partial):
             continue
-        value = _node(cfg, [*parts, name])
         field = fields.get(name)
-        mapping = (isinstance(value, (dict, list)) or (isinstance(field, dataclasses.Field) and _nested(field))
-                   or (not parts and name in ("model", "data", "train")) or (parts == ["model"] and name in
-                                                                             ("input", "encoder", "blocks", "head")))
+        mapping = (isinstance(_node(cfg, [*parts, name]), (dict, list)) or name in MAPPINGS.get(tuple(parts), ())
+                   or (isinstance(field, dataclasses.Field) and _nested(field) is not None))
         out.append(f"{head}{name}{'.' if mapping else '='}")
     return out
 
@@ -190,13 +187,14 @@ def _values(key: str, partial: str, cfg) -> list[str]:
     return [f"{key}={v}" for v in values if str(v).startswith(partial)]
 
 
-def _config_of(words: list[str]):
-    """The composed config of the YAML files among ``words`` (unresolved, as plain data), or {}."""
+def _config_of(args: list[str]):
+    """The composed config of the command's positional words that name configs (files, shipped names, a
+    run directory's ``config.yaml``), unresolved, as plain data; {} when none loads."""
     from omegaconf import OmegaConf
 
     from ..config import compose
 
-    files = [w for w in words if w.endswith((".yaml", ".yml")) or ("=" not in w and not w.startswith("-"))]
+    files = [str(Path(w) / "config.yaml") if Path(w).is_dir() else w for w in args if "=" not in w]
     try:
         return OmegaConf.to_container(compose(files), resolve=False) if files else {}
     except Exception:                   # a half-typed command line: no keys from the file, still the schema's
@@ -209,20 +207,55 @@ def _options(parser) -> list[str]:
     return [s for a in parser._actions for s in a.option_strings]
 
 
-def _positionals(parser) -> list:
-    return [a for a in parser._actions if not a.option_strings and a.dest != "help"]
+def _filling(parser, args: list[str]):
+    """The positional argument that the word after ``args`` (the positional words so far) fills."""
+    positionals = [a for a in parser._actions if not a.option_strings and a.dest != "help"]
+    index = len(args)
+    for action in positionals:
+        if action.nargs in ("*", "+", "..."):
+            return action
+        if index == 0:
+            return action
+        index -= 1
+    return None
+
+
+def shipped_configs(prefix: str) -> list[str]:
+    """Completer of a config argument: the shipped configs' names (local files come from the shell)."""
+    from .. import shipped
+
+    return [*shipped.names(), FILES]
+
+
+def shipped_sweeps(prefix: str) -> list[str]:
+    from .. import shipped
+
+    return [*(n for n in shipped.names() if n.startswith("sweeps/")), FILES]
+
+
+# positional arguments by their ``dest``, unless the argument carries a ``completer(prefix) -> list`` itself
+BY_DEST = {"config": shipped_configs, "sweep": shipped_sweeps}
+CONFIG_DESTS = ("config", "overrides", "run_dir")       # positionals whose words hold the config being changed
+
+
+def _overrides(cur: str, cfg) -> list[str]:
+    """A dotlist override being typed: keys, or values after ``=``; ``+``/``++``/``~`` kept in front."""
+    bare = cur.lstrip("+~")
+    signs = cur[: len(cur) - len(bare)]
+    key, sign, value = bare.partition("=")
+    if sign:
+        return [signs + c for c in _values(key, value, cfg)]
+    return [signs + c for c in _keys(key, cfg)] + ([FILES] if not signs and "." not in cur else [])
 
 
 def candidates(commands: dict, words: list[str]) -> list[str]:
     """What may replace the last of ``words`` (the command line after ``hybridseq``)."""
-    from .. import registry, shipped
-
     *done, cur = words or [""]
     if not done:
         names = [n for n in commands if not n.startswith("_")]
         return [n for n in [*names, "--help", "--version", "--traceback"] if n.startswith(cur)]
-    command, rest = done[0], done[1:]
-    parser = commands.get(command)
+    parser = commands.get(done[0])
+    rest = done[1:]
     if parser is None:
         return []
     if cur.startswith("-"):
@@ -231,28 +264,15 @@ def candidates(commands: dict, words: list[str]) -> list[str]:
     if rest and rest[-1] in takes_value:
         return [FILES]
     args = [w for i, w in enumerate(rest) if not w.startswith("-") and not (i and rest[i - 1] in takes_value)]
-    if command == "completion":
-        return [s for s in SHELLS if s.startswith(cur)] if not args else []
-    if command == "blocks":
-        return [n for n in registry.blocks.names() if n.startswith(cur)] if not args else []
-    if command == "configs":
-        if not args:
-            return [a for a in ("list", "show", "copy") if a.startswith(cur)]
-        return [n for n in shipped.names() if n.startswith(cur)] if len(args) == 1 and args[0] != "list" else \
-            [FILES] if args[0] == "copy" else []
-    shipped_names = [n for n in shipped.names() if n.startswith(cur)]
-    if command == "ablate" and not args:
-        return [n for n in shipped_names if n.startswith("sweeps/")] + [FILES]
-    if command not in CONFIG_COMMANDS and not any(a.dest == "overrides" for a in _positionals(parser)):
-        return [FILES]
-    if command in CONFIG_COMMANDS and not args:
-        return shipped_names + [FILES]
-    cfg = _config_of(args) if command in CONFIG_COMMANDS else {}
-    key, sign, value = cur.lstrip("+~").partition("=")
-    signs = cur[: len(cur) - len(cur.lstrip("+~"))]
-    if sign:
-        return [signs + c for c in _values(key, value, cfg)]
-    return [signs + c for c in _keys(key, cfg)] + ([FILES] if not signs and "." not in cur else [])
+    action = _filling(parser, args)
+    if action is None:
+        return []
+    if action.dest == "overrides":
+        sources = [w for i, w in enumerate(args) if _filling(parser, args[:i]).dest in CONFIG_DESTS]
+        return _overrides(cur, _config_of(sources))
+    complete = getattr(action, "completer", None) or BY_DEST.get(action.dest)
+    found = list(action.choices) if action.choices else complete(cur) if complete else [FILES]
+    return [c for c in found if c == FILES or str(c).startswith(cur)]
 
 
 def cmd_completion(args) -> int:

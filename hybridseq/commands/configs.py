@@ -82,7 +82,8 @@ def cmd_configs(args) -> int:
 def hybridseq_register_commands(cli):
     p = cli.add_parser("configs", help="list, show or copy the configs shipped with hybridseq")
     p.add_argument("action", nargs="?", choices=("list", "show", "copy"), default="list")
-    p.add_argument("name", nargs="?", help="a shipped config: experiments/japanese_vowels or japanese_vowels")
+    p.add_argument("name", nargs="?", help="a shipped config: experiments/japanese_vowels or japanese_vowels"
+                   ).completer = lambda prefix: shipped.names()
     p.add_argument("dest", nargs="?", help="for copy: the file or folder to copy into")
     p.add_argument("--force", action="store_true", help="for copy: overwrite files that exist")
     p.set_defaults(func=cmd_configs)
