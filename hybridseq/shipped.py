@@ -5,6 +5,7 @@ repository path ``configs/experiments/japanese_vowels.yaml`` names it as well, s
 clone work from any folder."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from .errors import ConfigError
@@ -37,12 +38,17 @@ def find(name: str) -> Path | None:
 
 
 def locate(path) -> Path:
-    """``path`` itself when it exists, else the shipped config it names, else ``path`` unchanged (so the
-    caller's not-found error names what the user typed)."""
+    """``path`` itself when it exists, else the shipped config it names (said on stderr), else ``path``
+    unchanged (so the caller's not-found error names what the user typed)."""
     path = Path(path)
     if path.exists():
         return path
-    return find(str(path)) or path
+    found = find(str(path))
+    if found is None:
+        return path
+    print(f"hybridseq: no file {path} here; using the shipped config {_key(str(found.relative_to(ROOT)))}",
+          file=sys.stderr)
+    return found
 
 
 def get(name: str) -> Path:

@@ -61,7 +61,9 @@ def test_cli_lists_shows_and_copies(tmp_path, monkeypatch, capsys):
 def test_commands_take_a_shipped_name_from_any_folder(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(["validate", "japanese_vowels", "train.epochs=1"]) == 0
-    assert "OK" in capsys.readouterr().out
+    out = capsys.readouterr()
+    assert "OK" in out.out
+    assert "no file japanese_vowels here; using the shipped config experiments/japanese_vowels" in out.err
     assert main(["validate", "configs/experiments/spirals.yaml", "configs/models/linear_s4.yaml"]) == 0
     capsys.readouterr()
     assert main(["ablate", "sweeps/quickstart", "--list"]) == 0
