@@ -3,7 +3,8 @@
 
 Means are drawn as points with error bars on an axis fitted to the data, never as bars from zero, where
 differences of a point or two vanish. When the sweep has a numeric axis (``data.irregular.drop``, say),
-the metric is drawn against it, one line per remaining configuration. Legends sit outside the axes, and
+the metric is drawn against it, one line per remaining configuration, the lines set slightly apart along
+x so their error bars stay visible (ticks mark the true values). Legends sit outside the axes, and
 epoch axes have integer ticks. ``*_figure`` builds the matplotlib figure (for tests and notebooks),
 ``plot_*`` saves it.
 """
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from ..io import atomic_write_bytes
 
+DODGE = 0.012               # horizontal offset between lines, as a fraction of the axis' span
 LEGEND_OUTSIDE = {"loc": "upper left", "bbox_to_anchor": (1.02, 1.0), "borderaxespad": 0.0, "fontsize": 8}
 
 
@@ -49,10 +51,13 @@ def metric_figure(rows: list[dict], key: str, axis=None):
         for r in rows:
             line, x = points[r["variant"]]
             lines.setdefault(line, []).append((x, *r[key]))
-        for line, values in lines.items():
+        ticks = sorted({x for values in lines.values() for x, _, _ in values})
+        step = DODGE * ((ticks[-1] - ticks[0]) or 1.0)
+        for i, (line, values) in enumerate(lines.items()):
             xs, means, stds = zip(*sorted(values))
-            ax.errorbar(xs, means, yerr=stds, marker="o", ms=4, capsize=3, label=line)
-        ax.set_xticks(sorted({x for values in lines.values() for x, _, _ in values}))
+            shift = (i - (len(lines) - 1) / 2) * step          # side by side, so error bars do not hide each other
+            ax.errorbar([x + shift for x in xs], means, yerr=stds, marker="o", ms=4, capsize=3, label=line)
+        ax.set_xticks(ticks)
         ax.set_xlabel(axis[0])
         if len(lines) > 1 or next(iter(lines)) != "base":
             ax.legend(**LEGEND_OUTSIDE)
