@@ -8,6 +8,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..blocks.base import choice
 from ..errors import ConfigError
+from ..loggers import check_names
 from ..schema import build_config
 
 DEFAULT_BATCH_SIZE = 32
@@ -48,8 +49,6 @@ class TrainConfig:
             raise ConfigError(f"{path}.lr", f"must be > 0, got {self.lr}")
         if self.num_workers < 0:
             raise ConfigError(f"{path}.num_workers", f"must be >= 0, got {self.num_workers}")
-        from ..loggers import check_names
-
         check_names(self.loggers, f"{path}.loggers")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigError(f"{path}.device", f"invalid value {self.device!r}", choices=("auto", "cpu", "cuda"),
