@@ -193,8 +193,9 @@ def _config_of(args: list[str]):
     from omegaconf import OmegaConf
 
     from ..config import compose
+    from ..train.checkpoint import RunDir
 
-    files = [str(Path(w) / "config.yaml") if Path(w).is_dir() else w for w in args if "=" not in w]
+    files = [str(RunDir(w).config) if Path(w).is_dir() else w for w in args if "=" not in w]
     try:
         return OmegaConf.to_container(compose(files), resolve=False) if files else {}
     except Exception:                   # a half-typed command line: no keys from the file, still the schema's
