@@ -161,7 +161,8 @@ def mamba2_ref(block, x, gaps, back_gaps, mask, rule="scaled"):
 
 REFS = {"s4d": lti_ref, "s4": lti_ref, "mamba": mamba_ref, "mamba2": mamba2_ref}
 CASES = [("s4d", {}), ("s4d", {"init": "inv", "disc": "bilinear"}), ("s4d", {"init": "real", "bidirectional": True}),
-         ("s4", {}), ("s4", {"bidirectional": True}), ("mamba", {"impl": "torch"}), ("mamba2", {"impl": "torch"}),
+         ("s4", {}), ("s4", {"bidirectional": True}), ("s4", {"scan": "chunked"}),
+         ("s4", {"scan": "chunked", "bidirectional": True}), ("mamba", {"impl": "torch"}), ("mamba2", {"impl": "torch"}),
          ("mamba2", {"d_has_hdim": True, "learnable_init_state": True, "dt_limit_min": 0.5, "dt_limit_max": 3.0})]
 
 
@@ -265,9 +266,12 @@ def test_bidirectional_ignores_padding_without_times(name):
 
 
 @pytest.mark.parametrize("name,over", [("s4d", {"bidirectional": True}), ("s4", {"bidirectional": True}),
-                                       ("s4d", {"disc": "bilinear", "init": "inv"})])
+                                       ("s4d", {"disc": "bilinear", "init": "inv"}), ("s4", {"scan": "chunked"})])
 def test_variants_pass_conformance(name, over):
     check_block(name, over)
+    if over.get("scan") == "chunked":
+        for dtype in (torch.bfloat16, torch.float16):
+            check_block(name, over, autocast=dtype)
 
 
 def model_cfg(block: dict) -> dict:
@@ -495,3 +499,49 @@ def test_timed_scan_in_segments_matches_one_segment(name, monkeypatch):
     torch.testing.assert_close(parts, whole)
     for a, b in zip(torch.autograd.grad(parts[mask].sum(), [x, *block.parameters()]), g_whole):
         torch.testing.assert_close(a, b)
+
+
+LONG_GAPS = torch.tensor([1.0, 1e-3, 1e4, 0.3, 1e2, 1e-2, 3e3, 1.0, 10.0, 2e-3, 5e3, 0.7])
+
+
+@pytest.mark.parametrize("over", [{}, {"bidirectional": True}])
+def test_chunked_s4_scan_matches_the_dense_reference_at_gaps_from_a_thousandth_to_ten_thousand(over):
+    """Several chunks (L = 36 > 4 chunks of 8), a padded row, gaps 1e-3..1e4: values and gradients equal
+    the dense float64 bilinear recurrence of `nplr_ref`."""
+    block = make("s4", scan="chunked", **over)
+    g = LONG_GAPS.repeat(3).double()
+    x = torch.randn(2, 36, 8, dtype=F64, generator=torch.Generator().manual_seed(4), requires_grad=True)
+    t = torch.cumsum(torch.stack([g, g.flip(0)]), 1)
+    mask = torch.ones(2, 36, dtype=torch.bool)
+    mask[1, 5], mask[1, 30:] = False, False                              # a hole and trailing padding
+    check_against_reference(block, REFS["s4"], hs.Seq(x=x, t=t, mask=mask), gaps_ref(t, mask),
+                            gaps_ref(-t.flip(1), mask.flip(1)))
+
+
+def test_chunked_s4_scan_equals_the_loop_in_float32_and_under_autocast():
+    torch.manual_seed(0)
+    loop = hs.build_block("s4", d_model=8, d_state=8, scan="loop")
+    chunked = hs.build_block("s4", d_model=8, d_state=8, scan="chunked")
+    chunked.load_state_dict(loop.state_dict())
+    x = torch.randn(2, 45, 8, requires_grad=True)
+    t = torch.cumsum(LONG_GAPS.repeat(4)[:45].expand(2, 45) * torch.rand(2, 45).add(0.5), 1)
+    ys = [m(hs.Seq(x=x, t=t)).x for m in (loop, chunked)]
+    torch.testing.assert_close(ys[1], ys[0], rtol=1e-4, atol=1e-5)
+    g_loop, g_chunk = (torch.autograd.grad(y.square().sum(), [x, *m.parameters()]) for y, m in zip(ys, (loop, chunked)))
+    for a, b in zip(g_chunk, g_loop):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = chunked(hs.Seq(x=x, t=t)).x
+    low.float().square().sum().backward()
+    assert torch.isfinite(low).all() and all(torch.isfinite(p.grad).all() for p in chunked.parameters())
+    assert (low.float() - ys[0]).norm() < 0.05 * ys[0].norm()
+
+
+def test_chunked_s4_scan_runs_in_segments_as_in_one(monkeypatch):
+    from hybridseq.ops import scan
+    block = make("s4", scan="chunked")
+    x, t, mask = sample(length=40, padded=True)
+    seq = hs.Seq(x=x, t=t, mask=mask)
+    whole = block(seq).x
+    monkeypatch.setitem(scan.SEGMENT_ELEMENTS, "cpu", 1)                     # 16-step segments: 3 of them
+    torch.testing.assert_close(block(seq).x, whole)
