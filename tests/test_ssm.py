@@ -162,7 +162,8 @@ def mamba2_ref(block, x, gaps, back_gaps, mask, rule="scaled"):
 REFS = {"s4d": lti_ref, "s4": lti_ref, "mamba": mamba_ref, "mamba2": mamba2_ref}
 CASES = [("s4d", {}), ("s4d", {"init": "inv", "disc": "bilinear"}), ("s4d", {"init": "real", "bidirectional": True}),
          ("s4", {}), ("s4", {"bidirectional": True}), ("s4", {"scan": "chunked"}),
-         ("s4", {"scan": "chunked", "bidirectional": True}), ("mamba", {"impl": "torch"}), ("mamba2", {"impl": "torch"}),
+         ("s4", {"scan": "chunked", "bidirectional": True}), ("mamba", {"impl": "torch"}),
+         ("mamba2", {"impl": "torch"}),
          ("mamba2", {"d_has_hdim": True, "learnable_init_state": True, "dt_limit_min": 0.5, "dt_limit_max": 3.0})]
 
 
