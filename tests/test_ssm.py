@@ -546,3 +546,55 @@ def test_chunked_s4_scan_runs_in_segments_as_in_one(monkeypatch):
     whole = block(seq).x
     monkeypatch.setitem(scan.SEGMENT_ELEMENTS, "cpu", 1)                     # 16-step segments: 3 of them
     torch.testing.assert_close(block(seq).x, whole)
+
+
+@pytest.mark.parametrize("timed", [False, True])
+@pytest.mark.parametrize("over", [{}, {"d_has_hdim": True, "dt_limit_min": 0.3, "dt_limit_max": 2.0}])
+def test_mamba2_packed_row_equals_its_sequences_run_separately(timed, over):
+    """seq_idx (mamba_ssm's packing): state, convolution window and time gaps restart at each boundary;
+    chunk_size 3 puts boundaries inside chunks and on chunk edges."""
+    block = make("mamba2", **over)
+    x, t, _ = sample(length=11)
+    lengths = [(0, 4), (4, 6), (6, 11)]                                      # three sequences per row
+    seq_idx = torch.cat([torch.full((b - a,), k) for k, (a, b) in enumerate(lengths)]).expand(2, 11)
+    packed = block(hs.Seq(x=x, t=t if timed else None), seq_idx=seq_idx).x
+    parts = [block(hs.Seq(x=x[:, a:b], t=t[:, a:b] if timed else None)).x for a, b in lengths]
+    torch.testing.assert_close(packed, torch.cat(parts, 1))
+    w = torch.randn(packed.shape, dtype=F64, generator=torch.Generator().manual_seed(2))
+    got = torch.autograd.grad((packed * w).sum(), [x, *block.parameters()])
+    want = torch.autograd.grad((torch.cat(parts, 1) * w).sum(), [x, *block.parameters()])
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)
+
+
+def test_mamba2_packing_with_padding_and_bad_seq_idx():
+    block = make("mamba2")
+    x, t, _ = sample(length=9)
+    mask = torch.ones(2, 9, dtype=torch.bool)
+    mask[:, 2] = False                                                       # a hole in the first sequence
+    seq_idx = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1, 1]).expand(2, 9)
+    packed = block(hs.Seq(x=x, t=t, mask=mask), seq_idx=seq_idx).x
+    first = block(hs.Seq(x=x[:, [0, 1, 3]], t=t[:, [0, 1, 3]])).x
+    second = block(hs.Seq(x=x[:, 4:], t=t[:, 4:])).x
+    torch.testing.assert_close(packed[:, [0, 1, 3]], first)
+    torch.testing.assert_close(packed[:, 4:], second)
+    for bad, text in [(seq_idx.flip(1), "non-decreasing"), (seq_idx.double(), "integer"), (seq_idx[:, :5], "shape")]:
+        with pytest.raises(ValueError, match=text):
+            block(hs.Seq(x=x), seq_idx=bad)
+    with pytest.raises(ValueError, match="learnable_init_state"):
+        make("mamba2", learnable_init_state=True)(hs.Seq(x=x), seq_idx=seq_idx)
+    with pytest.raises(TypeError):
+        make("mamba")(hs.Seq(x=x), seq_idx=seq_idx)                       # only mamba2 takes packed rows
+
+
+@cuda_only
+@pytest.mark.parametrize("over", [{}, {"d_has_hdim": True, "dt_limit_min": 0.01, "dt_limit_max": 0.5}])
+def test_mamba2_cuda_kernels_take_packed_rows_and_options(over):
+    torch.manual_seed(0)
+    fast = hs.build_block("mamba2", d_model=32, head_dim=16, d_state=16, impl="cuda", **over).cuda()
+    ref = hs.build_block("mamba2", d_model=32, head_dim=16, d_state=16, impl="torch", **over).cuda()
+    ref.load_state_dict(fast.state_dict())
+    x = torch.randn(2, 100, 32, device="cuda")
+    seq_idx = (torch.arange(100, device="cuda") >= 37).int().expand(2, 100).contiguous()
+    torch.testing.assert_close(fast(hs.Seq(x=x), seq_idx=seq_idx).x, ref(hs.Seq(x=x), seq_idx=seq_idx).x,
+                               atol=2e-3, rtol=2e-3)
