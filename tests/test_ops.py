@@ -428,3 +428,37 @@ def test_float64_and_timed_inputs_take_the_torch_kernels(monkeypatch):
     assert block.impl == "torch"                                    # the kernels have no float64
     block.float()(hs.Seq(x=torch.randn(1, 5, 8), t=torch.arange(5.0)[None]))
     assert block.impl == "torch" and calls == ["mamba_inner"]       # exact hold: a per-state input weight
+
+
+def dplr_loop(a, s, x, q, r, h0):
+    h, out = h0, []
+    for l in range(a.shape[1]):
+        sigma = 2 * (q[:, l] * h).sum(-1).real + r[:, l]
+        h = a[:, l] * h + s[:, l] * sigma.unsqueeze(-1) + x[:, l]
+        out.append(h)
+    return torch.stack(out, 1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_dplr_scan_matches_its_recurrence_with_vanishing_and_zero_decays(dtype):
+    """Chunks of 8 over L = 29 (a partial last chunk), decays of modulus 0.3..1 with some exactly 0 and some
+    1e-30 (below the floor: what they multiply is negligible), a start state; values and gradients."""
+    from hybridseq.ops.chunkscan import dplr_scan
+    g = torch.Generator().manual_seed(0)
+    cd = torch.complex128 if dtype == torch.float64 else torch.complex64
+    shape = (2, 29, 3, 4)
+    rand = lambda *s: torch.randn(*s, generator=g, dtype=cd)                 # noqa: E731
+    a = torch.polar(0.3 + 0.7 * torch.rand(shape, generator=g, dtype=dtype), 6 * torch.rand(shape, generator=g,
+                                                                                           dtype=dtype))
+    a[:, 5, 0], a[:, 17, 1], a[0, 9] = 0, 1e-30, 1e-30
+    s, x, q = 0.2 * rand(*shape), rand(*shape), 0.2 * rand(*shape)
+    r = torch.randn(shape[:3], generator=g, dtype=dtype)
+    h0 = rand(2, 3, 4)
+    inputs = [v.requires_grad_() for v in (s, x, q, r, h0)]
+    got, want = dplr_scan(a, s, x, q, r, h0), dplr_loop(a, s, x, q, r, h0)
+    tol = {} if dtype == torch.float64 else {"rtol": 1e-4, "atol": 1e-5}
+    torch.testing.assert_close(got, want, **tol)
+    w = rand(*got.shape)
+    grads = [torch.autograd.grad((v * w).real.sum(), inputs) for v in (got, want)]
+    for d1, d2 in zip(*grads):
+        torch.testing.assert_close(d1, d2, **({} if dtype == torch.float64 else {"rtol": 1e-3, "atol": 1e-4}))
