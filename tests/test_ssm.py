@@ -209,7 +209,8 @@ def test_equal_gaps_reduce_to_regular_path(name, over):
     torch.testing.assert_close(block(hs.Seq(x=x, t=t)).x, block(hs.Seq(x=x)).x)
 
 
-@pytest.mark.parametrize("name,over", [("s4d", {}), ("s4", {}), ("s4", {"timed_disc": "zoh"}), ("mamba", {}),
+@pytest.mark.parametrize("name,over", [("s4d", {}), ("s4", {}), ("s4", {"timed_disc": "zoh"}),
+                                       ("s4", {"timed_disc": "zoh", "scan": "chunked"}), ("mamba", {}),
                                        ("mamba2", {}), ("mamba", {"timed_disc": "scaled"}),
                                        ("mamba2", {"learnable_init_state": True, "d_has_hdim": True})])
 @pytest.mark.parametrize("timed", [False, True])
@@ -394,7 +395,7 @@ def test_bf16_streams_keep_every_time_gap(name):
 
 
 HELD = [("s4d", {}), ("s4d", {"disc": "bilinear", "bidirectional": True}), ("s4", {"timed_disc": "zoh"}),
-        ("mamba", {}), ("mamba2", {})]
+        ("s4", {"timed_disc": "zoh", "scan": "chunked"}), ("mamba", {}), ("mamba2", {})]
 
 
 @pytest.mark.parametrize("name,over", HELD)
@@ -598,3 +599,14 @@ def test_mamba2_cuda_kernels_take_packed_rows_and_options(over):
     seq_idx = (torch.arange(100, device="cuda") >= 37).int().expand(2, 100).contiguous()
     torch.testing.assert_close(fast(hs.Seq(x=x), seq_idx=seq_idx).x, ref(hs.Seq(x=x), seq_idx=seq_idx).x,
                                atol=2e-3, rtol=2e-3)
+
+
+@pytest.mark.parametrize("scan", ["chunked", "loop"])
+def test_s4_exact_hold_in_blocks_of_positions_matches_one_block(scan, monkeypatch):
+    from hybridseq.blocks.backbones import s4
+    block = make("s4", timed_disc="zoh", scan=scan)
+    x, t, mask = sample(length=13, padded=True)
+    seq = hs.Seq(x=x, t=t, mask=mask)
+    whole = block(seq).x
+    monkeypatch.setattr(s4, "EXPM_ELEMENTS", 2 * 8 * 7 ** 2 * 5)             # 5 positions per block
+    torch.testing.assert_close(block(seq).x, whole)

@@ -1,4 +1,4 @@
-"""A time-varying diagonal-plus-rank-one recurrence in short chunks, vectorised over time.
+"""Time-varying recurrences vectorised over time: diagonal plus rank one (`dplr_scan`), dense (`matrix_scan`).
 
 `dplr_scan` computes the recurrence of a transition that is diagonal plus a real rank-one feedback,
 
@@ -12,6 +12,9 @@ lower-triangular T × T system whose entries 2 Re Σ q_k (P_{k-1}/P_m)(P_m/P_j) 
 product. What enters from the previous chunk acts through a diagonal plus rank-T map, carried by a loop
 over the L/T chunks. All chunks are computed at once: a few dozen vectorised operations and L/T small
 steps, where the recurrence itself takes L sequential steps.
+
+`matrix_scan` is the chunk-parallel scan of ``h_l = a_l h_{l-1} + x_l`` with dense N × N transitions (S4's exact
+hold, whose transitions have no O(N) form): ≈ 3√L steps of batched matrix products.
 
 Range. Each |a| is raised to at least e^-`LOG_FLOOR` (e^-20 in float32, e^-80 in float64: far below the
 dtype's resolution relative to the state it multiplies), so a ratio of at most T/2 decays stays within
@@ -102,3 +105,29 @@ def dplr_scan(a: Tensor, s: Tensor, x: Tensor, q: Tensor, r: Tensor, h0: Tensor 
     sigma = sigma0 + 2 * (g * h_in.unsqueeze(-2)).sum(-1).real         # [B, H, n, T]
     states = total * h_in.unsqueeze(-2) + fwd * ((p_s * sigma.unsqueeze(-1)).cumsum(-2) + xs)
     return _unchunked(states, length)
+
+
+def matrix_scan(a: Tensor, x: Tensor, h0: Tensor) -> Tensor:
+    """States h [B, L, ..., N] of h_l = a_l h_{l-1} + x_l with dense transitions a [B, L, ..., N, N], x [B, L, ..., N],
+    from h0 [B, ..., N], chunk-parallel: T ≈ √L steps inside all chunks at once (local states from zero and
+    cumulative transition products), L/T carries across chunks, one batched product for what enters each chunk;
+    only multiplications by the transitions, as the sequential recurrence."""
+    length = x.shape[1]
+    size = max(1, math.isqrt(length - 1) + 1)
+    pad = -length % size
+    if pad:                                            # identity steps at the end
+        eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device).expand(a.shape[0], pad, *a.shape[2:])
+        a, x = torch.cat([a, eye], dim=1), torch.cat([x, x.new_zeros(x.shape[0], pad, *x.shape[2:])], dim=1)
+    a, x = a.unflatten(1, (-1, size)), x.unflatten(1, (-1, size))              # [B, n, T, ...]
+    local, cum = [x[:, :, 0]], [a[:, :, 0]]
+    for t in range(1, size):
+        local.append((a[:, :, t] @ local[-1].unsqueeze(-1)).squeeze(-1) + x[:, :, t])
+        cum.append(a[:, :, t] @ cum[-1])
+    local, cum = torch.stack(local, dim=2), torch.stack(cum, dim=2)           # [B, n, T, ..., N(, N)]
+    h, entering = h0, []
+    for c in range(local.shape[1]):
+        entering.append(h)
+        h = (cum[:, c, -1] @ h.unsqueeze(-1)).squeeze(-1) + local[:, c, -1]
+    entering = torch.stack(entering, dim=1).unsqueeze(2)                       # [B, n, 1, ..., N]
+    states = local + (cum @ entering.unsqueeze(-1)).squeeze(-1)
+    return states.flatten(1, 2)[:, :length]

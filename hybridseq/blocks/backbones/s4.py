@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from ...ops import fft_conv, nplr_kernel
-from ...ops.chunkscan import dplr_scan
+from ...ops.chunkscan import dplr_scan, matrix_scan
 from ...ops.scan import segment_length, segmented
 from ...seq import Seq
 from ..base import choice
@@ -28,7 +28,8 @@ from ..layers import own_lr
 from .ssm_common import ModalSSMConfig, SSMBlock, gated_output, log_uniform
 
 EXPM_ELEMENTS = 1 << 22     # matrix-exponential entries materialised at once (positions per chunk)
-DPLR_SEGMENT = 4            # segments of the chunked timed scan: 4x the default elements of `segment_length`
+DPLR_SEGMENT = {"cpu": 4, "cuda": 0.25}   # segments of the chunked timed scan, in units of `segment_length`'s
+                                          # default; it saves ~50 [S, B, H, N/2] terms per segment
 
 
 def hippo_legs_nplr(state: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -70,7 +71,7 @@ class S4(SSMBlock):
     class Config(ModalSSMConfig):
         """d_state, bidirectional, dt_min, dt_max, dropout, time_unit: the keys every modal SSM has."""
         timed_disc: str = choice("scaled", "zoh")  # with times: bilinear at Δ·gap (O(N)), or exact hold (O(N³))
-        scan: str = choice("auto", "chunked", "loop")  # timed `scaled` pass: chunked (vectorised) or per position;
+        scan: str = choice("auto", "chunked", "loop")  # timed passes: chunked (vectorised) or per position;
                                                        # auto: chunked on CUDA tensors, loop elsewhere (faster on CPU)
 
     def __init__(self, cfg: Config):
@@ -120,7 +121,8 @@ class S4(SSMBlock):
         return e[..., :n, :n], e[..., :n, n]
 
     def _held(self, u: Tensor, gaps: Tensor, c: Tensor) -> Tensor:
-        """Recurrence by the exact hold: u [B, L, H], gaps [B, L] -> [B, L, H]."""
+        """Recurrence by the exact hold: u [B, L, H], gaps [B, L] -> [B, L, H], in blocks of positions whose
+        transitions are materialised at once; inside a block by `matrix_scan` or, for ``scan: loop``, in turn."""
         batch, length, width = u.shape
         n = self.cfg.d_state
         per_chunk = max(1, EXPM_ELEMENTS // (batch * width * (n + 1) ** 2))
@@ -128,18 +130,31 @@ class S4(SSMBlock):
         ys = []
         for start in range(0, length, per_chunk):
             a_bar, b_bar = self.held_transitions(gaps[:, start:start + per_chunk])    # [B, l, H, N, N], [B, l, H, N]
-            for k in range(a_bar.shape[1]):
-                h = (a_bar[:, k] @ h.unsqueeze(-1)).squeeze(-1) + b_bar[:, k] * u[:, start + k].unsqueeze(-1)
-                ys.append((h * _full(c)).sum(-1).real)
-        return torch.stack(ys, dim=1)
+            x = b_bar * u[:, start:start + per_chunk].unsqueeze(-1)                   # [B, l, H, N]
+            if self._chunked_scan(u):
+                hs = matrix_scan(a_bar, x, h)                                          # [B, l, H, N]
+            else:
+                states = []
+                for k in range(a_bar.shape[1]):
+                    h = (a_bar[:, k] @ h.unsqueeze(-1)).squeeze(-1) + x[:, k]
+                    states.append(h)
+                hs = torch.stack(states, dim=1)
+            h = hs[:, -1]
+            ys.append((hs * _full(c)).sum(-1).real)
+        return torch.cat(ys, dim=1)
+
+    def _chunked_scan(self, u: Tensor) -> bool:
+        """Whether the timed pass runs chunked (``scan``: chunked, or auto on a CUDA tensor) or per position."""
+        return self.cfg.scan == "chunked" or (self.cfg.scan == "auto" and u.is_cuda)
 
     def _steps(self, u: Tensor, gaps: Tensor, c: Tensor) -> Tensor:
         """Recurrence with step Δ_h gap_l: u [B, L, H], gaps [B, L] -> [B, L, H], by the ``scan`` option."""
-        if self.cfg.scan == "loop" or (self.cfg.scan == "auto" and not u.is_cuda):
+        if not self._chunked_scan(u):
             return self._loop(u, gaps, c)
         lam = self.params()[0]
         h0 = torch.zeros(u.shape[0], *lam.shape, dtype=lam.dtype, device=u.device)           # [B, H, M]
-        size = segment_length(2 * u.shape[0] * lam.numel(), u.shape[1], u.device, DPLR_SEGMENT)
+        scale = DPLR_SEGMENT.get(u.device.type, DPLR_SEGMENT["cuda"])
+        size = segment_length(2 * u.shape[0] * lam.numel(), u.shape[1], u.device, scale)
         return segmented(self._chunked, h0, u, gaps, segment=size, fixed=(c,))
 
     def _loop(self, u: Tensor, gaps: Tensor, c: Tensor) -> Tensor:
