@@ -268,7 +268,8 @@ def test_bidirectional_ignores_padding_without_times(name):
 
 
 @pytest.mark.parametrize("name,over", [("s4d", {"bidirectional": True}), ("s4", {"bidirectional": True}),
-                                       ("s4d", {"disc": "bilinear", "init": "inv"}), ("s4", {"scan": "chunked"})])
+                                       ("s4d", {"disc": "bilinear", "init": "inv"}), ("s4", {"scan": "chunked"}),
+                                       ("s4", {"scan": "chunked", "timed_disc": "zoh"})])
 def test_variants_pass_conformance(name, over):
     check_block(name, over)
     if over.get("scan") == "chunked":

@@ -82,7 +82,7 @@ def dplr_scan(a: Tensor, s: Tensor, x: Tensor, q: Tensor, r: Tensor, h0: Tensor 
     total = fwd * mid                                                  # Π_{i<=k} a_i
     p_s, xs = back * s, (back * x).cumsum(-2)                          # [B, H, n, T, M]
     q_t = q * _shifted(fwd, 1 / mid)                                   # q_k Π_{i<k} a_i / mid
-    xs_prev = torch.cat([torch.zeros_like(xs[..., :1, :]), xs[..., :-1, :]], dim=-2)
+    xs_prev = _shifted(xs, torch.zeros_like(mid))                      # Σ_{j<k}
     strict = torch.ones(chunk, chunk, dtype=torch.bool, device=x.device).tril(-1)
     k = 2 * (q_t @ p_s.transpose(-1, -2)).real                         # [B, H, n, T(k), T(j)]
     system = torch.eye(chunk, dtype=k.dtype, device=k.device) - k.masked_fill(~strict, 0)
@@ -107,6 +107,7 @@ def dplr_scan(a: Tensor, s: Tensor, x: Tensor, q: Tensor, r: Tensor, h0: Tensor 
     return _unchunked(states, length)
 
 
+@full_precision
 def matrix_scan(a: Tensor, x: Tensor, h0: Tensor) -> Tensor:
     """States h [B, L, ..., N] of h_l = a_l h_{l-1} + x_l with dense transitions a [B, L, ..., N, N], x [B, L, ..., N],
     from h0 [B, ..., N], chunk-parallel: T ≈ √L steps inside all chunks at once (local states from zero and
