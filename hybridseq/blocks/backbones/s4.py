@@ -72,7 +72,7 @@ class S4(SSMBlock):
         """d_state, bidirectional, dt_min, dt_max, dropout, time_unit: the keys every modal SSM has."""
         timed_disc: str = choice("scaled", "zoh")  # with times: bilinear at Δ·gap (O(N)), or exact hold (O(N³))
         scan: str = choice("auto", "chunked", "loop")  # timed passes: chunked (vectorised) or per position;
-                                                       # auto: chunked on CUDA tensors, loop elsewhere (faster on CPU)
+                                                       # auto: chunked on CUDA tensors and for zoh, else loop
 
     def __init__(self, cfg: Config):
         super().__init__(cfg)
@@ -131,7 +131,7 @@ class S4(SSMBlock):
         for start in range(0, length, per_chunk):
             a_bar, b_bar = self.held_transitions(gaps[:, start:start + per_chunk])    # [B, l, H, N, N], [B, l, H, N]
             x = b_bar * u[:, start:start + per_chunk].unsqueeze(-1)                   # [B, l, H, N]
-            if self._chunked_scan(u):
+            if self._chunked_scan(u, hold=True):
                 hs = matrix_scan(a_bar, x, h)                                          # [B, l, H, N]
             else:
                 states = []
@@ -143,13 +143,14 @@ class S4(SSMBlock):
             ys.append((hs * _full(c)).sum(-1).real)
         return torch.cat(ys, dim=1)
 
-    def _chunked_scan(self, u: Tensor) -> bool:
-        """Whether the timed pass runs chunked (``scan``: chunked, or auto on a CUDA tensor) or per position."""
-        return self.cfg.scan == "chunked" or (self.cfg.scan == "auto" and u.is_cuda)
+    def _chunked_scan(self, u: Tensor, hold: bool) -> bool:
+        """Whether the timed pass runs chunked or per position: ``scan`` chunked, or auto on a CUDA tensor or for
+        the exact hold (on CPU the bilinear loop measured faster than its chunked form, the dense one slower)."""
+        return self.cfg.scan == "chunked" or (self.cfg.scan == "auto" and (u.is_cuda or hold))
 
     def _steps(self, u: Tensor, gaps: Tensor, c: Tensor) -> Tensor:
         """Recurrence with step Δ_h gap_l: u [B, L, H], gaps [B, L] -> [B, L, H], by the ``scan`` option."""
-        if not self._chunked_scan(u):
+        if not self._chunked_scan(u, hold=False):
             return self._loop(u, gaps, c)
         lam = self.params()[0]
         h0 = torch.zeros(u.shape[0], *lam.shape, dtype=lam.dtype, device=u.device)           # [B, H, M]
