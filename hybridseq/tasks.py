@@ -104,6 +104,7 @@ class LanguageModel(Task):
     """Causal language modelling: cross-entropy of each position's logits against its target token."""
 
     port, width_key, monitor, maximize = "sequence", "vocab", "perplexity", frozenset({"accuracy"})
+    causal = True          # the model must not see later tokens (checked on the assembled model)
 
     def loss(self, pred, targets):
         return F.cross_entropy(pred.float().flatten(0, 1), targets["next"].flatten(), ignore_index=IGNORE)

@@ -210,3 +210,33 @@ def test_stdlib_corpus_is_split_by_file_in_sorted_order():
     assert splits.val[0]["tokens"].tolist() == list(files[18].read_bytes()[:16])     # file 19: validation
     assert splits.test[0]["tokens"].tolist() == list(files[19].read_bytes()[:16])    # file 20: test
     assert len(splits.train) == (4000 - 1) // 17
+
+
+@pytest.mark.parametrize("block, culprit", [
+    ("{type: transformer, heads: 2, causal: false}", r"model\.blocks\[0\] \(transformer\)"),
+    ("{type: s4d, d_state: 4, bidirectional: true}", r"model\.blocks\[0\] \(s4d\)")])
+def test_lm_refuses_a_model_that_sees_later_tokens(block, culprit, tmp_path):
+    """Next-token training through a non-causal block would read the answer; it is stopped before
+    training, naming the block; the causal version of the same model trains."""
+    from hybridseq.train.trainer import train
+
+    tiny = [f"data.{k}={v}" for k, v in TINY["stdlib_chars"].items()] + [
+        "train.epochs=1", "train.progress=false", "train.max_steps_per_epoch=1", "model.d_model=8",
+        "data.batch_size=4"]
+    path = str(ROOT / "configs" / "experiments" / "stdlib_chars.yaml")
+    with pytest.raises(ConfigError, match=r"task: 'lm' predicts the next token.*" + culprit):
+        train(hs.load_config(path, overrides=[*tiny, f"model.blocks=[{block}]"]), tmp_path / "bad")
+    good = block.replace("causal: false", "causal: true").replace("bidirectional: true", "bidirectional: false")
+    assert math.isfinite(train(hs.load_config(path, overrides=[*tiny, f"model.blocks=[{good}]"]),
+                               tmp_path / "good")["test_loss"])
+
+
+def test_a_non_causal_model_may_learn_selective_copying(tmp_path):
+    """Markers, not answers, stand at selective copying's answer positions: nothing to read ahead."""
+    from hybridseq.train.trainer import train
+
+    tiny = [f"data.{k}={v}" for k, v in TINY["selective_copy"].items()] + [
+        "train.epochs=1", "train.progress=false", "train.max_steps_per_epoch=1", "model.d_model=8",
+        "model.blocks=[{type: transformer, heads: 2, causal: false}]"]
+    cfg = hs.load_config(str(ROOT / "configs" / "experiments" / "selective_copy.yaml"), overrides=tiny)
+    assert math.isfinite(train(cfg, tmp_path)["test_loss"])

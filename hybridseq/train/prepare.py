@@ -19,7 +19,7 @@ from ..sections import check_sections, validate_config
 from ..tasks import Task
 from .config import TrainConfig, as_dict, batch_size, train_config
 from .state import seed_everything
-from .tasks import check_lengths, check_output, resolve
+from .tasks import check_causal, check_lengths, check_output, resolve
 
 
 @dataclass
@@ -81,4 +81,5 @@ def prepare(cfg, *, splits=None, collate=None, build: bool = True) -> Prepared:
         if task is not None:
             check_output(prepared.model, task, splits.info)
             check_lengths(prepared.model, splits.info)
+            check_causal(prepared.model, task, splits)
     return prepared

@@ -123,4 +123,46 @@ def check_output(model, task: Task, info) -> None:
                           f"'{task.name}' on dataset '{info.name}' needs {expected} ({task.width_key})")
 
 
-__all__ = ["Task", "check_lengths", "check_output", "resolve", "with_placeholder_widths"]
+def check_causal(model, task: Task, splits, length: int = 8) -> None:
+    """Where a task's targets are the next input tokens (``task.causal`` and the first training sample's
+    ``next`` is its ``tokens`` shifted by one), a model whose output at a position depends on later
+    tokens reads the answer and trains to a meaningless loss. Probed on the assembled model: the last of
+    ``length`` random tokens is changed and no earlier output may move. The blocks with ``causal: false``
+    or ``bidirectional: true`` are named. Tasks whose answers are not in the input (selective copying:
+    markers stand at the answer positions) may use any model."""
+    info = splits.info
+    if not getattr(task, "causal", False) or info.vocab is None or not len(splits.train):
+        return
+    import torch
+
+    from ..metrics import IGNORE
+    from ..seq import TokenBatch
+
+    sample = splits.train[0]
+    target, shifted = sample["next"][:-1], sample["tokens"][1:]
+    if not bool(((target == shifted) | (target == IGNORE)).all()):
+        return
+
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, info.vocab, (1, length), generator=gen)
+    other = ids.clone()
+    other[0, -1] = (ids[0, -1] + 1) % info.vocab
+    lengths = torch.tensor([length])
+    was = model.training
+    model.eval()
+    with torch.no_grad():
+        a = model(TokenBatch(tokens=ids, lengths=lengths)).x[:, :-1]           # [1, L-1, vocab]
+        b = model(TokenBatch(tokens=other, lengths=lengths)).x[:, :-1]
+    model.train(was)
+    moved = float((a - b).abs().max())
+    if moved > 1e-5 * (1.0 + float(a.abs().max())):
+        culprits = [f"{n.path} ({n.type})" for n in model.spec.nodes
+                    if getattr(n.cfg, "causal", True) is False or getattr(n.cfg, "bidirectional", False) is True]
+        hint = (f"; set causal: true / bidirectional: false on {', '.join(culprits)}" if culprits else
+                "; some block mixes in later positions")
+        raise ConfigError("task", f"'{task.name}' predicts the next token, but the model's output at earlier "
+                          f"positions changes with a later token (by {moved:.3g}), so it would read the answer"
+                          + hint)
+
+
+__all__ = ["Task", "check_causal", "check_lengths", "check_output", "resolve", "with_placeholder_widths"]
