@@ -9,8 +9,9 @@ step is counted (``act. MiB``, the same on every device); a run whose projected 
 ``--budget`` seconds is recorded as skipped with that projection and memory, never dropped. Accuracy is
 the task's test accuracy: per answer token on selective copying, per sequence on ListOps.
 
-Each run is one line of ``OUT/results.jsonl``; a rerun skips the runs already there, so the grid can be
-run in parts (``--problems``, ``--models``, ``--seeds``) and printed as a whole.
+Each run is one line of ``OUT/results.jsonl``; a rerun skips the runs already there (a skipped one runs
+when a later ``--budget`` covers its projection), so the grid can be run in parts (``--problems``,
+``--models``, ``--seeds``) and printed as a whole.
 
     python bench/long_range.py [--out runs/bench/long_range] [--budget 3600] [--set data.tokens=4 ...]
     python bench/long_range.py --quick      # smoke run: tiny sequences, two steps per model
@@ -46,6 +47,11 @@ SWEEP = ROOT / "configs" / "sweeps" / "long_range.yaml"
 QUICK_PROBLEMS = {"copy256": ["data.length=24", "data.tokens=4", "data.n_train=16", "data.n_test=8"],
                   "listops2048": ["data.min_length=8", "data.max_length=40", "data.n_train=16", "data.n_test=8"]}
 QUICK = ["train.epochs=1", "train.max_steps_per_epoch=2", "data.batch_size=4"]
+
+
+def retry(record: dict, budget: float) -> bool:
+    """A recorded run runs again only if it was skipped and the budget now covers its projection."""
+    return record["status"] == "skipped" and record["projected_s"] <= budget
 
 
 def split_label(variant: str) -> tuple[str, str]:
@@ -167,7 +173,7 @@ def main(argv=None) -> None:
                 cfg = sweep.config(run)
                 key = run_key(run, cfg)
                 chosen.append(key)
-                if key in done or args.print_only:
+                if args.print_only or key in done and not retry(done[key], args.budget):
                     continue
                 data_key = OmegaConf.to_yaml(cfg.data, resolve=True)
                 if data_key not in data_cache:

@@ -53,16 +53,21 @@ def test_models_share_one_parameter_budget(tmp_path):
         assert all(abs(n - base) <= 0.15 * base for n in params.values()), params
 
 
-def test_overrides_are_part_of_the_key_and_the_table_marks_skips(tmp_path, capsys):
+def test_skipped_runs_run_when_the_budget_allows_and_overrides_are_part_of_the_key(tmp_path, capsys):
     bench = load_bench()
     argv = ["--quick", "--out", str(tmp_path), "--problems", "copy256", "--models", "mamba"]
     bench.main([*argv, "--budget", "0"])
-    bench.main([*argv, "--set", "train.lr=3.0e-3"])
-    runs = records(tmp_path)
-    assert [r["status"] for r in runs] == ["skipped", "ok"] and runs[0]["key"] != runs[1]["key"]
-    assert "train.lr=3.0e-3" in runs[1]["overrides"]
+    bench.main([*argv, "--budget", "0"])                                  # still over budget: not probed again
+    assert [r["status"] for r in records(tmp_path)] == ["skipped"]
     bench.main([*argv, "--budget", "0", "--print-only"])
     assert "| copy256 | 28 | mamba | 67,600 | skipped (projected 0 min) | — |" in capsys.readouterr().out
+    bench.main(argv)                                                      # the default budget covers it
+    bench.main([*argv, "--set", "train.lr=3.0e-3"])
+    runs = records(tmp_path)
+    assert [r["status"] for r in runs] == ["skipped", "ok", "ok"]
+    assert runs[0]["key"] == runs[1]["key"] != runs[2]["key"] and "train.lr=3.0e-3" in runs[2]["overrides"]
+    bench.main([*argv, "--print-only"])
+    assert "| copy256 | 28 | mamba | 67,600 | skipped" not in capsys.readouterr().out
 
 
 def test_unknown_problem_or_model_is_an_error(tmp_path, capsys):
