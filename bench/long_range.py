@@ -125,8 +125,10 @@ def table(records: list[dict]) -> str:
             cells = [f"{100 * r['accuracy']:.1f}", f"{r['s_per_epoch']:.1f}"]
         elif r["status"] == "skipped":
             cells = [f"skipped (projected {duration(r['projected_s'])})", "—"]
-        else:
+        elif r["status"] == "failed":
             cells = [f"failed: {r['error']['type']}", "—"]
+        else:
+            cells = ["not run", "—"]
         act = f"{r['act_mib']:.0f}" if "act_mib" in r else "—"
         shape = f"{r['epochs']} × {r['steps_per_epoch']}" if "epochs" in r and "steps_per_epoch" in r else "—"
         cost = [f"{r['length']:,}", model, f"{r['params']:,}"] if "params" in r else ["—", model, "—"]
@@ -172,7 +174,7 @@ def main(argv=None) -> None:
                 run = sweep.run(label, over, seed, extra)
                 cfg = sweep.config(run)
                 key = run_key(run, cfg)
-                chosen.append(key)
+                chosen.append((key, label))
                 if args.print_only or key in done and not retry(done[key], args.budget):
                     continue
                 data_key = OmegaConf.to_yaml(cfg.data, resolve=True)
@@ -190,7 +192,7 @@ def main(argv=None) -> None:
                 done[key] = record
                 acc = f"{100 * record['accuracy']:.1f}%" if record["status"] == "ok" else record["status"]
                 print(f"{label} seed {seed}: {acc} ({record['wall_s']:.0f} s)", file=sys.stderr, flush=True)
-    rows = [done[k] for k in chosen if k in done]
+    rows = [done.get(key, {"variant": label, "status": "not run"}) for key, label in chosen]
     print(f"# long-range token benchmark ({SWEEP.relative_to(ROOT)}{' --quick' if args.quick else ''}"
           f"{' --set ' + ' '.join(args.set) if args.set else ''}), seeds {seeds}, {args.threads} thread(s)")
     print(table(rows))

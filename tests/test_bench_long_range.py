@@ -56,6 +56,8 @@ def test_models_share_one_parameter_budget(tmp_path):
 def test_skipped_runs_run_when_the_budget_allows_and_overrides_are_part_of_the_key(tmp_path, capsys):
     bench = load_bench()
     argv = ["--quick", "--out", str(tmp_path), "--problems", "copy256", "--models", "mamba"]
+    bench.main([*argv, "--print-only"])
+    assert "| copy256 | — | mamba | — | not run | — | — | — |" in capsys.readouterr().out
     bench.main([*argv, "--budget", "0"])
     bench.main([*argv, "--budget", "0"])                                  # still over budget: not probed again
     assert [r["status"] for r in records(tmp_path)] == ["skipped"]
