@@ -160,6 +160,14 @@ def test_listops_labels_are_the_values_and_lengths_stay_in_the_window():
         load_data({"name": "listops", "irregular": {"drop": 0.5}})
 
 
+def test_every_token_experiment_has_a_tiny_setting():
+    """The next test trains each token experiment; one added without a TINY entry would go untested.
+    (The long-range sweep's runs are trained by tests/test_bench_long_range.py.)"""
+    token = {p.stem for p in (ROOT / "configs" / "experiments").glob("*.yaml")
+             if OmegaConf.load(p).model.get("input", {}).get("kind") == "tokens"}
+    assert token == set(TINY)
+
+
 @pytest.mark.parametrize("name", sorted(TINY))
 def test_shipped_token_experiment_trains_one_step(name, tmp_path):
     from hybridseq.train.trainer import train
