@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from hybridseq import ConfigError, IrregularBatch, Seq, build_block, validate_model
@@ -25,7 +24,7 @@ def _latent_ode(**over):
 
 
 def _fixed(head, mean, raw, drift):
-    """q(z0) = N(mean, softplus(raw)²) whatever the input, and the constant field dz/dt = drift."""
+    """q(z0) = N(mean, |raw|²) whatever the input, and the constant field dz/dt = drift."""
     with torch.no_grad():
         head.posterior[2].weight.zero_()
         head.posterior[2].bias.copy_(torch.cat([mean, raw]))
@@ -38,7 +37,7 @@ def _seq():
     g = torch.Generator().manual_seed(3)
     t = torch.tensor([[0.1, 0.3, 0.5, 0.9], [0.2, 0.4, 0.6, 0.0]])
     mask = torch.tensor([[True] * 4, [True, True, True, False]])
-    query = torch.tensor([[0.0, 0.6, 1.2], [0.7, 0.9, 1.1]])          # the first one before t0 = 0.1
+    query = torch.tensor([[0.0, 0.6, 1.2], [0.7, 0.9, 1.1]])          # 0.0: before the first observation
     return Seq(x=torch.randn(B, L, D, generator=g), t=t, mask=mask, query_t=query)
 
 
@@ -61,9 +60,9 @@ def _hand_bound(pred, values, mask, mean, std, obs_std, normalise=False):
     return log_p, kl
 
 
-@pytest.mark.parametrize("normalise", [False, True])
-def test_latent_ode_bound_equals_a_hand_computation(normalise):
-    head = _latent_ode(normalise=normalise, obs_std=0.5)
+@pytest.mark.parametrize("normalise,start", [(False, "observation"), (True, "observation"), (False, "query")])
+def test_latent_ode_bound_equals_a_hand_computation(normalise, start):
+    head = _latent_ode(normalise=normalise, obs_std=0.5, start=start)
     mean, raw, drift = torch.tensor([0.3, -0.2, 0.5]), torch.tensor([-1.0, 0.2, 0.7]), torch.tensor([1.0, -2.0, 0.5])
     _fixed(head, mean, raw, drift)
     seq = _seq()
@@ -71,8 +70,8 @@ def test_latent_ode_bound_equals_a_hand_computation(normalise):
     eps = torch.randn(3, B, Z)
     torch.manual_seed(5)
     out = head(seq)
-    std = F.softplus(raw) + MIN_STD
-    t0 = seq.t[:, 0]                                                   # pool: first, the recognition's end
+    std = raw.abs() + MIN_STD                                          # the authors' |·|, floored
+    t0 = seq.t[:, 0] if start == "observation" else seq.query_t[:, 0]   # pool: first / the first query
     z0 = torch.cat([mean.expand(1, B, Z), mean + std * eps])           # [1 + K, B, Z]: the mean, the samples
     z = z0[:, :, None, :] + drift * (seq.query_t - t0[:, None])[None, :, :, None]   # z(τ) = z0 + drift τ
     pred = head.decoder(z).detach()                                    # [1 + K, B, Q, C]
@@ -191,7 +190,7 @@ def test_backward_ode_rnn_summarises_the_future_and_passes_the_block_checks():
 
 
 @pytest.mark.parametrize("key,value", [("samples", 0), ("latent", 0), ("obs_std", 0.0), ("obs_std", float("nan")),
-                                       ("kl_weight", -1.0), ("pool", "mean")])
+                                       ("kl_weight", -1.0), ("pool", "mean"), ("start", "end")])
 def test_latent_ode_config_errors_name_the_key(key, value):
     model = {"d_model": 8, "input": {"kind": "irregular", "channels": 2}, "encoder": {"type": "ode_rnn"},
              "head": {"type": "latent_ode", "channels": 2, key: value}}

@@ -4,21 +4,24 @@ NeurIPS 2019): the generative half of the latent ODE, trained by the ELBO (IWAE 
 The incoming sequence is the recognition network's output; with ``encoder: {type: ode_rnn, direction:
 backward}`` (the paper's ODE-RNN run from the last observation back to the first) its state at the first
 observation summarises the series (``pool: first``). An MLP maps that summary to q(z0) = N(μ, s²) (the
-authors' ``transform_z0``: Linear, tanh, Linear); K samples z0 = μ + s ε are integrated by the configured
-solver under dz/dt = f(z) (an MLP field) from the time of the pooled observation t0 to every query time,
-forward and backward, and a linear decoder gives the observation means. The targets are scored by the
-bound of `variational` (Gaussian likelihood of fixed std, KL to the N(0, I) prior).
+authors' ``transform_z0``: Linear, tanh, Linear; s = |·|); K samples z0 = μ + s ε are integrated by the
+configured solver under dz/dt = f(z) (an MLP field) from z0's time t0 to every query time, forward and
+backward, and a linear decoder gives the observation means. ``start: observation`` puts t0 at the pooled
+observation (the paper's text: z0 is the state at the first observation); ``start: query`` at each
+series' first query time, as the authors' code does (their decoder's ``odeint`` starts at the first time
+to predict, which in extrapolation is the first time after the observed window). The targets are scored
+by the bound of `variational` (Gaussian likelihood of fixed std, KL to the N(0, I) prior).
 
 Output: ``x`` [B, Q, channels] is the decoding of z0 = μ, the posterior mean (deterministic, so validation
 and test metrics carry no sampling noise); ``predictive`` holds the K sampled decodings.
 
-Deliberate differences from the authors' code, each for a reason: z0 sits at each series' own pooled
-observation time (their batches share one time grid and place z0 at its start); s = softplus(·) + 1e-4
-instead of |·| (|·| can reach 0, where log s and the KL are infinite); the field has one hidden layer
-(theirs ``gen_layers`` + 1); the likelihood covers the task's query targets (their interpolation also
-reconstructs the observed points, which the head does not see); their loss averages the log-density over
-points and channels and the KL over latent dimensions, then takes the log-sum-exp over samples of the
-batch means; here the bound is per series, as the paper defines it (``normalise`` for a per-entry scale).
+Deliberate differences from the authors' code, each for a reason: t0 is each series' own (their batches
+share one time grid); s = |·| + 1e-4, their |·| floored so that log s and the KL stay finite; the field
+has one hidden layer (theirs ``gen_layers`` + 1); the likelihood covers the task's query targets (their
+interpolation also reconstructs the observed points, which the head does not see); their loss averages
+the log-density over points and channels and the KL over latent dimensions, then takes the log-sum-exp
+over samples of the batch means; here the bound is per series, as the paper defines it (``normalise``
+for a per-entry scale).
 """
 from __future__ import annotations
 
@@ -39,6 +42,7 @@ class LatentODE(ODEBlock, QueryHead):
     class Config(LatentConfig):
         latent: int = 10                 # size of z (the paper's toy experiments: 10)
         pool: str = choice("first", "last")   # the summary state: first (backward encoder) or last observation
+        start: str = choice("observation", "query")   # z0's time: the pooled observation, or the first query
         posterior_hidden: int = 100      # hidden width of the MLP from the summary to (μ, s) of q(z0)
         field_hidden: int = 100          # hidden width of the latent ODE's vector field (the authors' units)
         solver: SolverConfig = field(default_factory=SolverConfig)   # dopri5, rtol 1e-3, atol 1e-4 (paper)
@@ -58,12 +62,15 @@ class LatentODE(ODEBlock, QueryHead):
         cfg = self.cfg
         valid = seq.valid()                                                  # [B, L]
         summary = masked_pool(seq.x, valid, cfg.pool)                        # [B, D]
-        t0 = masked_pool(_times(seq)[..., None], valid, cfg.pool)[:, 0]      # [B]
         mean, raw = self.posterior(summary).chunk(2, dim=-1)                 # 2 x [B, Z]
         std = raw.abs() + MIN_STD                                             # the authors' |·|, floored
         z0 = with_samples(mean, std, cfg.samples)                            # [1 + K, B, Z]
         tq = self.queries(seq)                                               # [B, Q]
         b, q = tq.shape
+        if cfg.start == "query":
+            t0 = tq.min(1).values                                            # [B] (padding repeats the last)
+        else:
+            t0 = masked_pool(_times(seq)[..., None], valid, cfg.pool)[:, 0]  # [B]
         tau = (tq - t0[:, None]).repeat(cfg.samples + 1, 1)                  # [(1 + K) B, Q]
         z = solve_at_offsets(self.solver, self.func, z0.flatten(0, 1), tau)  # [(1 + K) B, Q, Z]
         decoded = self.decoder(z).view(cfg.samples + 1, b, q, cfg.channels)  # [1 + K, B, Q, C]
