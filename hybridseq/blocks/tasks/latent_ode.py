@@ -64,15 +64,17 @@ class LatentODE(ODEBlock, QueryHead):
         summary = masked_pool(seq.x, valid, cfg.pool)                        # [B, D]
         mean, raw = self.posterior(summary).chunk(2, dim=-1)                 # 2 x [B, Z]
         std = raw.abs() + MIN_STD                                             # the authors' |·|, floored
-        z0 = with_samples(mean, std, cfg.samples)                            # [1 + K, B, Z]
+        z0 = with_samples(mean, std, cfg.samples)[1:]                        # [K, B, Z]
         tq = self.queries(seq)                                               # [B, Q]
         b, q = tq.shape
         if cfg.start == "query":
             t0 = tq.min(1).values                                            # [B] (padding repeats the last)
         else:
             t0 = masked_pool(_times(seq)[..., None], valid, cfg.pool)[:, 0]  # [B]
-        tau = (tq - t0[:, None]).repeat(cfg.samples + 1, 1)                  # [(1 + K) B, Q]
-        z = solve_at_offsets(self.solver, self.func, z0.flatten(0, 1), tau)  # [(1 + K) B, Q, Z]
-        decoded = self.decoder(z).view(cfg.samples + 1, b, q, cfg.channels)  # [1 + K, B, Q, C]
-        bound = LatentBound(decoded[1:], gaussian_kl(mean, std).sum(-1), cfg.obs_std, cfg.kl_weight, cfg.normalise)
-        return Seq(x=decoded[0], t=tq, predictive=bound)                     # [B, Q, C] at z0 = μ
+        tau = tq - t0[:, None]                                               # [B, Q]
+        # the mean on its own: an adaptive solver's steps would otherwise depend on the random samples
+        x = self.decoder(solve_at_offsets(self.solver, self.func, mean, tau))              # [B, Q, C]
+        z = solve_at_offsets(self.solver, self.func, z0.flatten(0, 1), tau.repeat(cfg.samples, 1))   # [K B, Q, Z]
+        decoded = self.decoder(z).view(cfg.samples, b, q, cfg.channels)     # [K, B, Q, C]
+        bound = LatentBound(decoded, gaussian_kl(mean, std).sum(-1), cfg.obs_std, cfg.kl_weight, cfg.normalise)
+        return Seq(x=x, t=tq, predictive=bound)                              # [B, Q, C] at z0 = μ
