@@ -193,12 +193,21 @@ def run_key(config: str, problem: str, drop: float, seed: int, protocol: dict, s
     defaults included) and the full train section, so a changed default reruns them."""
     entry = config
     if config in suite.configs:
-        cfg = hs.load_config(SUITE.parent / suite.base, [*suite.configs[config], "model.input.channels=1",
-                                                         "model.head.classes=2"])
-        nodes = [(n.type, repr(n.cfg)) for n in hs.validate_model(cfg.model).nodes]
-        entry = [nodes, asdict(train_config(hybridseq_train(protocol, seed)))]
+        entry = [model_nodes(suite, config), asdict(train_config(hybridseq_train(protocol, seed)))]
     text = json.dumps([config, entry, problem, drop, seed, protocol], sort_keys=True, default=str)
     return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+_NODES: dict[str, list] = {}
+
+
+def model_nodes(suite, config: str) -> list:
+    """Every block of a configuration with its validated config, as (type, repr) pairs (cached)."""
+    if config not in _NODES:
+        cfg = hs.load_config(SUITE.parent / suite.base, [*suite.configs[config], "model.input.channels=1",
+                                                         "model.head.classes=2"])
+        _NODES[config] = [(n.type, repr(n.cfg)) for n in hs.validate_model(cfg.model).nodes]
+    return _NODES[config]
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -294,8 +303,13 @@ def main(argv=None) -> None:
                     acc = f"{100 * record['accuracy']:.1f}%" if record["status"] == "ok" else record["status"]
                     print(f"{problem} drop {drop} seed {seed} {config}: {acc} ({record['wall_s']:.0f} s)",
                           file=sys.stderr, flush=True)
-    latest = {(r["config"], r["problem"], r["drop"], r["seed"]): r for r in done.values()
-              if r["epochs"] == protocol["epochs"]}                    # one record per run, the newest
+    current = [r for r in done.values() if r["epochs"] == protocol["epochs"]
+               and r["key"] == run_key(r["config"], r["problem"], r["drop"], r["seed"], protocol, suite)]
+    stale = sum(r["epochs"] == protocol["epochs"] for r in done.values()) - len(current)
+    if stale:
+        print(f"{stale} recorded runs were made under other settings or defaults and are left out of the "
+              "table; run the benchmark to redo them", file=sys.stderr)
+    latest = {(r["config"], r["problem"], r["drop"], r["seed"]): r for r in current}   # one record per run
     keep = [r for (c, p_, d, s_), r in latest.items() if c in configs and p_ in problems and d in drops
             and s_ in seeds]
     print(f"# irregular benchmark: {protocol['epochs']} epochs, lr {protocol['lr']}, batch {protocol['batch_size']}, "

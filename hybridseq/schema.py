@@ -61,7 +61,7 @@ COMMON_RANGES: dict[str, Range] = {
     **dict.fromkeys(("mlp_ratio", "hidden_ratio", "time_unit", "dt_min", "dt_max", "dt_floor", "time", "rtol",
                      "atol", "step_size", "lr", "grad_clip", "diffusion_max", "speed_max", "reaction_max",
                      "duration", "horizon"), _POSITIVE),
-    **dict.fromkeys(("dropout", "drop", "channel_drop", "val_fraction"), Range(ge=0, lt=1)),
+    **dict.fromkeys(("dropout", "residual_dropout", "drop", "channel_drop", "val_fraction"), Range(ge=0, lt=1)),
     **dict.fromkeys(("weight_decay", "noise"), Range(ge=0)),
     "seed": _SEED,
 }

@@ -14,7 +14,7 @@ from hybridseq.train.trainer import train
 def config():
     return {
         "data": {"name": "spirals", "n_train": 40, "n_test": 8, "points": 12, "val_fraction": 0.2},
-        "model": {"d_model": 8, "encoder": {"type": "linear", "time_features": 4},
+        "model": {"d_model": 8, "encoder": {"type": "linear"},
                   "blocks": [{"type": "transformer", "heads": 2}], "head": {"type": "classify"}},
         # 32 training series, global batch 16: each of 2 processes takes 8 per step
         "train": {"epochs": 2, "batch_size": 16, "lr": 1e-2, "progress": False},

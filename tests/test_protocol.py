@@ -98,12 +98,12 @@ def pulse_data(n, seed, length=24):
     return batch, label
 
 
-@pytest.mark.parametrize("time_features,learns", [(16, True), (0, False)])
-def test_transformer_behind_linear_encoder_learns_order(time_features, learns):
+@pytest.mark.parametrize("time,learns", [("add", True), ("concat", True), ("none", False)])
+def test_transformer_behind_linear_encoder_learns_order(time, learns):
     """Every series holds the same values; only when the pulse comes tells the classes apart, so a model
-    without time features (permutation-invariant) stays at chance."""
+    without a time input (permutation-invariant) stays at chance."""
     model = hs.assemble({"d_model": 16, "input": {"kind": "irregular", "channels": 1},
-                         "encoder": {"type": "linear", "time_features": time_features},
+                         "encoder": {"type": "linear", "time": time},
                          "blocks": [{"type": "transformer", "heads": 2}], "head": {"type": "classify", "classes": 2}})
     (x, y), (xt, yt) = pulse_data(256, 0), pulse_data(256, 1)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
@@ -115,3 +115,28 @@ def test_transformer_behind_linear_encoder_learns_order(time_features, learns):
     with torch.no_grad():
         accuracy = (model.eval()(xt).x.argmax(-1) == yt).float().mean().item()
     assert (accuracy > 0.9) if learns else (accuracy < 0.62)
+
+
+@pytest.mark.parametrize("encoder,key", [
+    ({"time_features": 8}, "model.encoder.time_features"),                     # read only under concat
+    ({"time": "concat", "time_features": 0}, "model.encoder.time_features"),
+    ({"time": "sum"}, "model.encoder.time"),
+])
+def test_linear_encoder_time_options_are_checked(encoder, key):
+    with pytest.raises(ConfigError) as err:
+        hs.validate_model({"d_model": 8, "input": {"kind": "irregular", "channels": 1},
+                           "encoder": {"type": "linear", **encoder}, "head": {"type": "classify", "classes": 2}})
+    assert err.value.path == key
+
+
+def test_linear_encoder_adds_a_stream_wide_time_encoding():
+    """Under `add` the values' projection sees only values and mask; the time encoding has the
+    stream's width and is added, so two series that differ only in their times differ by exactly the
+    difference of their encodings."""
+    enc = hs.build_block("linear", d_in=2, d_model=8)
+    assert enc.proj.in_features == 4 and enc.time(torch.zeros(1)).shape == (1, 8)
+    values, mask = torch.randn(1, 5, 2), torch.ones(1, 5, 2, dtype=torch.bool)
+    t1, t2 = torch.linspace(0, 1, 5)[None], torch.linspace(0, 0.5, 5)[None]
+    y1 = enc(hs.IrregularBatch(values=values, times=t1, mask=mask, lengths=torch.tensor([5]))).x
+    y2 = enc(hs.IrregularBatch(values=values, times=t2, mask=mask, lengths=torch.tensor([5]))).x
+    torch.testing.assert_close(y1 - y2, enc.time(t1) - enc.time(t2))

@@ -12,7 +12,7 @@ from hybridseq.train.evaluate import evaluate_run
 
 BASE = {
     "data": {"name": "spirals", "n_train": 16, "n_test": 8, "points": 8, "batch_size": 8},
-    "model": {"d_model": 8, "encoder": {"type": "linear", "time_features": 4},
+    "model": {"d_model": 8, "encoder": {"type": "linear"},
               "blocks": [{"type": "transformer", "heads": 2}], "head": {"type": "classify"}},
     "train": {"epochs": 1, "progress": False},
 }

@@ -19,7 +19,7 @@ from hybridseq.train.guard import MARKER_FILE, claim_run_dir, release_run_dir
 
 BASE = {
     "data": {"name": "spirals", "n_train": 16, "n_test": 8, "points": 8, "batch_size": 8},
-    "model": {"d_model": 8, "encoder": {"type": "linear", "time_features": 4},
+    "model": {"d_model": 8, "encoder": {"type": "linear"},
               "blocks": [{"type": "transformer", "heads": 2}], "head": {"type": "classify"}},
     "train": {"epochs": 1, "progress": False},
 }

@@ -360,7 +360,7 @@ def test_one_epoch_cli_training_of_a_mamba_model_under_cpu_bf16_autocast(tmp_pat
     monkeypatch.setattr(Mamba, "mix", watched_mix)
     cfg = {"data": {"name": "spirals", "n_train": 32, "n_test": 8, "points": 12, "val_fraction": 0.25,
                     "batch_size": 16, "irregular": {"drop": 0.3}},
-           "model": {"d_model": 8, "encoder": {"type": "linear", "time_features": 4},
+           "model": {"d_model": 8, "encoder": {"type": "linear"},
                      "blocks": [{"type": "mamba", "d_state": 4, "repeat": 2}], "head": {"type": "classify"}},
            "train": {"epochs": 1, "lr": 3e-3, "progress": False}}
     path, out = tmp_path / "mamba.yaml", tmp_path / "run"
