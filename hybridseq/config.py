@@ -25,6 +25,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf._yaml import get_yaml_loader
 from omegaconf.errors import OmegaConfBaseException
 
+from . import shipped
 from .errors import ConfigError, add_secret, redact
 
 INCLUDE_KEYS = ("defaults", "base")
@@ -262,7 +263,7 @@ def _load(paths, cache: dict) -> DictConfig:
     items = [] if paths is None else [paths] if isinstance(paths, (str, Path)) else list(paths)
     cfg = OmegaConf.create()
     for p in items:
-        cfg = OmegaConf.merge(cfg, _read(Path(p), (), cache))
+        cfg = OmegaConf.merge(cfg, _read(shipped.locate(p), (), cache))
     return cfg
 
 

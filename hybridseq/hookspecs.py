@@ -68,6 +68,19 @@ def hybridseq_register_sections(register) -> None:
 
 
 @hookspec
+def hybridseq_register_loggers(register) -> None:
+    """Register experiment loggers, which configs select with ``train.loggers: [name, ...]``.
+
+    :param register: ``register(name: str, factory: Callable[..., Logger])``; training calls
+        ``factory(run_dir=Path, config=dict, first_epoch=int)`` once it starts (on the process that writes
+        the run directory; ``config`` as saved in ``config.yaml``, interpolations unresolved; ``first_epoch``
+        > 1 when a run resumes). The logger has ``log_epoch(epoch: int, scalars: dict[str, float])``
+        (each epoch's record, as in ``metrics.jsonl``), ``log_hparams(hparams: dict, metrics: dict[str,
+        float])`` (the flattened config and the final metrics, once at the end) and ``close()``.
+    """
+
+
+@hookspec
 def hybridseq_register_commands(cli) -> None:
     """Add sub-commands to the ``hybridseq`` command line.
 

@@ -34,14 +34,17 @@ DEFAULT_PLUGINS = (
     "hybridseq.data",
     "hybridseq.tasks",
     "hybridseq.sections",
+    "hybridseq.loggers",
     "hybridseq.commands.core",
+    "hybridseq.commands.completion",
+    "hybridseq.commands.configs",
     "hybridseq.commands.train",
     "hybridseq.commands.ablate",
     "hybridseq.commands.analyze",
 )
 REGISTER_HOOKS = {"blocks": "hybridseq_register_blocks", "solvers": "hybridseq_register_solvers",
                   "datasets": "hybridseq_register_datasets", "tasks": "hybridseq_register_tasks",
-                  "sections": "hybridseq_register_sections"}
+                  "sections": "hybridseq_register_sections", "loggers": "hybridseq_register_loggers"}
 
 
 @dataclass
@@ -96,6 +99,7 @@ def _check_section(validate) -> None:
 
 
 CHECKS = {"blocks": _check_block, "tasks": _check_task, "datasets": _check_callable, "sections": _check_section,
+          "loggers": _check_callable,
           "solvers": lambda record: None}      # a solver's record checks itself when declared
 
 

@@ -81,4 +81,6 @@ solvers = Registry("solver")
 datasets = Registry("dataset")
 tasks = Registry("task")
 sections = Registry("config section")
-KINDS = {"blocks": blocks, "solvers": solvers, "datasets": datasets, "tasks": tasks, "sections": sections}
+loggers = Registry("logger")
+KINDS = {"blocks": blocks, "solvers": solvers, "datasets": datasets, "tasks": tasks, "sections": sections,
+         "loggers": loggers}

@@ -195,6 +195,25 @@ def test_hybridseq_register_sections():
     assert "logging" not in registry.sections
 
 
+class LoggerPlugin:
+    @hs.hookimpl
+    def hybridseq_register_loggers(self, register):
+        register("null_logger", lambda *, run_dir, config, first_epoch: None)
+        register("not_callable", 42)
+
+
+def test_hybridseq_register_loggers():
+    """A plugin's logger becomes a valid `train.loggers` name (trained with in tests/test_loggers.py)."""
+    from hybridseq.loggers import check_names
+
+    with pytest.warns(hs.PluginWarning, match="'test-loggers'.*42 is not callable"):
+        with register_plugin(LoggerPlugin(), "test-loggers") as info:
+            assert info.registered == {"loggers": ["null_logger"]}
+            check_names(["tensorboard", "null_logger"])
+    with pytest.raises(hs.ConfigError, match=r"train.loggers\[0\]: unknown logger 'null_logger'"):
+        check_names(["null_logger"])
+
+
 class Clashing:
     @hs.hookimpl
     def hybridseq_register_blocks(self, register):

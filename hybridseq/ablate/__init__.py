@@ -27,7 +27,7 @@ def report(sweep: Sweep, out_dir, records: list[dict]) -> str:
     table = write_summary(out, records, sweep.metric, tune_note(sweep, records))
     keys = metric_keys(records, sweep.metric)
     if keys:
-        plot_metric(summarize(records, sweep.metric), keys[0], out / "plots" / f"{keys[0]}.png")
+        plot_metric(summarize(records, sweep.metric), keys[0], out / "plots" / f"{keys[0]}.png", sweep.numeric_axis())
     plot_curves(records, out / "plots" / "curves.png")
     return table
 

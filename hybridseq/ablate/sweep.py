@@ -35,6 +35,7 @@ from pathlib import Path
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
+from .. import shipped
 from ..config import compose
 from ..errors import ConfigError
 from .resources import Resources, parse_resources
@@ -75,17 +76,34 @@ class Sweep:
     resources: Resources = field(default_factory=Resources)
     tune: Tune | None = None
 
+    def _grid(self):
+        """(variant name, its overrides, {axis key: value}) of each configuration, last axis fastest."""
+        variants = list(self.variants.items()) or [("", [])]
+        for (vname, vover), combo in itertools.product(variants, itertools.product(*self.axes.values())):
+            yield vname, vover, dict(zip(self.axes, combo))
+
+    def _name(self, vname: str, point: dict) -> str:
+        keys = list(self.axes)
+        return "/".join([vname] * bool(vname) + [f"{_short(k, keys)}={_label(v)}" for k, v in point.items()]) \
+            or "base"
+
     def groups(self) -> list[tuple[str, list[str]]]:
         """(label, overrides) of each configuration that seeds repeat: variants, then the axes grid (last
         axis fastest). The overrides stop before `final_overrides`, which `run` adds."""
-        variants = list(self.variants.items()) or [("", [])]
-        keys = list(self.axes)
-        out = []
-        for (vname, vover), combo in itertools.product(variants, itertools.product(*self.axes.values())):
-            over = [*self.overrides, *vover, *(f"{k}={_text(v)}" for k, v in zip(keys, combo))]
-            label = "/".join([vname] * bool(vname) + [f"{_short(k, keys)}={_label(v)}" for k, v in zip(keys, combo)])
-            out.append((label or "base", over))
-        return out
+        return [(self._name(vname, point), [*self.overrides, *vover, *(f"{k}={_text(v)}" for k, v in point.items())])
+                for vname, vover, point in self._grid()]
+
+    def numeric_axis(self) -> tuple[str, dict[str, tuple[str, float]]] | None:
+        """The last axis whose values are all numbers (a drop ratio, say), with each configuration's label
+        mapped to (its label without that axis, the axis value): the lines and x of a plot. None if no
+        axis is numeric."""
+        numeric = [k for k, values in self.axes.items()
+                   if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)]
+        if not numeric:
+            return None
+        key = numeric[-1]
+        return key, {self._name(vname, point): (self._name(vname, {k: v for k, v in point.items() if k != key}),
+                                                float(point[key])) for vname, _, point in self._grid()}
 
     def run(self, label: str, overrides: list[str], seed: int, extra: list[str] = ()) -> Run:
         """The run of configuration (``label``, ``overrides``) at ``seed``; ``extra`` overrides (tuned
@@ -141,7 +159,7 @@ def load_sweep(source, base_dir=None, overrides=()) -> Sweep:
     ``overrides`` (dotlist) apply to every run after everything the sweep sets (its overrides, variants
     and axes), so they win: e.g. ``train.epochs=2`` for a smoke run."""
     if isinstance(source, (str, Path)):
-        path = Path(source)
+        path = shipped.locate(source)
         if not path.is_file():
             raise ConfigError("", f"sweep file not found: {path}")
         raw = yaml.safe_load(path.read_text()) or {}

@@ -100,7 +100,7 @@ def cmd_describe(args) -> int:
 @hookimpl
 def hybridseq_register_commands(cli):
     p = cli.add_parser("blocks", help="list registered blocks with their config schema")
-    p.add_argument("name", nargs="?", help="show only this block")
+    p.add_argument("name", nargs="?", help="show only this block").completer = lambda prefix: registry.blocks.names()
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_blocks)
 

@@ -1,13 +1,14 @@
 """The ``train:`` config section: its schema, validated with `build_config` (errors name ``train.<key>``)."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Optional
+from dataclasses import asdict, dataclass, field
+from typing import List, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
 from ..blocks.base import choice
 from ..errors import ConfigError
+from ..loggers import check_names
 from ..schema import build_config
 
 DEFAULT_BATCH_SIZE = 32
@@ -35,6 +36,7 @@ class TrainConfig:
     progress: bool = True                      # tqdm progress bar
     init_from: Optional[str] = None            # start from these weights: a run dir or a .safetensors file
     find_unused_parameters: bool = False       # DDP: let a step leave some parameters without gradient
+    loggers: List[str] = field(default_factory=list)   # experiment loggers, e.g. [tensorboard] (training.md)
 
     def validate(self, path: str) -> None:
         if self.epochs < 1:
@@ -47,6 +49,7 @@ class TrainConfig:
             raise ConfigError(f"{path}.lr", f"must be > 0, got {self.lr}")
         if self.num_workers < 0:
             raise ConfigError(f"{path}.num_workers", f"must be >= 0, got {self.num_workers}")
+        check_names(self.loggers, f"{path}.loggers")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigError(f"{path}.device", f"invalid value {self.device!r}", choices=("auto", "cpu", "cuda"),
                               got=self.device)
@@ -60,6 +63,8 @@ def train_config(section, path: str = "train") -> TrainConfig:
         section = OmegaConf.to_container(section, resolve=True)
     if not isinstance(section, dict):
         raise ConfigError(path, f"expected a mapping, got {type(section).__name__}")
+    if isinstance(section.get("loggers"), str):              # `loggers: tensorboard` means the one logger
+        section = {**section, "loggers": [section["loggers"]]}
     return build_config(TrainConfig, section, path, what="train")
 
 

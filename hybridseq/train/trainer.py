@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from ..config import as_written
 from ..errors import ConfigError
+from ..loggers import Loggers
 from . import ddp
 from .checkpoint import RunDir, load_weights, run_files
 from .ddp import pick_device
@@ -75,7 +76,7 @@ class Trainer:
         if t.max_steps_per_epoch:
             self.steps_per_epoch = min(self.steps_per_epoch, t.max_steps_per_epoch)
         self.sched = lr_schedule(self.opt, t.scheduler, max(1, self.steps_per_epoch * t.epochs))
-        self.epoch, self.history = 0, []
+        self.epoch, self.history, self.loggers = 0, [], Loggers((), None, {}, 1)   # opened by fit
         if resume:
             self._restore()
 
@@ -222,6 +223,8 @@ class Trainer:
         """Train until ``train.epochs`` or early stopping; then score the selected weights on the test split."""
         t = self.tcfg
         self.run.write_config(self.saved_cfg)
+        self.loggers = Loggers(t.loggers, self.run.path if self.run.writes else None,
+                               OmegaConf.to_container(self.saved_cfg, resolve=False), self.epoch + 1)
         self._announce()
         while self.epoch < t.epochs and not self.stopping.stopped:
             start = time.perf_counter()
@@ -236,6 +239,7 @@ class Trainer:
             self.history.append(record)
             self.epoch += 1
             self.run.save_epoch(self._state(), record)
+            self.loggers.epoch(record)
             if self.dist.main and t.progress:
                 tqdm.write(format_record(record, self.monitor))
             if self.on_epoch_end is not None:
@@ -274,9 +278,11 @@ class Trainer:
         results["curves"] = {k: [r.get(k) for r in hist] for k in ("train_loss", f"val_{self.monitor}", "val_loss")
                              if any(k in r for r in hist)}
         self.run.write_results(results)
+        self.loggers.finish(results)
         return results
 
     def close(self) -> None:
+        self.loggers.close()
         if self.run and self.dist.main:
             release_run_dir(self.run.path)
         ddp.teardown(self.dist)
