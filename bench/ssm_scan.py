@@ -10,7 +10,9 @@ on a GPU, ``torch.cuda.max_memory_allocated`` during one forward + backward; on 
 process's peak resident set size (VmHWM, reset just before) over its size before the pass, each variant measured
 in a fresh subprocess (it counts everything the pass touches: activations, saved tensors, workspaces,
 allocator slack). Then s4d forward + backward at L = 1k, 4k, 16k to show the O(L log L) scaling, and
-s4d / s4 with observation times (irregular gaps) against the same block on a regular grid.
+s4d / s4 with observation times (irregular gaps): their vectorised timed pass (s4d: the segmented
+chunk-parallel scan; s4: ``scan: chunked``) against the same block on a regular grid and against the
+sequential recurrence (s4d: ``step`` per position; s4: ``scan: loop``), printing both ratios.
 """
 from __future__ import annotations
 
@@ -124,20 +126,52 @@ def s4d_scaling(lengths, repeats: int, device: str) -> None:
         print(f"  L={length:6d} time {t * 1e3:9.1f} ms   time / (L log L) relative to L={lengths[0]}: {per / base:.2f}")
 
 
-def timed_cost(lengths, repeats: int, device: str) -> None:
-    """s4d and s4 with observation times (irregular gaps) against the same block on a regular grid."""
-    print(f"timed vs regular fwd+bwd, batch {BATCH}, d_model {D_MODEL}, d_state 64, gaps ~ U(0.1, 2)")
-    for name in ("s4d", "s4"):                            # timed_disc defaults: s4d zoh, s4 scaled (bilinear)
-        model = hs.build_block(name, d_model=D_MODEL, d_state=64).to(device)
+def timed_cost(lengths, repeats: int, device: str, batch: int, ref_max: int) -> None:
+    """s4d and s4 with observation times: the vectorised timed pass against the sequential recurrence and
+    against the same block on a regular grid."""
+    print(f"timed fwd+bwd, batch {batch}, d_model {D_MODEL}, d_state 64, gaps ~ U(0.1, 2); sequential references "
+          f"up to L={ref_max}")
+    # name, vectorised timed pass, sequential reference (s4d: step() per position; s4: its per-position scan)
+    for name, fast, slow in (("s4d", {}, "step"), ("s4", {"scan": "chunked"}, {"scan": "loop"})):
+        torch.manual_seed(0)
+        model = hs.build_block(name, d_model=D_MODEL, d_state=64, **fast).to(device)
+        ref = None
+        if isinstance(slow, dict):
+            ref = hs.build_block(name, d_model=D_MODEL, d_state=64, **slow).to(device)
+            ref.load_state_dict(model.state_dict())
         for length in lengths:
-            x = torch.randn(BATCH, length, D_MODEL, device=device, requires_grad=True)
-            t = torch.cumsum(0.1 + 1.9 * torch.rand(BATCH, length, device=device), 1)
+            x = torch.randn(batch, length, D_MODEL, device=device, requires_grad=True)
+            t = torch.cumsum(0.1 + 1.9 * torch.rand(batch, length, device=device), 1)
+            runs = {"regular": lambda: run_seq(model, hs.Seq(x=x)),
+                    "timed": lambda: run_seq(model, hs.Seq(x=x, t=t))}
+            if length <= ref_max:
+                runs["sequential"] = ((lambda: run_stepped(model, hs.Seq(x=x, t=t))) if ref is None
+                                      else (lambda: run_seq(ref, hs.Seq(x=x, t=t))))
             res = {}
-            for label, seq in (("regular", hs.Seq(x=x)), ("timed", hs.Seq(x=x, t=t))):
-                run_seq(model, seq)
-                res[label] = statistics.median(run_seq(model, seq) for _ in range(repeats))
-            print(f"  {name:4s} L={length:6d} regular {res['regular'] * 1e3:9.1f} ms   timed "
-                  f"{res['timed'] * 1e3:9.1f} ms   timed/regular x{res['timed'] / res['regular']:.2f}")
+            for label, run in runs.items():
+                if repeats > 1:
+                    run()                                                  # warm-up
+                res[label] = statistics.median(run() for _ in range(repeats))
+            line = (f"  {name:4s} L={length:6d} regular {res['regular'] * 1e3:9.1f} ms   timed "
+                    f"{res['timed'] * 1e3:9.1f} ms   timed/regular x{res['timed'] / res['regular']:.2f}")
+            if "sequential" in res:
+                line += (f"   sequential {res['sequential'] * 1e3:9.1f} ms   sequential/timed "
+                         f"x{res['sequential'] / res['timed']:.2f}")
+            print(line, flush=True)
+
+
+def run_stepped(model, seq) -> float:
+    """Seconds for forward + backward of the recurrence one position at a time (``step``), with autograd."""
+    sync = torch.cuda.synchronize if seq.x.is_cuda else (lambda: None)
+    sync()
+    start = time.perf_counter()
+    gaps, state, ys = model.gaps(seq), model.allocate_state(seq.x.shape[0], seq.x.device), []
+    for step in range(seq.x.shape[1]):
+        y, state = model.step(seq.x[:, step], state, gaps[:, step])
+        ys.append(y)
+    torch.stack(ys, 1).square().mean().backward()
+    sync()
+    return time.perf_counter() - start
 
 
 def run_seq(model, seq) -> float:
@@ -161,6 +195,10 @@ def main() -> None:
                              "stalls every parallel op by a scheduler slice, which drowns what is measured)")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--only", choices=("mamba", "s4d", "timed"), nargs="+", default=("mamba", "s4d", "timed"))
+    parser.add_argument("--timed-batch", type=int, default=BATCH, help="batch of the timed s4d / s4 runs")
+    parser.add_argument("--timed-lengths", type=int, nargs="+", help="L of the timed runs (default 1k, 4k, 16k)")
+    parser.add_argument("--ref-max", type=int, default=16384,
+                        help="longest L at which the sequential references run (they are slow and memory-hungry)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.child:
@@ -173,7 +211,7 @@ def main() -> None:
     if "s4d" in args.only:
         s4d_scaling(long, max(1, args.repeats // 2), args.device)
     if "timed" in args.only:
-        timed_cost(long, max(1, args.repeats // 2), args.device)
+        timed_cost(args.timed_lengths or long, max(1, args.repeats // 2), args.device, args.timed_batch, args.ref_max)
 
 
 if __name__ == "__main__":

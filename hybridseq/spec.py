@@ -194,7 +194,7 @@ def _topological(entries: list[_Entry], inputs: dict[str, list[str]]) -> list[_E
     return order
 
 
-def _node(e: _Entry, srcs: list[str], merge: str, ports: dict, widths: dict, d_model: int) -> NodeSpec:
+def _node(e: _Entry, srcs: list[str], merge: str, ports: dict, widths: dict, d_model: int, depth: int) -> NodeSpec:
     cls = registry.blocks.get(e.type, f"{e.path}.type")
     for src in srcs:
         port = ports[src]
@@ -222,6 +222,8 @@ def _node(e: _Entry, srcs: list[str], merge: str, ports: dict, widths: dict, d_m
             raise ConfigError(f"{e.path}.{key}", f"width mismatch: {key} is {params[key]!r} but the incoming "
                               f"stream from '{', '.join(srcs)}' gives {value}; leave it out to infer it")
         params[key] = value
+    if e.role == "block" and "n_layer" in fields:       # the depth of the residual stack, unless given
+        params.setdefault("n_layer", depth)
     cfg = build_config(cls.Config, params, e.path, what=f"block '{e.type}'")
     return NodeSpec(e.name, e.type, cls, cfg, e.path, e.role, list(srcs), merge, width, cls.out_width(cfg))
 
@@ -273,9 +275,9 @@ def validate_model(model, path: str = "model") -> ModelSpec:
     inputs = _resolve_inputs(entries)
     ports = {INPUT_NODE: "sequence" if kind == "sequence" else kind}
     widths = {INPUT_NODE: channels}
-    nodes = []
+    nodes, depth = [], sum(e.role == "block" for e in entries)
     for e in _topological(entries, inputs):
-        node = _node(e, inputs[e.name], e.merge, ports, widths, d_model)
+        node = _node(e, inputs[e.name], e.merge, ports, widths, d_model, depth)
         ports[node.name], widths[node.name] = node.cls.produces, node.width_out
         nodes.append(node)
     return ModelSpec(d_model, kind, channels, nodes, entries[-1].name)

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import hybridseq as hs
+from hybridseq.blocks.backbones.ssm_common import causal_conv
 from hybridseq.ops import (
     cauchy_sum,
     dispatch,
@@ -256,10 +257,15 @@ def fake_selective_scan_fn(u, delta, A, B, C, D=None, z=None, delta_bias=None, d
     return (y * torch.nn.functional.silu(z) if z is not None else y).to(u.dtype)
 
 
-def fake_causal_conv1d_fn(x, weight, bias=None, activation=None):
-    """causal-conv1d's contract: x [B, D, L], weight [D, W]."""
-    y = torch.nn.functional.conv1d(x, weight[:, None], bias, padding=weight.shape[-1] - 1, groups=x.shape[1])
-    y = y[..., :x.shape[-1]]
+def fake_causal_conv1d_fn(x, weight, bias=None, seq_idx=None, activation=None):
+    """causal-conv1d's contract: x [B, D, L], weight [D, W]; seq_idx [B, L] int32 only with channels-last x."""
+    if seq_idx is not None:
+        assert x.stride(1) == 1 and seq_idx.dtype == torch.int32, "seq_idx needs channels-last x, int32"
+        conv = types.SimpleNamespace(weight=weight[:, None], bias=bias)
+        y = causal_conv(x.transpose(1, 2), conv, seq_idx.long()).transpose(1, 2)
+    else:
+        y = torch.nn.functional.conv1d(x, weight[:, None], bias, padding=weight.shape[-1] - 1, groups=x.shape[1])
+        y = y[..., :x.shape[-1]]
     return torch.nn.functional.silu(y) if activation == "silu" else y
 
 
@@ -267,7 +273,7 @@ def fake_mamba_inner_fn(xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_pro
                         out_proj_bias, A, B=None, C=None, D=None, delta_bias=None, delta_softplus=True):
     """mamba-ssm's mamba_inner_fn contract: the whole layer from xz [B, 2E, L] to [B, L, D]."""
     x, z = xz.chunk(2, dim=1)
-    x = fake_causal_conv1d_fn(x, conv1d_weight.squeeze(1), conv1d_bias, "silu")
+    x = fake_causal_conv1d_fn(x, conv1d_weight.squeeze(1), conv1d_bias, activation="silu")
     rank, n = delta_proj_weight.shape[1], A.shape[-1]
     dt, B, C = torch.nn.functional.linear(x.transpose(1, 2), x_proj_weight).split([rank, n, n], dim=-1)
     delta = (dt @ delta_proj_weight.T).transpose(1, 2)
@@ -275,10 +281,39 @@ def fake_mamba_inner_fn(xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_pro
     return torch.nn.functional.linear(y.transpose(1, 2), out_proj_weight, out_proj_bias)
 
 
-def fake_chunk_scan(x, dt, A, B, C, chunk_size, D=None):
-    """mamba-ssm's mamba_chunk_scan_combined contract: x [B, L, H, P], dt [B, L, H], B, C [B, L, G, N]."""
+def fake_chunk_scan(x, dt, A, B, C, chunk_size, D=None, initial_states=None, seq_idx=None):
+    """mamba-ssm's mamba_chunk_scan_combined contract: x [B, L, H, P], dt [B, L, H], B, C [B, L, G, N],
+    D [H] or [H, P], seq_idx [B, L] int32."""
     assert A.dtype == torch.float32 and x.dtype == B.dtype == C.dtype
-    return ssd_chunked(x, dt, A, B, C, chunk_size) + (x * D[:, None] if D is not None else 0)
+    assert seq_idx is None or seq_idx.dtype == torch.int32
+    y = ssd_chunked(x, dt, A, B, C, chunk_size, h0=initial_states, seq_idx=None if seq_idx is None else seq_idx.long())
+    return y + (x * (D if D.dim() == 2 else D[:, None]) if D is not None else 0)
+
+
+def fake_split_conv1d_scan(zxbcdt, conv1d_weight, conv1d_bias, dt_bias, A, D, chunk_size, initial_states=None,
+                           seq_idx=None, dt_limit=(0.0, float("inf")), activation="silu", rmsnorm_weight=None,
+                           rmsnorm_eps=1e-6, outproj_weight=None, outproj_bias=None, headdim=None, ngroups=1,
+                           norm_before_gate=True):
+    """mamba-ssm's mamba_split_conv1d_scan_combined contract: the Mamba-2 layer from zxbcdt [B, L, 2E + 2GN + H]
+    (conv, softplus step with dt_limit, SSD, gated RMSNorm per group, out-projection) to [B, L, D]."""
+    assert activation == "silu" and A.dtype == D.dtype == torch.float32
+    heads, conv_width = dt_bias.shape[0], conv1d_weight.shape[0]
+    e = zxbcdt.shape[-1] - conv_width - heads
+    z, xbc, dt = zxbcdt.split([e, conv_width, heads], dim=-1)
+    xbc = fake_causal_conv1d_fn(xbc.transpose(1, 2) if seq_idx is not None else xbc.transpose(1, 2).contiguous(),
+                                conv1d_weight, conv1d_bias, seq_idx, "silu").transpose(1, 2)
+    n = (conv_width - e) // (2 * ngroups)
+    x, B, C = xbc.split([e, ngroups * n, ngroups * n], dim=-1)
+    lead = x.shape[:2]
+    dt = torch.nn.functional.softplus(dt + dt_bias).clamp(*dt_limit)
+    p = headdim or D.shape[-1]
+    y = fake_chunk_scan(x.reshape(*lead, heads, p), dt, A, B.reshape(*lead, ngroups, n), C.reshape(*lead, ngroups, n),
+                        chunk_size, D, initial_states, seq_idx).reshape(*lead, e) * torch.nn.functional.silu(z)
+    if rmsnorm_weight is not None:
+        assert not norm_before_gate, "the blocks normalise y * SiLU(z)"
+        g = y.float().unflatten(-1, (ngroups, -1))
+        y = (g * torch.rsqrt(g.square().mean(-1, keepdim=True) + rmsnorm_eps)).flatten(-2).to(y.dtype) * rmsnorm_weight
+    return y if outproj_weight is None else torch.nn.functional.linear(y, outproj_weight, outproj_bias)
 
 
 def broken(*args, **kwargs):
@@ -298,7 +333,9 @@ def install_fakes(monkeypatch, scan=fake_selective_scan_fn, conv=fake_causal_con
     names = {"mamba_ssm": {}, "mamba_ssm.ops": {}, "mamba_ssm.ops.triton": {},
              "mamba_ssm.ops.selective_scan_interface": {"selective_scan_fn": recorded("selective_scan", scan),
                                                         "mamba_inner_fn": recorded("mamba_inner", inner)},
-             "mamba_ssm.ops.triton.ssd_combined": {"mamba_chunk_scan_combined": recorded("ssd", fake_chunk_scan)},
+             "mamba_ssm.ops.triton.ssd_combined": {"mamba_chunk_scan_combined": recorded("ssd", fake_chunk_scan),
+                                                   "mamba_split_conv1d_scan_combined":
+                                                       recorded("ssd_fused", fake_split_conv1d_scan)},
              "causal_conv1d": {"causal_conv1d_fn": recorded("causal_conv1d", conv)}}
     for name, attrs in names.items():
         module = types.ModuleType(name)
@@ -345,9 +382,24 @@ def test_cuda_path_through_working_fake_kernels_matches_torch(name, case, monkey
     tol = {"atol": 3e-2, "rtol": 3e-2} if case == "autocast" else {}
     torch.testing.assert_close(got.float(), want.float(), **tol)
     expected = {("mamba", "plain"): ["mamba_inner"], ("mamba", "autocast"): ["mamba_inner"],
-                ("mamba", "masked"): ["causal_conv1d", "selective_scan"]}.get((name, case), ["causal_conv1d", "ssd"])
+                ("mamba", "masked"): ["causal_conv1d", "selective_scan"],
+                ("mamba2", "masked"): ["causal_conv1d", "ssd"]}.get((name, case), ["ssd_fused"])
     assert calls == expected
 
+
+@pytest.mark.parametrize("over,mask", [({}, False), ({"d_has_hdim": True, "dt_limit_min": 0.05, "dt_limit_max": 0.5},
+                                                      False), ({}, True)])
+def test_mamba2_cuda_path_passes_packing_and_options_to_the_fake_kernels(over, mask, monkeypatch):
+    calls = install_fakes(monkeypatch)
+    ref, over = pair("mamba2", monkeypatch, chunk_size=4, **over)
+    fast = hs.build_block("mamba2", d_model=8, impl="cuda", **over)
+    fast.load_state_dict(ref.state_dict())
+    seq_idx = torch.tensor([[0, 0, 0, 1, 1, 1, 1, 2, 2], [0, 0, 0, 0, 0, 1, 1, 1, 1]])
+    seq = hs.Seq(x=torch.randn(2, 9, 8), mask=torch.arange(9)[None] < torch.tensor([[9], [7]]) if mask else None)
+    got, want = fast(seq, seq_idx=seq_idx).x, ref(seq, seq_idx=seq_idx).x
+    valid = seq.valid()
+    torch.testing.assert_close(got[valid], want[valid])
+    assert calls == (["causal_conv1d", "ssd"] if mask else ["ssd_fused"])
 
 @pytest.mark.parametrize("failure", ["raises at first call", "extension missing at import"])
 def test_broken_kernel_falls_back_under_auto_and_is_a_config_error_under_cuda(failure, monkeypatch):
@@ -376,3 +428,37 @@ def test_float64_and_timed_inputs_take_the_torch_kernels(monkeypatch):
     assert block.impl == "torch"                                    # the kernels have no float64
     block.float()(hs.Seq(x=torch.randn(1, 5, 8), t=torch.arange(5.0)[None]))
     assert block.impl == "torch" and calls == ["mamba_inner"]       # exact hold: a per-state input weight
+
+
+def dplr_loop(a, s, x, q, r, h0):
+    h, out = h0, []
+    for l in range(a.shape[1]):
+        sigma = 2 * (q[:, l] * h).sum(-1).real + r[:, l]
+        h = a[:, l] * h + s[:, l] * sigma.unsqueeze(-1) + x[:, l]
+        out.append(h)
+    return torch.stack(out, 1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_dplr_scan_matches_its_recurrence_with_vanishing_and_zero_decays(dtype):
+    """Chunks of 8 over L = 29 (a partial last chunk), decays of modulus 0.3..1 with some exactly 0 and some
+    1e-30 (below the floor: what they multiply is negligible), a start state; values and gradients."""
+    from hybridseq.ops.chunkscan import dplr_scan
+    g = torch.Generator().manual_seed(0)
+    cd = torch.complex128 if dtype == torch.float64 else torch.complex64
+    shape = (2, 29, 3, 4)
+    rand = lambda *s: torch.randn(*s, generator=g, dtype=cd)                 # noqa: E731
+    a = torch.polar(0.3 + 0.7 * torch.rand(shape, generator=g, dtype=dtype), 6 * torch.rand(shape, generator=g,
+                                                                                           dtype=dtype))
+    a[:, 5, 0], a[:, 17, 1], a[0, 9] = 0, 1e-30, 1e-30
+    s, x, q = 0.2 * rand(*shape), rand(*shape), 0.2 * rand(*shape)
+    r = torch.randn(shape[:3], generator=g, dtype=dtype)
+    h0 = rand(2, 3, 4)
+    inputs = [v.requires_grad_() for v in (s, x, q, r, h0)]
+    got, want = dplr_scan(a, s, x, q, r, h0), dplr_loop(a, s, x, q, r, h0)
+    tol = {} if dtype == torch.float64 else {"rtol": 1e-4, "atol": 1e-5}
+    torch.testing.assert_close(got, want, **tol)
+    w = rand(*got.shape)
+    grads = [torch.autograd.grad((v * w).real.sum(), inputs) for v in (got, want)]
+    for d1, d2 in zip(*grads):
+        torch.testing.assert_close(d1, d2, **({} if dtype == torch.float64 else {"rtol": 1e-3, "atol": 1e-4}))

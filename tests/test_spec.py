@@ -1,8 +1,10 @@
 """Config mistakes fail at validation with the key path, the bad value and the valid choices."""
+import math
 import subprocess
 import sys
 
 import pytest
+import torch
 
 import hybridseq as hs
 from hybridseq import ConfigError
@@ -101,3 +103,19 @@ def test_validate_config_in_a_fresh_interpreter():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "['model', 'train']"
+
+
+def test_stack_depth_is_injected_as_n_layer_unless_given():
+    model = {"d_model": 8, "input": {"kind": "sequence", "channels": 8},
+             "blocks": [{"type": "mamba", "d_state": 4, "repeat": 3},
+                        {"type": "pattern", "pattern": "M*",
+                         "legend": {"M": {"type": "mamba2", "head_dim": 4}, "*": "transformer"}},
+                        {"type": "mamba", "d_state": 4, "n_layer": 2}]}
+    spec = hs.validate_model(model)
+    depth = {n.name: getattr(n.cfg, "n_layer", None) for n in spec.nodes}
+    assert depth == {"b0_0": 6, "b0_1": 6, "b0_2": 6, "b1_0": 6, "b1_1": None, "b2": 2}
+    torch.manual_seed(0)
+    stacked = hs.assemble(model).nodes["b0_0"].out_proj.weight
+    torch.manual_seed(0)
+    alone = hs.build_block("mamba", d_model=8, d_state=4).out_proj.weight
+    torch.testing.assert_close(stacked, alone / math.sqrt(6))            # 1/√depth, from the same draw

@@ -161,7 +161,9 @@ def mamba2_ref(block, x, gaps, back_gaps, mask, rule="scaled"):
 
 REFS = {"s4d": lti_ref, "s4": lti_ref, "mamba": mamba_ref, "mamba2": mamba2_ref}
 CASES = [("s4d", {}), ("s4d", {"init": "inv", "disc": "bilinear"}), ("s4d", {"init": "real", "bidirectional": True}),
-         ("s4", {}), ("s4", {"bidirectional": True}), ("mamba", {"impl": "torch"}), ("mamba2", {"impl": "torch"}),
+         ("s4", {}), ("s4", {"bidirectional": True}), ("s4", {"scan": "chunked"}),
+         ("s4", {"scan": "chunked", "bidirectional": True}), ("mamba", {"impl": "torch"}),
+         ("mamba2", {"impl": "torch"}),
          ("mamba2", {"d_has_hdim": True, "learnable_init_state": True, "dt_limit_min": 0.5, "dt_limit_max": 3.0})]
 
 
@@ -207,7 +209,8 @@ def test_equal_gaps_reduce_to_regular_path(name, over):
     torch.testing.assert_close(block(hs.Seq(x=x, t=t)).x, block(hs.Seq(x=x)).x)
 
 
-@pytest.mark.parametrize("name,over", [("s4d", {}), ("s4", {}), ("s4", {"timed_disc": "zoh"}), ("mamba", {}),
+@pytest.mark.parametrize("name,over", [("s4d", {}), ("s4", {}), ("s4", {"timed_disc": "zoh"}),
+                                       ("s4", {"timed_disc": "zoh", "scan": "chunked"}), ("mamba", {}),
                                        ("mamba2", {}), ("mamba", {"timed_disc": "scaled"}),
                                        ("mamba2", {"learnable_init_state": True, "d_has_hdim": True})])
 @pytest.mark.parametrize("timed", [False, True])
@@ -265,9 +268,13 @@ def test_bidirectional_ignores_padding_without_times(name):
 
 
 @pytest.mark.parametrize("name,over", [("s4d", {"bidirectional": True}), ("s4", {"bidirectional": True}),
-                                       ("s4d", {"disc": "bilinear", "init": "inv"})])
+                                       ("s4d", {"disc": "bilinear", "init": "inv"}), ("s4", {"scan": "chunked"}),
+                                       ("s4", {"scan": "chunked", "timed_disc": "zoh"})])
 def test_variants_pass_conformance(name, over):
     check_block(name, over)
+    if over.get("scan") == "chunked":
+        for dtype in (torch.bfloat16, torch.float16):
+            check_block(name, over, autocast=dtype)
 
 
 def model_cfg(block: dict) -> dict:
@@ -389,7 +396,7 @@ def test_bf16_streams_keep_every_time_gap(name):
 
 
 HELD = [("s4d", {}), ("s4d", {"disc": "bilinear", "bidirectional": True}), ("s4", {"timed_disc": "zoh"}),
-        ("mamba", {}), ("mamba2", {})]
+        ("s4", {"timed_disc": "zoh", "scan": "chunked"}), ("mamba", {}), ("mamba2", {})]
 
 
 @pytest.mark.parametrize("name,over", HELD)
@@ -495,3 +502,126 @@ def test_timed_scan_in_segments_matches_one_segment(name, monkeypatch):
     torch.testing.assert_close(parts, whole)
     for a, b in zip(torch.autograd.grad(parts[mask].sum(), [x, *block.parameters()]), g_whole):
         torch.testing.assert_close(a, b)
+
+
+LONG_GAPS = torch.tensor([1.0, 1e-3, 1e4, 0.3, 1e2, 1e-2, 3e3, 1.0, 10.0, 2e-3, 5e3, 0.7])
+
+
+@pytest.mark.parametrize("over", [{}, {"bidirectional": True}])
+def test_chunked_s4_scan_matches_the_dense_reference_at_gaps_from_a_thousandth_to_ten_thousand(over):
+    """Several chunks (L = 36 > 4 chunks of 8), a padded row, gaps 1e-3..1e4: values and gradients equal
+    the dense float64 bilinear recurrence of `nplr_ref`."""
+    block = make("s4", scan="chunked", **over)
+    g = LONG_GAPS.repeat(3).double()
+    x = torch.randn(2, 36, 8, dtype=F64, generator=torch.Generator().manual_seed(4), requires_grad=True)
+    t = torch.cumsum(torch.stack([g, g.flip(0)]), 1)
+    mask = torch.ones(2, 36, dtype=torch.bool)
+    mask[1, 5], mask[1, 30:] = False, False                              # a hole and trailing padding
+    check_against_reference(block, REFS["s4"], hs.Seq(x=x, t=t, mask=mask), gaps_ref(t, mask),
+                            gaps_ref(-t.flip(1), mask.flip(1)))
+
+
+def test_chunked_s4_scan_equals_the_loop_in_float32_and_under_autocast():
+    torch.manual_seed(0)
+    loop = hs.build_block("s4", d_model=8, d_state=8, scan="loop")
+    chunked = hs.build_block("s4", d_model=8, d_state=8, scan="chunked")
+    chunked.load_state_dict(loop.state_dict())
+    x = torch.randn(2, 45, 8, requires_grad=True)
+    t = torch.cumsum(LONG_GAPS.repeat(4)[:45].expand(2, 45) * torch.rand(2, 45).add(0.5), 1)
+    ys = [m(hs.Seq(x=x, t=t)).x for m in (loop, chunked)]
+    torch.testing.assert_close(ys[1], ys[0], rtol=1e-4, atol=1e-5)
+    g_loop, g_chunk = (torch.autograd.grad(y.square().sum(), [x, *m.parameters()]) for y, m in zip(ys, (loop, chunked)))
+    for a, b in zip(g_chunk, g_loop):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = chunked(hs.Seq(x=x, t=t)).x
+    low.float().square().sum().backward()
+    assert torch.isfinite(low).all() and all(torch.isfinite(p.grad).all() for p in chunked.parameters())
+    assert (low.float() - ys[0]).norm() < 0.05 * ys[0].norm()
+
+
+def test_chunked_s4_scan_runs_in_segments_as_in_one(monkeypatch):
+    from hybridseq.ops import scan
+    block = make("s4", scan="chunked")
+    x, t, mask = sample(length=40, padded=True)
+    seq = hs.Seq(x=x, t=t, mask=mask)
+    whole = block(seq).x
+    monkeypatch.setitem(scan.SEGMENT_ELEMENTS, "cpu", 1)                     # 16-step segments: 3 of them
+    torch.testing.assert_close(block(seq).x, whole)
+
+
+@pytest.mark.parametrize("timed", [False, True])
+@pytest.mark.parametrize("over", [{}, {"d_has_hdim": True, "dt_limit_min": 0.3, "dt_limit_max": 2.0}])
+def test_mamba2_packed_row_equals_its_sequences_run_separately(timed, over):
+    """seq_idx (mamba_ssm's packing): state, convolution window and time gaps restart at each boundary;
+    chunk_size 3 puts boundaries inside chunks and on chunk edges."""
+    block = make("mamba2", **over)
+    x, t, _ = sample(length=11)
+    lengths = [(0, 4), (4, 6), (6, 11)]                                      # three sequences per row
+    seq_idx = torch.cat([torch.full((b - a,), k) for k, (a, b) in enumerate(lengths)]).expand(2, 11)
+    packed = block(hs.Seq(x=x, t=t if timed else None), seq_idx=seq_idx).x
+    parts = [block(hs.Seq(x=x[:, a:b], t=t[:, a:b] if timed else None)).x for a, b in lengths]
+    torch.testing.assert_close(packed, torch.cat(parts, 1))
+    w = torch.randn(packed.shape, dtype=F64, generator=torch.Generator().manual_seed(2))
+    got = torch.autograd.grad((packed * w).sum(), [x, *block.parameters()])
+    want = torch.autograd.grad((torch.cat(parts, 1) * w).sum(), [x, *block.parameters()])
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)
+
+
+def test_mamba2_packing_with_padding_and_bad_seq_idx():
+    block = make("mamba2")
+    x, t, _ = sample(length=9)
+    mask = torch.ones(2, 9, dtype=torch.bool)
+    mask[:, 2] = False                                                       # a hole in the first sequence
+    seq_idx = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1, 1]).expand(2, 9)
+    packed = block(hs.Seq(x=x, t=t, mask=mask), seq_idx=seq_idx).x
+    first = block(hs.Seq(x=x[:, [0, 1, 3]], t=t[:, [0, 1, 3]])).x
+    second = block(hs.Seq(x=x[:, 4:], t=t[:, 4:])).x
+    torch.testing.assert_close(packed[:, [0, 1, 3]], first)
+    torch.testing.assert_close(packed[:, 4:], second)
+    for bad, text in [(seq_idx.flip(1), "non-decreasing"), (seq_idx.double(), "integer"), (seq_idx[:, :5], "shape")]:
+        with pytest.raises(ValueError, match=text):
+            block(hs.Seq(x=x), seq_idx=bad)
+    with pytest.raises(ValueError, match="learnable_init_state"):
+        make("mamba2", learnable_init_state=True)(hs.Seq(x=x), seq_idx=seq_idx)
+    with pytest.raises(TypeError):
+        make("mamba")(hs.Seq(x=x), seq_idx=seq_idx)                       # only mamba2 takes packed rows
+
+
+@cuda_only
+@pytest.mark.parametrize("over", [{}, {"d_has_hdim": True, "dt_limit_min": 0.01, "dt_limit_max": 0.5}])
+def test_mamba2_cuda_kernels_take_packed_rows_and_options(over):
+    torch.manual_seed(0)
+    fast = hs.build_block("mamba2", d_model=32, head_dim=16, d_state=16, impl="cuda", **over).cuda()
+    ref = hs.build_block("mamba2", d_model=32, head_dim=16, d_state=16, impl="torch", **over).cuda()
+    ref.load_state_dict(fast.state_dict())
+    x = torch.randn(2, 100, 32, device="cuda")
+    seq_idx = (torch.arange(100, device="cuda") >= 37).int().expand(2, 100).contiguous()
+    torch.testing.assert_close(fast(hs.Seq(x=x), seq_idx=seq_idx).x, ref(hs.Seq(x=x), seq_idx=seq_idx).x,
+                               atol=2e-3, rtol=2e-3)
+
+
+@pytest.mark.parametrize("scan", ["chunked", "loop"])
+def test_s4_exact_hold_in_blocks_of_positions_matches_one_block(scan, monkeypatch):
+    from hybridseq.blocks.backbones import s4
+    block = make("s4", timed_disc="zoh", scan=scan)
+    x, t, mask = sample(length=13, padded=True)
+    seq = hs.Seq(x=x, t=t, mask=mask)
+    whole = block(seq).x
+    monkeypatch.setattr(s4, "EXPM_ELEMENTS", 2 * 8 * 7 ** 2 * 5)             # 5 positions per block
+    torch.testing.assert_close(block(seq).x, whole)
+
+
+def test_mamba2_packed_rows_train_under_bf16_autocast():
+    torch.manual_seed(0)
+    block = hs.build_block("mamba2", d_model=8, **SMALL["mamba2"])
+    x = torch.randn(2, 12, 8)
+    t = torch.cumsum(torch.rand(2, 12) + 0.1, 1)
+    seq_idx = (torch.arange(12) >= 5).long().expand(2, 12)
+    want = block(hs.Seq(x=x, t=t), seq_idx=seq_idx).x
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = block(hs.Seq(x=x, t=t), seq_idx=seq_idx).x
+    got.float().square().sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in block.parameters())
+    assert (got.float() - want).norm() < 0.05 * want.norm()

@@ -25,6 +25,7 @@ INSTALL = ('MAMBA_KEEP_CUDA_BUILD=TRUE pip install "hybridseq[cuda]" --no-build-
 KERNELS = {"selective_scan": ("mamba_ssm.ops.selective_scan_interface", "selective_scan_fn"),   # CUDA
            "mamba_inner": ("mamba_ssm.ops.selective_scan_interface", "mamba_inner_fn"),        # CUDA, fused layer
            "ssd": ("mamba_ssm.ops.triton.ssd_combined", "mamba_chunk_scan_combined"),          # triton
+           "ssd_fused": ("mamba_ssm.ops.triton.ssd_combined", "mamba_split_conv1d_scan_combined"),  # fused layer
            "causal_conv1d": ("causal_conv1d", "causal_conv1d_fn")}                             # CUDA
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -46,12 +47,20 @@ def _probe_ssd(fn, dev):
     fn(x, torch.ones(1, 16, 1, device=dev), -torch.ones(1, device=dev), x, x, chunk_size=16)
 
 
+def _probe_ssd_fused(fn, dev):
+    heads, p, n, length = 1, 16, 16, 16                                   # zxbcdt [B, L, 2E + 2N + H], E = H P
+    e = heads * p
+    fn(torch.zeros(1, length, 2 * e + 2 * n + heads, device=dev), torch.zeros(e + 2 * n, 4, device=dev), None,
+       torch.zeros(heads, device=dev), -torch.ones(heads, device=dev), torch.zeros(heads, device=dev), length,
+       headdim=p, ngroups=1)
+
+
 def _probe_conv(fn, dev):
     fn(torch.zeros(1, 8, 4, device=dev), torch.zeros(8, 4, device=dev), None, activation="silu")
 
 
 PROBES = {"selective_scan": _probe_selective_scan, "mamba_inner": _probe_mamba_inner, "ssd": _probe_ssd,
-          "causal_conv1d": _probe_conv}
+          "ssd_fused": _probe_ssd_fused, "causal_conv1d": _probe_conv}
 
 
 def cuda_kernels_available() -> bool:

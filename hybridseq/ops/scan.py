@@ -103,9 +103,9 @@ def _drive(v: Tensor, B: Tensor, out: Tensor) -> Tensor:
     return torch.mul(v.unsqueeze(-1), B.unsqueeze(2), out=out)
 
 
-def segment_length(width: int, length: int, device: torch.device) -> int:
-    """Time steps per segment: a power of two whose [S, width] buffers hold about SEGMENT_ELEMENTS."""
-    budget = SEGMENT_ELEMENTS.get(device.type, SEGMENT_ELEMENTS["cuda"])
+def segment_length(width: int, length: int, device: torch.device, scale: float = 1) -> int:
+    """Time steps per segment: a power of two whose [S, width] buffers hold about ``scale`` SEGMENT_ELEMENTS."""
+    budget = int(scale * SEGMENT_ELEMENTS.get(device.type, SEGMENT_ELEMENTS["cuda"]))
     steps = 1 << max(4, min(12, (budget // max(width, 1)).bit_length() - 1))
     return min(steps, 1 << (max(length, 1) - 1).bit_length())
 

@@ -8,8 +8,9 @@ and the out-projection, inside a pre-norm residual layer. With observation times
 exact zero-order hold over its gap g_l of the unit step (``timed_disc: zoh``, default): decay
 exp(g_l Δ_l a_h), input weight Δ_l (exp(g_l Δ_l a_h) - 1)/(exp(Δ_l a_h) - 1); ``timed_disc: scaled``
 multiplies Δ_l by the gap instead (see `ssm_common`).
-``impl``: mamba-ssm's triton SSD kernel (``cuda``), ours (``torch``), or
-the first that works on the input (``auto``).
+``impl``: mamba-ssm's triton SSD kernels (``cuda``: the fused ``mamba_split_conv1d_scan_combined`` for the whole
+layer without times or padding, else causal-conv1d and ``mamba_chunk_scan_combined``), ours (``torch``), or
+the first that works on the input (``auto``). Packed sequences: ``block(seq, seq_idx=...)``.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from ...seq import Seq
 from ..base import choice
 from ..layers import no_weight_decay
 from .mamba import check_positive, init_dt_bias, scaled_out_proj
-from .ssm_common import SSMBlock, SSMConfig, conv_silu, conv_step
+from .ssm_common import SSMBlock, SSMConfig, conv_silu, conv_step, restart_gaps
 
 
 class GroupRMSNorm(nn.Module):
@@ -105,25 +106,58 @@ class Mamba2(SSMBlock):
         lead = xbc.shape[:-1]
         return x.reshape(*lead, self.heads, -1), B.reshape(*lead, g, n), C.reshape(*lead, g, n)
 
-    def mix(self, u: Tensor, seq: Seq) -> Tensor:
+    def mix(self, u: Tensor, seq: Seq, seq_idx: Tensor | None = None) -> Tensor:
+        """u [B, L, D] -> [B, L, D]. ``seq_idx`` [B, L] int, non-decreasing: packed sequences (mamba_ssm's
+        ``seq_idx``): state, convolution window and time gaps restart where it changes."""
         self.impl = impl_for(self.cfg.impl, u, "ssd", path="mamba2.impl")
-        z, xbc, dt = self.in_proj(u).split(self.sizes, dim=-1)             # [B, L, .]
-        xbc = conv_silu(xbc, self.conv, self.impl == "cuda" and fast_path(u, "causal_conv1d"), seq.mask)
-        x, B, C = self._split(xbc)                                          # [B, L, H, P], [B, L, G, N] x2
-        dt = self._dt(dt)                                                   # [B, L, H]
+        gaps = self.gaps(seq)
+        if seq_idx is not None:
+            self._check_packing(seq_idx, u)
+            gaps = None if gaps is None else restart_gaps(gaps, seq.valid(), seq_idx)
         A = -torch.exp(self.a_log)                                          # [H]
-        dt, dt_in = self._steps(dt, self.gaps(seq), A, self.exact_hold(seq))
+        if self.impl == "cuda" and gaps is None and fast_path(u, "ssd_fused"):
+            return self._fused(u, A, seq_idx)
+        z, xbc, dt = self.in_proj(u).split(self.sizes, dim=-1)             # [B, L, .]
+        xbc = conv_silu(xbc, self.conv, self.impl == "cuda" and fast_path(u, "causal_conv1d"), seq.mask, seq_idx)
+        x, B, C = self._split(xbc)                                          # [B, L, H, P], [B, L, G, N] x2
+        dt, dt_in = self._steps(self._dt(dt), gaps, A, self.exact_hold(seq))   # [B, L, H]
         if self.impl == "cuda":                                             # the kernel's input step is dt
             x_in = x * (dt_in / torch.where(dt > 0, dt, torch.ones_like(dt))).unsqueeze(-1)
             work = kernel_dtype(u)
+            extra = {} if seq_idx is None else {"seq_idx": seq_idx.to(torch.int32).contiguous()}
             h0 = self._h0(u.shape[0])
+            if h0 is not None:
+                extra["initial_states"] = h0.float()
             y = cuda_kernel("ssd")(*(v.to(work).contiguous() for v in (x_in, dt)), A.float(),
                                    *(v.to(work).contiguous() for v in (B, C)), chunk_size=self.cfg.chunk_size,
-                                   D=self.d.float(), **({} if h0 is None else {"initial_states": h0.float()}))
+                                   D=self.d.float(), **extra)
         else:
-            y = ssd_chunked(x, dt, A, B, C, self.cfg.chunk_size, dt_in, self._h0(u.shape[0])) + self._skip(x)
+            y = ssd_chunked(x, dt, A, B, C, self.cfg.chunk_size, dt_in, self._h0(u.shape[0]), seq_idx) + self._skip(x)
         y = y.reshape(*u.shape[:2], -1)                                     # [B, L, E]
         return self.out_proj(self.norm_out(y * F.silu(z)))
+
+    def _fused(self, u: Tensor, A: Tensor, seq_idx: Tensor | None) -> Tensor:
+        """The whole layer in mamba-ssm's fused kernel (in-projection output to out-projection: conv, SSD,
+        gated RMSNorm), for inputs without times or padding."""
+        cfg, work = self.cfg, kernel_dtype(u)
+        h0 = self._h0(u.shape[0])
+        return cuda_kernel("ssd_fused")(
+            self.in_proj(u).to(work), self.conv.weight.squeeze(1), self.conv.bias, self.dt_bias.float(), A.float(),
+            D=self.d.float(), chunk_size=cfg.chunk_size, initial_states=None if h0 is None else h0.float(),
+            seq_idx=None if seq_idx is None else seq_idx.to(torch.int32).contiguous(),
+            dt_limit=(cfg.dt_limit_min, cfg.dt_limit_max), activation="silu", rmsnorm_weight=self.norm_out.weight,
+            rmsnorm_eps=self.norm_out.eps, outproj_weight=self.out_proj.weight, outproj_bias=None,
+            headdim=None if cfg.d_has_hdim else cfg.head_dim, ngroups=cfg.n_groups, norm_before_gate=False)
+
+    def _check_packing(self, seq_idx: Tensor, u: Tensor) -> None:
+        if seq_idx.shape != u.shape[:2] or seq_idx.is_floating_point() or seq_idx.is_complex():
+            raise ValueError(f"mamba2: seq_idx must be an integer tensor of shape {tuple(u.shape[:2])} (batch, "
+                             f"length), got {seq_idx.dtype} {tuple(seq_idx.shape)}")
+        if (seq_idx.diff(dim=1) < 0).any():
+            raise ValueError("mamba2: seq_idx must be non-decreasing along each row (packed sequences in order)")
+        if self.cfg.learnable_init_state:
+            raise ValueError("mamba2: seq_idx with learnable_init_state is not supported (each packed sequence "
+                             "would start from the learned state); pad the sequences instead")
 
     def _dt(self, dt: Tensor) -> Tensor:
         """Δ = softplus(dt + dt_bias), clamped to the configured limits: [..., H]."""

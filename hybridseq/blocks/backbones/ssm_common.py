@@ -85,6 +85,14 @@ def time_gaps(t: Tensor, valid: Tensor, unit: float) -> Tensor:
     return torch.where(valid, gap.clamp_min(0), torch.zeros_like(t))
 
 
+def restart_gaps(gaps: Tensor, valid: Tensor, seq_idx: Tensor) -> Tensor:
+    """``gaps`` [B, L] with 1 at the first valid position of each packed sequence (``seq_idx`` [B, L])."""
+    seen = torch.where(valid, seq_idx, torch.full_like(seq_idx, -1))
+    prev = torch.cummax(seen, dim=1).values.roll(1, dims=1)                   # sequence of the last valid position
+    prev[:, 0] = -1
+    return torch.where(valid & (prev != seq_idx), torch.ones_like(gaps), gaps)
+
+
 def gap_dtype(seq: Seq) -> torch.dtype:
     """The dtype gaps are computed in: that of the times and of the stream, at least float32."""
     dtype = torch.promote_types(seq.x.dtype, torch.float32)
@@ -132,11 +140,12 @@ class SSMBlock(Block):
         """Whether this pass discretises by the exact hold over each time gap (``timed_disc: zoh``)."""
         return seq.t is not None and self.cfg.timed_disc == "zoh"
 
-    def forward(self, seq: Seq) -> Seq:
+    def forward(self, seq: Seq, **options) -> Seq:
+        """``options`` go to ``mix`` (``mamba2``: ``seq_idx``); a block without such an option rejects it."""
         u = self.norm(self.residual(seq.x))           # [B, L, D]; normalised in at least float32
         if seq.mask is not None:
             u = u * seq.mask.unsqueeze(-1)
-        return replace(seq, x=self.residual(seq.x) + self.drop(self.mix(u, seq)))
+        return replace(seq, x=self.residual(seq.x) + self.drop(self.mix(u, seq, **options)))
 
     def residual(self, x: Tensor) -> Tensor:
         """The skip branch (and the norm's input): x, or x promoted to at least float32 with ``residual_fp32``."""
@@ -165,27 +174,35 @@ class SSMBlock(Block):
         raise NotImplementedError
 
 
-def conv_silu(x: Tensor, conv: nn.Conv1d, kernel: bool = False, mask: Tensor | None = None) -> Tensor:
+def conv_silu(x: Tensor, conv: nn.Conv1d, kernel: bool = False, mask: Tensor | None = None,
+              seq_idx: Tensor | None = None) -> Tensor:
     """SiLU(causal depthwise convolution) of x [B, L, E]: causal-conv1d's CUDA kernel when ``kernel``.
 
     With ``mask`` [B, L] the window of each valid position holds the previous *valid* inputs: the valid
     positions are packed to the front (in order), convolved, and put back, so a padded slot anywhere
-    changes no valid output. Outputs at padded positions are finite but meaningless.
+    changes no valid output. Outputs at padded positions are finite but meaningless. With ``seq_idx``
+    [B, L] (packed sequences) a window holds only inputs of its own sequence.
     """
     if mask is not None:
         order = torch.argsort((~mask).to(torch.uint8), dim=1, stable=True)    # valid positions first [B, L]
         index = order.unsqueeze(-1).expand_as(x)
-        packed = conv_silu(torch.gather(x, 1, index), conv, kernel)            # [B, L, E]
+        idx = None if seq_idx is None else torch.gather(seq_idx, 1, order)
+        packed = conv_silu(torch.gather(x, 1, index), conv, kernel, seq_idx=idx)   # [B, L, E]
         return torch.empty_like(packed).scatter_(1, index, packed)
     if kernel:
         fn = cuda_kernel("causal_conv1d")
-        y = fn(x.transpose(1, 2).contiguous(), conv.weight.squeeze(1), conv.bias, activation="silu")
-        return y.transpose(1, 2)
-    return F.silu(causal_conv(x, conv))
+        weight = conv.weight.squeeze(1)
+        if seq_idx is None:
+            return fn(x.transpose(1, 2).contiguous(), weight, conv.bias, activation="silu").transpose(1, 2)
+        channels_last = x.contiguous().transpose(1, 2)                        # [B, E, L], stride 1 over E
+        return fn(channels_last, weight, conv.bias, seq_idx=seq_idx.to(torch.int32).contiguous(),
+                  activation="silu").transpose(1, 2)
+    return F.silu(causal_conv(x, conv, seq_idx))
 
 
-def causal_conv(x: Tensor, conv: nn.Conv1d) -> Tensor:
-    """Depthwise causal convolution over time with ``conv``'s weights: x [B, L, E] -> [B, L, E].
+def causal_conv(x: Tensor, conv: nn.Conv1d, seq_idx: Tensor | None = None) -> Tensor:
+    """Depthwise causal convolution over time with ``conv``'s weights: x [B, L, E] -> [B, L, E]; with
+    ``seq_idx`` [B, L], terms from another sequence than the output's are left out.
 
     Written as K shifted multiply-adds, which is several times faster than Conv1d on CPU (forward and
     backward) for the short kernels used here.
@@ -193,9 +210,13 @@ def causal_conv(x: Tensor, conv: nn.Conv1d) -> Tensor:
     length, width = x.shape[1], conv.weight.shape[-1]
     w = conv.weight.squeeze(1).T                                               # [K, E]
     padded = F.pad(x, (0, 0, width - 1, 0))                                    # [B, L+K-1, E]
+    idx = None if seq_idx is None else F.pad(seq_idx, (width - 1, 0), value=-1)   # [B, L+K-1]
     y = padded[:, width - 1:] * w[-1]
     for k in range(width - 1):
-        y = y + padded[:, k:k + length] * w[k]
+        term = padded[:, k:k + length] * w[k]
+        if idx is not None:
+            term = term * (idx[:, k:k + length] == seq_idx).unsqueeze(-1)
+        y = y + term
     return y + conv.bias if conv.bias is not None else y
 
 
