@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -30,12 +31,17 @@ class Seq:
     t:       [B, L] real observation times, or None for a regular grid
     mask:    [B, L] bool, True at valid (non-padded) positions, or None when all are valid
     query_t: [B, Q] times at which a task head should predict (interpolation / extrapolation)
+    predictive: what a head that defines a likelihood of its targets returns beside its prediction ``x``:
+             an object with ``score(values, mask) -> dict`` of scalar tensors, ``"loss"`` among them (e.g.
+             the latent-variable heads' bound, `hybridseq.blocks.tasks.variational`); None otherwise.
+             The task scores its targets with it (`Task.objective`).
     """
 
     x: Tensor
     t: Tensor | None = None
     mask: Tensor | None = None
     query_t: Tensor | None = None
+    predictive: Any = None
 
     def valid(self) -> Tensor:
         """[B, L] bool mask of valid positions (all True when ``mask`` is None)."""

@@ -11,6 +11,9 @@ direction, and says what the model's task head must produce. Tasks are registere
 | `lm`          | sequence [B, L, vocab] logits    | cross-entropy per target  | perplexity, bits_per_token, accuracy |
 
 `lm` reads ``targets["next"]`` [B, L]: the token each position must predict (`IGNORE` where none).
+
+A head that defines a likelihood of the targets (``Seq.predictive``, e.g. `latent_ode`, `mtand`) replaces
+the loss: `Task.objective` hands it the values the task scores (`Task.scored`) and minimises its bound.
 """
 from __future__ import annotations
 
@@ -20,8 +23,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import registry
+from .errors import ConfigError
 from .hookspecs import hookimpl
 from .metrics import IGNORE, ClassifyMeter, ErrorMeter, TokenMeter
+from .seq import Seq
 
 
 class Task:
@@ -47,6 +52,22 @@ class Task:
     def loss(self, pred: Tensor, targets: dict) -> Tensor:
         """The training loss of a batch: ``pred`` is the head's output ``x``, ``targets`` the collated dict."""
         raise NotImplementedError
+
+    def objective(self, out: Seq, targets: dict) -> tuple[Tensor, dict]:
+        """The loss of a batch from the head's whole output, and the terms reported beside the metrics.
+
+        When the head returns a predictive distribution (``out.predictive``) its ``score`` of the values in
+        `scored` gives the loss and the terms (e.g. ``elbo``, ``kl``); otherwise `loss` of ``out.x``, no terms.
+        """
+        if out.predictive is None:
+            return self.loss(out.x, targets), {}
+        terms = dict(out.predictive.score(*self.scored(targets)))
+        return terms.pop("loss"), terms
+
+    def scored(self, targets: dict) -> tuple[Tensor, Tensor | None]:
+        """(values, observed mask or None) that a head's predictive distribution scores."""
+        raise ConfigError("model.head.type", f"task '{self.name}' has no values for the head's likelihood to score; "
+                          "use a head without one (a likelihood head fits interpolate / extrapolate)")
 
     def meter(self, width: int):
         """A fresh metric accumulator: ``update(...)`` per batch (through `update`), then ``compute() -> dict``."""
@@ -86,6 +107,10 @@ class QueryTask(Task):
     """Values at query times (``interpolate`` inside the observed window, ``extrapolate`` after it)."""
 
     port, width_key, monitor = "sequence", "channels", "mse"
+    maximize = frozenset({"elbo", "iwae", "log_likelihood"})        # terms of a likelihood head's bound
+
+    def scored(self, targets):
+        return targets["query_values"], targets["query_mask"]
 
     def loss(self, pred, targets):
         pred = pred.float()

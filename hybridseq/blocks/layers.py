@@ -1,10 +1,10 @@
 """Shared layers: the toolkit that built-in blocks and plugin authors import (see docs/layers.md).
 
 Attention (`attention_mask`, `SelfAttention`), the position-wise `FeedForward`, the learned
-`TimeEncoding` (with `check_time_encoding` for its config keys), an ODE vector field (`MLPField`),
-masked pooling over valid positions (`masked_pool`), the heads-divide-width check (`check_heads`), the
-parallel `linear_scan` of ``h_l = a_l h_{l-1} + b_l``, and the state-space helpers `time_gaps`,
-`inverse_softplus` and `log_uniform` (defined with the SSM backbones,
+`TimeEncoding` (with `check_time_encoding` for its config keys), mTAN's `multi_time_attention`, an ODE
+vector field (`MLPField`), masked pooling over valid positions (`masked_pool`), the heads-divide-width
+check (`check_heads`), the parallel `linear_scan` of ``h_l = a_l h_{l-1} + b_l``, and the state-space
+helpers `time_gaps`, `inverse_softplus` and `log_uniform` (defined with the SSM backbones,
 `hybridseq.blocks.backbones.ssm_common`, and importable from here).
 """
 from __future__ import annotations
@@ -140,6 +140,25 @@ class MLPField(nn.Module):
 
     def forward(self, t: Tensor, h: Tensor) -> Tensor:
         return self.net(h)
+
+
+def multi_time_attention(query: Tensor, key: Tensor, values: Tensor, observed: Tensor | None = None) -> Tensor:
+    """Multi-time attention (mTAN, Shukla & Marlin 2021): each query time averages ``values`` over the key
+    times with weights softmax(q·k / √E), each channel over only the times at which it was observed.
+
+    query [B|1, Q, H, E] and key [B, N, H, E] (embedded times), values [B, N, C], observed [B, N, C] or
+    [B, N, 1] (one mask for every channel) bool, None for all -> [B, Q, H, C]. A channel observed nowhere
+    averages nothing: its weights spread over zeros (`clean_inputs` values) and give 0.
+    """
+    b, _, _, e = key.shape
+    scores = torch.einsum("bqhe,bnhe->bhqn", query.expand(b, -1, -1, -1), key) / math.sqrt(e)   # [B, H, Q, N]
+    if observed is None:
+        return torch.einsum("bhqn,bnc->bqhc", torch.softmax(scores, -1), values)
+    hidden = ~observed[:, None, None]                                         # [B, 1, 1, N, C|1]
+    weights = torch.softmax(scores[..., None].masked_fill(hidden, torch.finfo(scores.dtype).min), dim=3)
+    if observed.shape[-1] == 1:                                               # one mask: [B, H, Q, N]
+        return torch.einsum("bhqn,bnc->bqhc", weights[..., 0], values)
+    return torch.einsum("bhqnc,bnc->bqhc", weights, values)                   # [B, Q, H, C]
 
 
 def masked_pool(x: Tensor, valid: Tensor, how: str) -> Tensor:

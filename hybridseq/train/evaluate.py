@@ -24,19 +24,24 @@ def autocast(device: torch.device, bf16: bool, cpu: bool = False):
 @torch.no_grad()
 def evaluate(model: HybridModel, task: Task, loader, width: int, device: torch.device, bf16: bool = False,
              bf16_cpu: bool = False) -> dict:
-    """Loss and the task's metrics of ``model`` over ``loader``; also the mean NFE per forward."""
+    """Loss and the task's metrics of ``model`` over ``loader``; also the mean NFE per forward, and the
+    per-series mean of each term of a likelihood head's bound (`Task.objective`: ``elbo``, ``kl``, …)."""
     was_training = model.training
     model.eval()
     meter, nfe, steps = task.meter(width), 0.0, 0
+    term_sums, cases = {}, 0
     for batch, targets in loader:
         batch, targets = batch.to(device), {k: v.to(device) for k, v in targets.items()}
         with autocast(device, bf16, bf16_cpu):
-            pred = model(batch).x
-        loss = task.loss(pred, targets)
-        task.update(meter, pred, targets, float(loss))
-        nfe, steps = nfe + total_nfe(model), steps + 1
+            out = model(batch)
+        loss, terms = task.objective(out, targets)
+        task.update(meter, out.x, targets, float(loss))
+        n = out.x.shape[0]
+        for key, value in terms.items():
+            term_sums[key] = term_sums.get(key, 0.0) + float(value) * n
+        nfe, steps, cases = nfe + total_nfe(model), steps + 1, cases + n
     model.train(was_training)
-    return {**meter.compute(), "nfe": nfe / max(steps, 1)}
+    return {**meter.compute(), **{k: v / cases for k, v in term_sums.items()}, "nfe": nfe / max(steps, 1)}
 
 
 def total_nfe(model: HybridModel) -> int:

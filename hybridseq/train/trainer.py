@@ -186,8 +186,8 @@ class Trainer:
         for batch, targets in bar:
             batch, targets = batch.to(device), {k: v.to(device) for k, v in targets.items()}
             with self._unused_parameters_hint(), autocast(device, t.bf16, t.bf16_cpu):
-                pred = self.net(batch).x
-            loss = self.task.loss(pred, targets)
+                out = self.net(batch)
+            loss, _ = self.task.objective(out, targets)        # the task's loss, or the head's bound
             aux = self.model.aux_loss()                      # blocks' auxiliary losses (Block.aux_loss)
             loss = loss if aux is None else loss + aux
             value = check_loss(loss, self.model, batch, targets, epoch + 1, steps + 1)

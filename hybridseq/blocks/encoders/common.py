@@ -1,4 +1,4 @@
-"""Shared pieces of the ODE encoders: clean inputs, per-interval solves, the jump ODE.
+"""Shared pieces of the ODE encoders: clean inputs, time reversal, per-interval solves, the jump ODE.
 
 Every ODE encoder integrates the whole batch at once in normalised interval time: an interval of length
 Δt_b in series b becomes s ∈ [0, 1] with dh/ds = Δt_b · f(h), so series with different observation
@@ -25,6 +25,24 @@ def clean_inputs(batch: IrregularBatch) -> tuple[Tensor, Tensor, Tensor, Tensor]
     last = (batch.lengths - 1).clamp_min(0)[:, None]                        # [B, 1]
     times = torch.where(valid, batch.times, batch.times.gather(1, last))    # [B, N]
     return values, observed, times, valid
+
+
+def flip_valid(x: Tensor, lengths: Tensor) -> Tensor:
+    """x [B, N, ...] with the first ``lengths[b]`` entries of each row in reverse order, padding in place
+    (its own inverse)."""
+    pos = torch.arange(x.shape[1], device=x.device)[None, :]                # [1, N]
+    idx = torch.where(pos < lengths[:, None], lengths[:, None] - 1 - pos, pos)   # [B, N]
+    idx = idx.view(*idx.shape, *([1] * (x.dim() - 2))).expand_as(x)
+    return x.gather(1, idx)
+
+
+def reversed_in_time(batch: IrregularBatch) -> IrregularBatch:
+    """The batch read from each series' last observation back to its first: valid prefixes reversed,
+    times negated (so still increasing). An encoder run over it runs backwards in time; `flip_valid` of
+    its outputs puts them back in time order."""
+    n = batch.lengths
+    return IrregularBatch(values=flip_valid(batch.values, n), times=-flip_valid(batch.times, n),
+                          mask=flip_valid(batch.mask, n), lengths=n, query_times=batch.query_times)
 
 
 def intervals(times: Tensor) -> Tensor:

@@ -12,7 +12,6 @@ at K evenly spaced points of [0, 1], as the paper and its code do (with K = 128 
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -22,7 +21,7 @@ from torch import Tensor, nn
 
 from ...seq import IrregularBatch, Seq
 from ..base import Block, choice
-from ..layers import TimeEncoding, inverse_softplus
+from ..layers import TimeEncoding, inverse_softplus, multi_time_attention
 from .common import clean_inputs
 
 
@@ -64,13 +63,9 @@ class MTANEncoder(Block):
         b, n, c = values.shape
         h, e = self.cfg.heads, self.cfg.key_width
         ref = self.reference_times()                                        # [K]
-        q = self.query(self.time(ref)).view(-1, h, e)                       # [K, H, E]
+        q = self.query(self.time(ref)).view(1, -1, h, e)                    # [1, K, H, E]
         k = self.key(self.time(times)).view(b, n, h, e)                     # [B, N, H, E]
-        scores = torch.einsum("khe,bnhe->bhkn", q, k) / math.sqrt(e)        # [B, H, K, N]
-        hidden = ~observed[:, None, None]                                   # [B, 1, 1, N, C]
-        scores = scores[..., None].masked_fill(hidden, torch.finfo(scores.dtype).min)   # [B, H, K, N, C]
-        weights = torch.softmax(scores, dim=3)                  # a channel never seen averages zeros: 0
-        pooled = torch.einsum("bhknc,bnc->bkhc", weights, values)           # [B, K, H, C]
+        pooled = multi_time_attention(q, k, values, observed)               # [B, K, H, C]
         seen = observed.any(1).to(values.dtype)[:, None].expand(b, ref.shape[0], c)   # [B, K, C]
         x = self.out(torch.cat([pooled.reshape(b, ref.shape[0], h * c), seen], -1))    # [B, K, D]
         return Seq(x=x, t=ref.expand(b, -1), mask=None, query_t=batch.query_times)

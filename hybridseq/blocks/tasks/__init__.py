@@ -1,6 +1,8 @@
 """Task heads: sequence → outputs."""
 from ...hookspecs import hookimpl
+from .latent_ode import LatentODE
 from .lm import LanguageModelHead
+from .mtand import MTAND
 from .pooled import Classify, Regress
 from .query import Extrapolate, Interpolate
 
@@ -11,4 +13,6 @@ def hybridseq_register_blocks(register):
     register("regress", Regress)
     register("interpolate", Interpolate)
     register("extrapolate", Extrapolate)
+    register("latent_ode", LatentODE)
+    register("mtand", MTAND)
     register("lm", LanguageModelHead)

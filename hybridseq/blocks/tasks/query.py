@@ -126,17 +126,24 @@ class Extrapolate(ODEBlock, QueryHead):
         z0 = self.init(self.norm(masked_pool(seq.x, valid, "last")))         # [B, D]
         t_last = masked_pool(_times(seq)[..., None], valid, "last")[:, 0]    # [B]
         tq = self.queries(seq)                                               # [B, Q]
-        tau = tq - t_last[:, None]                                           # [B, Q] offsets from the last state
-        z = z0[:, None, :].expand(-1, tq.shape[1], -1)                       # [B, Q, D] (τ = 0)
-        rows = torch.arange(tq.shape[0], device=tq.device)[:, None]          # [B, 1]
-        for sign in (1.0, -1.0):                                             # forward, then backward in time
-            side = sign * tau > 0                                            # [B, Q]
-            if not side.any():
-                continue
-            grid = torch.unique(sign * tau[side])                            # [T] sorted positive offsets
-            times = sign * torch.cat([grid.new_zeros(1), grid])              # [T + 1] monotone from 0
-            path = self.solver(self.func, z0, times)                         # [T + 1, B, D]
-            idx = torch.searchsorted(grid, (sign * tau).clamp_min(0).contiguous()) + 1   # [B, Q]
-            idx = torch.where(side, idx.clamp_max(grid.numel()), 0)
-            z = torch.where(side[..., None], path[idx, rows], z)              # [B, Q, D]
+        z = solve_at_offsets(self.solver, self.func, z0, tq - t_last[:, None])   # [B, Q, D]
         return Seq(x=self.readout(z), t=tq)                                  # [B, Q, channels]
+
+
+def solve_at_offsets(solver, func, z0: Tensor, tau: Tensor) -> Tensor:
+    """States [B, Q, D] of the autonomous ODE dz/dt = func(z), z = z0 [B, D] at τ = 0, at the offsets
+    tau [B, Q] of either sign: one solve forward over the union of the positive offsets of the batch,
+    one backward over the negative ones (offset 0 is z0 itself)."""
+    z = z0[:, None, :].expand(-1, tau.shape[1], -1)                          # [B, Q, D] (τ = 0)
+    rows = torch.arange(tau.shape[0], device=tau.device)[:, None]            # [B, 1]
+    for sign in (1.0, -1.0):                                                 # forward, then backward in time
+        side = sign * tau > 0                                                # [B, Q]
+        if not side.any():
+            continue
+        grid = torch.unique(sign * tau[side])                                # [T] sorted positive offsets
+        times = sign * torch.cat([grid.new_zeros(1), grid])                  # [T + 1] monotone from 0
+        path = solver(func, z0, times)                                       # [T + 1, B, D]
+        idx = torch.searchsorted(grid, (sign * tau).clamp_min(0).contiguous()) + 1   # [B, Q]
+        idx = torch.where(side, idx.clamp_max(grid.numel()), 0)
+        z = torch.where(side[..., None], path[idx, rows], z)                  # [B, Q, D]
+    return z
