@@ -202,11 +202,14 @@ _NODES: dict[str, list] = {}
 
 
 def model_nodes(suite, config: str) -> list:
-    """Every block of a configuration with its validated config, as (type, repr) pairs (cached)."""
+    """Every block of a configuration with its validated config, as (type, repr) pairs, and a digest of
+    the initial weights of a small instance, so that a changed initialisation reruns too (cached)."""
     if config not in _NODES:
         cfg = hs.load_config(SUITE.parent / suite.base, [*suite.configs[config], "model.input.channels=1",
                                                          "model.head.classes=2"])
-        _NODES[config] = [(n.type, repr(n.cfg)) for n in hs.validate_model(cfg.model).nodes]
+        torch.manual_seed(0)
+        init = hashlib.sha1(b"".join(p.detach().numpy().tobytes() for p in hs.assemble(cfg.model).parameters()))
+        _NODES[config] = [(n.type, repr(n.cfg)) for n in hs.validate_model(cfg.model).nodes] + [init.hexdigest()]
     return _NODES[config]
 
 

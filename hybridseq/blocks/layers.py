@@ -53,6 +53,9 @@ class SelfAttention(nn.Module):
         self.heads, self.dropout = heads, dropout
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.out = nn.Linear(d_model, d_model)
+        nn.init.xavier_uniform_(self.qkv.weight)         # as nn.MultiheadAttention: Glorot over [3D, D],
+        nn.init.zeros_(self.qkv.bias)                     # zero biases (see docs/layers.md)
+        nn.init.zeros_(self.out.bias)
 
     def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
         b, n, d = x.shape
