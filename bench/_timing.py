@@ -53,3 +53,19 @@ def peak_saved_bytes(run: Callable[[], object], params) -> int:
             lambda h: h.t if isinstance(h, Held) else h):
         run()
     return total["peak"]
+
+
+def fit_within(cfg, splits, cost: dict, projected: float, budget: float, **trainer_options):
+    """Train ``cfg`` with hybridseq's trainer unless its projected seconds pass ``budget``.
+
+    Returns ``(skipped, results)``: the skip record (status, projected time, ``cost``) and None, or None
+    and the trainer's results."""
+    if projected > budget:
+        return {"status": "skipped", "projected_s": projected, **cost}, None
+    from hybridseq.train.trainer import Trainer
+
+    trainer = Trainer(cfg, splits=splits, **trainer_options)
+    try:
+        return None, trainer.fit()
+    finally:
+        trainer.close()

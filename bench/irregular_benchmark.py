@@ -37,14 +37,13 @@ from omegaconf import OmegaConf
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _timing import peak_saved_bytes  # noqa: E402
+from _timing import fit_within, peak_saved_bytes  # noqa: E402
 
 import hybridseq as hs  # noqa: E402
 from hybridseq.data import collate, load_data  # noqa: E402
 from hybridseq.io import append_jsonl, read_jsonl  # noqa: E402
 from hybridseq.train.config import train_config  # noqa: E402
 from hybridseq.train.evaluate import total_nfe  # noqa: E402
-from hybridseq.train.trainer import Trainer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SUITE = ROOT / "configs" / "benchmarks" / "irregular.yaml"
@@ -166,13 +165,9 @@ def hybridseq_run(suite, name: str, splits, protocol: dict, seed: int, budget: f
         opt.step()
     projected = (time.perf_counter() - start) / 2 * len(loader) * protocol["epochs"]
     cost = {"params": sum(p.numel() for p in model.parameters()), "nfe": nfe, "act_mib": memory}
-    if projected > budget:
-        return {"status": "skipped", "projected_s": projected, **cost}
-    trainer = Trainer(cfg, splits=splits, collate=collate)
-    try:
-        results = trainer.fit()
-    finally:
-        trainer.close()
+    skipped, results = fit_within(cfg, splits, cost, projected, budget, collate=collate)
+    if skipped:
+        return skipped
     assert results["selection"] == "last_epoch", results["selection"]
     return {"status": "ok", "accuracy": results["test_accuracy"], "s_per_epoch": results["time_per_epoch"],
             **cost, "nfe": results["nfe"]}

@@ -30,7 +30,7 @@ import torch
 from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _timing import peak_saved_bytes  # noqa: E402
+from _timing import fit_within, peak_saved_bytes  # noqa: E402
 
 import hybridseq as hs  # noqa: E402
 from hybridseq.ablate.sweep import load_sweep  # noqa: E402
@@ -39,7 +39,6 @@ from hybridseq.io import append_jsonl, read_jsonl  # noqa: E402
 from hybridseq.train.config import train_config  # noqa: E402
 from hybridseq.train.prepare import prepare  # noqa: E402
 from hybridseq.train.tasks import with_placeholder_widths  # noqa: E402
-from hybridseq.train.trainer import Trainer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEP = ROOT / "configs" / "sweeps" / "long_range.yaml"
@@ -98,13 +97,9 @@ def probe(cfg, splits) -> tuple[dict, float]:
 def bench_run(cfg, splits, budget: float, progress: bool = False) -> dict:
     """Train one run with hybridseq's trainer, or record it as skipped with its projected cost."""
     cost, projected = probe(cfg, splits)
-    if projected > budget:
-        return {"status": "skipped", "projected_s": projected, **cost}
-    trainer = Trainer(cfg, splits=splits, progress=progress)
-    try:
-        results = trainer.fit()
-    finally:
-        trainer.close()
+    skipped, results = fit_within(cfg, splits, cost, projected, budget, progress=progress)
+    if skipped:
+        return skipped
     return {"status": "ok", "accuracy": results["test_accuracy"], "s_per_epoch": results["time_per_epoch"],
             "epochs": results["epochs"], "selection": results["selection"], "peak_mem_mb": results["peak_mem_mb"],
             "mem_kind": results["mem_kind"], "projected_s": projected, **cost}

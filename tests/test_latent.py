@@ -189,20 +189,14 @@ def test_backward_ode_rnn_summarises_the_future_and_passes_the_block_checks():
     torch.testing.assert_close(moved_last[:, 0], ref["forward"][:, 0])  # forward: the start saw only the start
 
 
-@pytest.mark.parametrize("key,value", [("samples", 0), ("latent", 0), ("obs_std", 0.0), ("obs_std", float("nan")),
-                                       ("kl_weight", -1.0), ("pool", "mean"), ("start", "end")])
-def test_latent_ode_config_errors_name_the_key(key, value):
-    model = {"d_model": 8, "input": {"kind": "irregular", "channels": 2}, "encoder": {"type": "ode_rnn"},
-             "head": {"type": "latent_ode", "channels": 2, key: value}}
-    with pytest.raises(ConfigError) as err:
-        validate_model(model)
-    assert err.value.path == f"model.head.{key}" and "\n" not in str(err.value)
-
-
-@pytest.mark.parametrize("key,value", [("samples", 0), ("heads", 0), ("rec_hidden", 0), ("time_features", 1)])
-def test_mtand_config_errors_name_the_key(key, value):
-    model = {"d_model": 8, "input": {"kind": "irregular", "channels": 2}, "encoder": {"type": "mtan"},
-             "head": {"type": "mtand", "channels": 2, key: value}}
+@pytest.mark.parametrize("encoder,head,key,value", [
+    *[("ode_rnn", "latent_ode", k, v) for k, v in [("samples", 0), ("latent", 0), ("obs_std", 0.0),
+                                                   ("obs_std", float("nan")), ("kl_weight", -1.0),
+                                                   ("pool", "mean"), ("start", "end")]],
+    *[("mtan", "mtand", k, v) for k, v in [("samples", 0), ("heads", 0), ("rec_hidden", 0), ("time_features", 1)]]])
+def test_latent_head_config_errors_name_the_key(encoder, head, key, value):
+    model = {"d_model": 8, "input": {"kind": "irregular", "channels": 2}, "encoder": {"type": encoder},
+             "head": {"type": head, "channels": 2, key: value}}
     with pytest.raises(ConfigError) as err:
         validate_model(model)
     assert err.value.path == f"model.head.{key}" and "\n" not in str(err.value)
