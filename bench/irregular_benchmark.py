@@ -212,8 +212,9 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def table(records: list[dict], configs: list[str], problems: list[str], drops: list[float]) -> str:
-    """Markdown: accuracy (%) mean ± std over seeds per problem and drop, the average per drop, costs."""
+def table(records: list[dict], configs: list[str], problems: list[str], drops: list[float], seeds: int) -> str:
+    """Markdown: accuracy (%) mean ± std over seeds per problem and drop, the average per drop, costs. A cell
+    over fewer or more than ``seeds`` runs says how many it has, e.g. ``(3)``."""
     by = {}
     for r in records:
         by.setdefault((r["config"], r["drop"]), {}).setdefault(r["problem"], []).append(r)
@@ -228,7 +229,7 @@ def table(records: list[dict], configs: list[str], problems: list[str], drops: l
                 ok = [r for r in runs if r["status"] == "ok"]
                 if ok:
                     m, s = mean_std([100 * r["accuracy"] for r in ok])
-                    cells.append(f"{m:.1f} ± {s:.1f}" + (f" ({len(ok)})" if len(ok) < len(runs) or len(ok) < 3 else ""))
+                    cells.append(f"{m:.1f} ± {s:.1f}" + (f" ({len(ok)})" if len(ok) != seeds else ""))
                     means.append(m)
                 elif runs:
                     proj = max(r.get("projected_s", 0) for r in runs)
@@ -312,7 +313,7 @@ def main(argv=None) -> None:
             and s_ in seeds]
     print(f"# irregular benchmark: {protocol['epochs']} epochs, lr {protocol['lr']}, batch {protocol['batch_size']}, "
           f"seeds {seeds}, last epoch's weights, accuracy in % (mean ± std over seeds)")
-    print(table(keep, configs, problems, drops))
+    print(table(keep, configs, problems, drops, len(seeds)))
 
 
 if __name__ == "__main__":

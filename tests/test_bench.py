@@ -46,6 +46,16 @@ def test_over_budget_runs_are_recorded_as_skipped_with_their_projection(tmp_path
     assert all(r["projected_s"] > 0 and r["act_mib"] > 0 for r in records)
 
 
+def test_table_says_how_many_seeds_a_cell_has_when_not_all():
+    bench = load_bench()
+    run = {"config": "ref:gru", "problem": "Trace", "drop": 0.5, "status": "ok", "params": 1, "s_per_epoch": 1.0,
+           "nfe": 0, "act_mib": 1.0}
+    records = [{**run, "accuracy": a} for a in (0.5, 0.7)] + [{**run, "problem": "Coffee", "accuracy": a}
+                                                              for a in (0.4, 0.6, 0.8)]
+    text = bench.table(records, ["ref:gru"], ["Trace", "Coffee"], [0.5], seeds=3)
+    assert "| ref:gru | 60.0 ± 14.1 (2) | 60.0 ± 20.0 | 60.0 |" in text
+
+
 def test_every_configuration_of_the_suite_validates():
     """Each row of the benchmark is a valid hybridseq config on 3 channels and 4 classes."""
     bench = load_bench()
