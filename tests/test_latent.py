@@ -100,6 +100,27 @@ def test_iwae_with_one_sample_is_the_elbo_and_kl_weight_scales_the_kl():
     assert float(off["elbo"]) == pytest.approx(float(terms["log_likelihood"]), rel=1e-6)
 
 
+@pytest.mark.parametrize("head", ["latent_ode", "mtand"])
+def test_kl_warmup_ramps_beta_over_training_steps_and_resumes_from_the_state_dict(head):
+    """β = kl_weight · min(1, n / kl_warmup) at the n-th training step (n from 0); evaluation uses the full β;
+    the step count is in the state dict, so a model restored mid-ramp goes on from where it was."""
+    def build():
+        opts = {"kl_weight": 2.0, "kl_warmup": 4}
+        if head == "latent_ode":
+            return _latent_ode(**opts)
+        return build_block("mtand", d_model=D, channels=C, latent=Z, samples=2, rec_hidden=4, gen_hidden=4,
+                           hidden=6, time_features=4, key_width=4, **opts)
+
+    model = build()
+    inputs = example_input(type(model), model.cfg)
+    betas = [model.train()(inputs).predictive.kl_weight for _ in range(3)]
+    assert betas == [0.0, 0.5, 1.0]
+    assert model.eval()(inputs).predictive.kl_weight == 2.0                 # no step counted in eval
+    restored = build()
+    restored.load_state_dict(model.state_dict())
+    assert [restored.train()(inputs).predictive.kl_weight for _ in range(3)] == [1.5, 2.0, 2.0]
+
+
 def test_latent_ode_gradients_reach_the_recognition_network_through_the_bound():
     model_cfg = {"d_model": 8, "input": {"kind": "irregular", "channels": 2},
                  "encoder": {"type": "ode_rnn", "direction": "backward", "hidden": 6, "field_width": 8},
@@ -192,7 +213,7 @@ def test_backward_ode_rnn_summarises_the_future_and_passes_the_block_checks():
 @pytest.mark.parametrize("encoder,head,key,value", [
     *[("ode_rnn", "latent_ode", k, v) for k, v in [("samples", 0), ("latent", 0), ("obs_std", 0.0),
                                                    ("obs_std", float("nan")), ("kl_weight", -1.0),
-                                                   ("pool", "mean"), ("start", "end")]],
+                                                   ("kl_warmup", -1), ("pool", "mean"), ("start", "end")]],
     *[("mtan", "mtand", k, v) for k, v in [("samples", 0), ("heads", 0), ("rec_hidden", 0), ("time_features", 1)]]])
 def test_latent_head_config_errors_name_the_key(encoder, head, key, value):
     model = {"d_model": 8, "input": {"kind": "irregular", "channels": 2}, "encoder": {"type": encoder},

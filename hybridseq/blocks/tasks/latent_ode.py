@@ -34,7 +34,7 @@ from ...solvers import SolverConfig
 from ..base import ODEBlock, choice
 from ..layers import MLPField, masked_pool
 from .query import QueryHead, _times, solve_at_offsets
-from .variational import MIN_STD, LatentBound, LatentConfig, gaussian_kl, with_samples
+from .variational import MIN_STD, KLWeight, LatentBound, LatentConfig, gaussian_kl, with_samples
 
 
 class LatentODE(ODEBlock, QueryHead):
@@ -52,6 +52,7 @@ class LatentODE(ODEBlock, QueryHead):
 
     def __init__(self, cfg: Config):
         super().__init__(cfg)
+        self.kl_weight = KLWeight(cfg)
         z = cfg.latent
         self.posterior = nn.Sequential(nn.Linear(cfg.d_model, cfg.posterior_hidden), nn.Tanh(),
                                        nn.Linear(cfg.posterior_hidden, 2 * z))
@@ -76,5 +77,5 @@ class LatentODE(ODEBlock, QueryHead):
         x = self.decoder(solve_at_offsets(self.solver, self.func, mean, tau))              # [B, Q, C]
         z = solve_at_offsets(self.solver, self.func, z0.flatten(0, 1), tau.repeat(cfg.samples, 1))   # [K B, Q, Z]
         decoded = self.decoder(z).view(cfg.samples, b, q, cfg.channels)     # [K, B, Q, C]
-        bound = LatentBound(decoded, gaussian_kl(mean, std).sum(-1), cfg.obs_std, cfg.kl_weight, cfg.normalise)
+        bound = LatentBound(decoded, gaussian_kl(mean, std).sum(-1), cfg.obs_std, self.kl_weight(), cfg.normalise)
         return Seq(x=x, t=tq, predictive=bound)                              # [B, Q, C] at z0 = μ

@@ -14,7 +14,7 @@ Output: ``x`` [B, Q, channels] is the decoding of the posterior mean (determinis
 holds the K sampled decodings. Defaults follow the authors' interpolation runs (``--k-iwae 5 --norm
 --std 0.01``, GRU widths 32 / 50, MLP width 50). Deliberate differences: the time embedding is the learned
 `TimeEncoding` (Time2Vec with spread initial frequencies) of ``time_features`` entries (the authors: 128);
-no KL annealing (their ``--kl`` ramps the KL weight from 0 over the first epochs; ``kl_weight`` is fixed);
+the KL is not annealed by default (their ``--kl`` ramps its weight from 0; ``kl_warmup`` does it here);
 padded positions of the incoming sequence are skipped by the GRUs and masked in the attention.
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ from ...errors import ConfigError
 from ...seq import Seq
 from ..layers import TimeEncoding, multi_time_attention
 from .query import QUERY_MAX_FREQ, QueryHead, _times
-from .variational import LatentBound, LatentConfig, gaussian_kl, with_samples
+from .variational import KLWeight, LatentBound, LatentConfig, gaussian_kl, with_samples
 
 
 def packed_gru(rnn: nn.GRU, x: Tensor, valid: Tensor) -> Tensor:
@@ -68,6 +68,7 @@ class MTAND(QueryHead):
 
     def __init__(self, cfg: Config):
         super().__init__(cfg)
+        self.kl_weight = KLWeight(cfg)
         z, r, g = cfg.latent, cfg.rec_hidden, cfg.gen_hidden
         self.recognise = nn.GRU(cfg.d_model, r, batch_first=True, bidirectional=True)
         self.posterior = nn.Sequential(nn.Linear(2 * r, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, 2 * z))
@@ -94,5 +95,5 @@ class MTAND(QueryHead):
         att = multi_time_attention(queries, keys, states, valid_s[..., None])           # [S B, Q, H, 2G]
         decoded = self.readout(self.mix(att.flatten(-2))).view(s, b, q, cfg.channels)   # [S, B, Q, C]
         kl = (gaussian_kl(mean, std).sum(-1) * valid.to(mean.dtype)).sum(-1)            # [B]
-        bound = LatentBound(decoded[1:], kl, cfg.obs_std, cfg.kl_weight, cfg.normalise)
+        bound = LatentBound(decoded[1:], kl, cfg.obs_std, self.kl_weight(), cfg.normalise)
         return Seq(x=decoded[0], t=tq, predictive=bound)                     # [B, Q, C] at z = μ
