@@ -1,5 +1,7 @@
 """ContiFormer: the continuous query and the key/value ODEs against independent references, the
 closed-form linear dynamics, full stacked layers, PhysioPro's layer formula, checkpointing, adjoint."""
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -107,6 +109,31 @@ def test_contiformer_linear_dynamics_closed_form_equals_the_solved_odes(causal, 
         pairs &= torch.ones(6, 6, dtype=torch.bool).tril()
     torch.testing.assert_close(scores[pairs], ref[0][pairs], rtol=1e-7, atol=1e-8)
     torch.testing.assert_close(means[pairs], ref[1][pairs], rtol=1e-7, atol=1e-8)
+
+
+@pytest.mark.parametrize("rates", ["default", "zero_init", "mixed"])
+def test_linear_dynamics_mixes_values_without_the_pairwise_means(rates):
+    """`LinearDynamics.mix` (separable, or m's Taylor series where |μ| is small) equals Σ_j a_ij v̄_ij over
+    the materialised value means, with repeated time stamps and padding, in value and gradient."""
+    block = _build("contiformer", dynamics="linear", zero_init=rates == "zero_init").double()
+    dyn = block.layers[0].attention.dynamics
+    if rates == "mixed":                # pair 0 near the series radius (|μ| · span 0.07), pair 1 fast
+        with torch.no_grad():
+            dyn.value_freq[:, 0] = 0.0
+            dyn.value_decay[:, 0] = math.log(math.expm1(0.05))
+            dyn.value_freq[:, 1] = 40.0
+    g = torch.Generator().manual_seed(1)
+    times = torch.tensor([[0.0, 0.1, 0.1, 0.35, 0.9, 1.4], [0.2, 0.2, 0.5, 0.5, 0.5, 0.5]], dtype=torch.float64)
+    v = torch.randn(2, 6, 8, dtype=torch.float64, generator=g, requires_grad=True)
+    attn = torch.softmax(torch.randn(2, 6, 6, 2, dtype=torch.float64, generator=g), 2).requires_grad_()
+    _, means = dyn.integrals(None, torch.zeros(2, 5, 8, 4, dtype=torch.float64), v, v, v, times, 2, False)
+    ref = torch.einsum("bijh,bijhe->bihe", attn, means.view(2, 6, 6, 2, 4)).reshape(2, 6, 8)
+    out = dyn.mix(attn, v, times)
+    torch.testing.assert_close(out, ref, rtol=1e-7, atol=1e-8)       # `mean_exp`'s own series: < 1e-8
+    w = torch.randn(2, 6, 8, dtype=torch.float64, generator=g)
+    grads = [torch.autograd.grad((y * w).sum(), (v, attn)) for y in (out, ref)]
+    for mine, theirs in zip(*grads):
+        torch.testing.assert_close(mine, theirs, rtol=1e-7, atol=1e-8)
 
 
 def test_contiformer_keys_and_values_have_separate_odes():

@@ -43,22 +43,27 @@ class ContiAttention(nn.Module):
                                           TimeField(d, cfg.field_width, cfg.zero_init), cfg.checkpoint))
         self.scale = 1.0 / math.sqrt(d // cfg.heads)
 
+    def project(self, x: Tensor, times: Tensor, valid: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The query path's coefficients [B, N-1, D, 4] and q, k, v [B, N, D]."""
+        q, k, v = self.q(x), self.k(x), self.v(x)
+        return query_path(q, times, valid, self.query_kind), q, k, v
+
     def integrals(self, x: Tensor, times: Tensor, valid: Tensor, solver) -> tuple[Tensor, Tensor]:
         """Interval means: scores [B, N_i, N_j, H] (unscaled) and values [B, N_i, N_j, D]."""
-        q, k, v = self.q(x), self.k(x), self.v(x)                            # 3 x [B, N, D]
-        coeffs = query_path(q, times, valid, self.query_kind)                # [B, N-1, D, 4]
+        coeffs, q, k, v = self.project(x, times, valid)
         return self.dynamics.integrals(solver, coeffs, q, k, v, times, self.heads, self.causal)
 
     def forward(self, x: Tensor, times: Tensor, valid: Tensor, solver) -> Tensor:
-        b, n, d = x.shape
-        scores, values = self.integrals(x, times, valid, solver)
+        n = x.shape[1]
         keep = valid[:, None, :, None]                                       # [B, 1, N_j, 1]
         if self.causal:
             keep = keep & torch.ones(n, n, dtype=torch.bool, device=x.device).tril()[None, :, :, None]
-        scores = (scores * self.scale).masked_fill(~keep, torch.finfo(scores.dtype).min)
-        attn = torch.softmax(scores, dim=2)                                  # over keys j
-        out = torch.einsum("bijh,bijhe->bihe", attn, values.view(b, n, n, self.heads, -1))
-        return self.out(out.reshape(b, n, d))
+
+        def weigh(scores: Tensor) -> Tensor:                                 # [B, N_i, N_j, H], softmax over j
+            return torch.softmax((scores * self.scale).masked_fill(~keep, torch.finfo(scores.dtype).min), dim=2)
+
+        coeffs, q, k, v = self.project(x, times, valid)
+        return self.out(self.dynamics.attend(solver, coeffs, q, k, v, times, self.heads, self.causal, weigh))
 
 
 class ContiFormerLayer(nn.Module):

@@ -38,6 +38,8 @@ SERIES_TERMS = 24                    # enough for |x| < 2 in float64
 MEAN_EXP_RADIUS = 0.1                # |x| below which mean_exp sums 5 Taylor terms (error < 1e-8)
 MAX_DECAY = 10.0                     # cap on -Re λ per unit time (backward trajectories grow as e^{decay·span})
 POWERS = 4                           # coefficients of a cubic query polynomial in σ
+MIX_SERIES_RADIUS = 0.1              # |μ| · time span below which `LinearDynamics.mix` sums m's Taylor series
+MIX_SERIES_TERMS = 8                 # its terms: truncation below 0.1^8 / 9! ≈ 3e-14
 
 
 def query_path(q: Tensor, times: Tensor, valid: Tensor, kind: str) -> Tensor:
@@ -185,6 +187,13 @@ class ODEDynamics(nn.Module):
         qk = torch.einsum("bdp,bjpd->bjd", c, moments[:, :, :powers]).unflatten(-1, (heads, -1)).sum(-1)
         return y1[..., :2 * d], field.dt[:, None, None] * torch.cat([qk, moments[:, :, powers]], -1)
 
+    def attend(self, solver, coeffs, q, k, v, times, heads: int, causal: bool, weigh) -> Tensor:
+        """Σ_j a_ij v̄_ij [B, N_i, D] with a = ``weigh(scores)`` [B, N_i, N_j, H]."""
+        b, n, d = v.shape
+        scores, values = self.integrals(solver, coeffs, q, k, v, times, heads, causal)
+        out = torch.einsum("bijh,bijhe->bihe", weigh(scores), values.view(b, n, n, heads, -1))
+        return out.reshape(b, n, d)
+
     def integrals(self, solver, coeffs, q, k, v, times, heads: int, causal: bool) -> tuple[Tensor, Tensor]:
         n = k.shape[1]
         fwd = self._sweep(solver, coeffs, k, v, times, heads, backward=False)
@@ -232,9 +241,9 @@ class LinearDynamics(nn.Module):
     def value(self, tau: Tensor, v: Tensor) -> Tensor:
         return self._real(self._rate(self.value_freq, self.value_decay, v) * self._complex(v)).to(v.dtype)
 
-    def integrals(self, solver, coeffs, q, k, v, times, heads: int, causal: bool) -> tuple[Tensor, Tensor]:
+    def scores(self, coeffs, q, k, times, heads: int) -> Tensor:
+        """Interval means of q(τ)·k_j(τ) per head [B, N_i, N_j, H] (unscaled), in closed form."""
         lam = self._rate(self.key_freq, self.key_decay, k)                  # [H, P]
-        mu = self._rate(self.value_freq, self.value_decay, k)
         t = times.to(lam.real.dtype)
         dt = t.diff(dim=1)                                                   # [B, N-1]
         qc = self._complex(coeffs.transpose(-1, -2)).conj()                  # [B, N-1, powers, H, P]
@@ -250,6 +259,42 @@ class LinearDynamics(nn.Module):
         own = (a * c).sum(-1)                                                # [B, N_j, H]: a_j · C_j
         integral = (torch.einsum("bjhp,bihp->bijh", a, c) - own[:, None]).real.to(t.dtype)   # [B, N_i, N_j, H]
         span = t[:, :, None] - t[:, None, :]                                 # t_i - t_j
-        scores = _finish(span, integral, start_scores(q.to(t.dtype), k.to(t.dtype), heads))
+        return _finish(span, integral, start_scores(q.to(t.dtype), k.to(t.dtype), heads)).to(q.dtype)
+
+    def mix(self, attn: Tensor, v: Tensor, times: Tensor) -> Tensor:
+        """Σ_j a_ij v̄_ij [B, N_i, D] for weights attn [B, N_i, N_j, H], without the [N, N, D] value means.
+
+        v̄_ij = z_j m(μ Δ_ij), m(x) = (e^x - 1) / x, Δ_ij = t_i - t_j. Where |μ| · (the batch's time span) is
+        at least ``MIX_SERIES_RADIUS``, m(μΔ) = (e^{μ t_i} e^{-μ t_j} - 1) / (μ Δ) splits the sum into
+        e^{μ t_i} Σ_j (a_ij / Δ_ij) e^{-μ t_j} z_j - Σ_j (a_ij / Δ_ij) z_j, over 1 / μ, plus Σ_j a_ij z_j over
+        the pairs with Δ = 0; below it, m's Taylor series with Δ^n expanded binomially in t_i and t_j. All in
+        float64 from the series' first time."""
+        z = self._complex(v).to(torch.complex128)                            # [B, N, H, P]
+        mu = self._rate(self.value_freq, self.value_decay, v).to(torch.complex128)   # [H, P]
+        rel = (times - times[:, :1]).double()                                # [B, N]
+        span = rel[:, :, None] - rel[:, None, :]                             # [B, N, N]: Δ_ij
+        a = attn.double()
+        moved = (span != 0)[..., None]                                       # [B, N, N, 1]
+        inverse = torch.where(moved, a / torch.where(moved, span[..., None], 1.0), 0.0).to(z.dtype)
+        still = torch.where(moved, 0.0, a).to(z.dtype)                       # weights of the pairs with Δ = 0
+        r = rel[..., None, None]                                             # [B, N, 1, 1]
+        far = (torch.exp(mu * r) * torch.einsum("bijh,bjhp->bihp", inverse, torch.exp(-mu * r) * z)
+               - torch.einsum("bijh,bjhp->bihp", inverse, z)) / mu + torch.einsum("bijh,bjhp->bihp", still, z)
+        weights = a.to(z.dtype)
+        sums = [torch.einsum("bijh,bjhp->bihp", weights, (-r) ** m * z) for m in range(MIX_SERIES_TERMS)]
+        near = sum(mu ** n / math.factorial(n + 1) * sum(math.comb(n, j) * r ** j * sums[n - j] for j in range(n + 1))
+                   for n in range(MIX_SERIES_TERMS))                         # Σ_n μ^n/(n+1)! Σ_j a_ij Δ_ij^n z_j
+        series = mu.abs() * rel.abs().amax().clamp_min(1e-30) < MIX_SERIES_RADIUS   # [H, P]
+        return self._real(torch.where(series, near, far)).to(v.dtype)       # [B, N, D]
+
+    def attend(self, solver, coeffs, q, k, v, times, heads: int, causal: bool, weigh) -> Tensor:
+        """Σ_j a_ij v̄_ij [B, N_i, D] with a = ``weigh(scores)``: closed-form scores, separable mixing."""
+        return self.mix(weigh(self.scores(coeffs, q, k, times, heads)), v, times)
+
+    def integrals(self, solver, coeffs, q, k, v, times, heads: int, causal: bool) -> tuple[Tensor, Tensor]:
+        """Scores [B, N_i, N_j, H] and the value means v̄_ij [B, N_i, N_j, D] themselves (for checks)."""
+        mu = self._rate(self.value_freq, self.value_decay, k)                # [H, P]
+        t = times.to(mu.real.dtype)
+        span = t[:, :, None] - t[:, None, :]                                 # t_i - t_j
         w = self._complex(v)[:, None] * mean_exp(mu * span[..., None, None])  # [B, N_i, N_j, H, P]
-        return scores.to(q.dtype), self._real(w).to(v.dtype)
+        return self.scores(coeffs, q, k, times, heads), self._real(w).to(v.dtype)
