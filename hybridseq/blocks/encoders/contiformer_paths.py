@@ -272,20 +272,25 @@ class LinearDynamics(nn.Module):
         z = self._complex(v).to(torch.complex128)                            # [B, N, H, P]
         mu = self._rate(self.value_freq, self.value_decay, v).to(torch.complex128)   # [H, P]
         rel = (times - times[:, :1]).double()                                # [B, N]
-        span = rel[:, :, None] - rel[:, None, :]                             # [B, N, N]: Δ_ij
-        a = attn.double()
-        moved = (span != 0)[..., None]                                       # [B, N, N, 1]
-        inverse = torch.where(moved, a / torch.where(moved, span[..., None], 1.0), 0.0).to(z.dtype)
-        still = torch.where(moved, 0.0, a).to(z.dtype)                       # weights of the pairs with Δ = 0
         r = rel[..., None, None]                                             # [B, N, 1, 1]
-        far = (torch.exp(mu * r) * torch.einsum("bijh,bjhp->bihp", inverse, torch.exp(-mu * r) * z)
-               - torch.einsum("bijh,bjhp->bihp", inverse, z)) / mu + torch.einsum("bijh,bjhp->bihp", still, z)
-        weights = a.to(z.dtype)
-        sums = [torch.einsum("bijh,bjhp->bihp", weights, (-r) ** m * z) for m in range(MIX_SERIES_TERMS)]
-        near = sum(mu ** n / math.factorial(n + 1) * sum(math.comb(n, j) * r ** j * sums[n - j] for j in range(n + 1))
-                   for n in range(MIX_SERIES_TERMS))                         # Σ_n μ^n/(n+1)! Σ_j a_ij Δ_ij^n z_j
+        a = attn.double()
         series = mu.abs() * rel.abs().amax().clamp_min(1e-30) < MIX_SERIES_RADIUS   # [H, P]
-        return self._real(torch.where(series, near, far)).to(v.dtype)       # [B, N, D]
+        out = 0
+        if series.any():                                                     # Σ_n μ^n/(n+1)! Σ_j a_ij Δ_ij^n z_j
+            sums = [torch.einsum("bijh,bjhp->bihp", a.to(z.dtype), (-r) ** m * z) for m in range(MIX_SERIES_TERMS)]
+            near = sum(mu ** n / math.factorial(n + 1) * sum(math.comb(n, j) * r ** j * sums[n - j]
+                                                             for j in range(n + 1)) for n in range(MIX_SERIES_TERMS))
+            out = torch.where(series, near, out)
+        if not series.all():
+            safe = torch.where(series, 1.0, mu)                              # no 1 / μ where the series is used
+            span = rel[:, :, None] - rel[:, None, :]                         # [B, N, N]: Δ_ij
+            moved = (span != 0)[..., None]                                   # [B, N, N, 1]
+            inverse = torch.where(moved, a / torch.where(moved, span[..., None], 1.0), 0.0).to(z.dtype)
+            still = torch.where(moved, 0.0, a).to(z.dtype)                   # weights of the pairs with Δ = 0
+            far = (torch.exp(safe * r) * torch.einsum("bijh,bjhp->bihp", inverse, torch.exp(-safe * r) * z)
+                   - torch.einsum("bijh,bjhp->bihp", inverse, z)) / safe + torch.einsum("bijh,bjhp->bihp", still, z)
+            out = torch.where(series, out, far)
+        return self._real(out).to(v.dtype)                                   # [B, N, D]
 
     def attend(self, solver, coeffs, q, k, v, times, heads: int, causal: bool, weigh) -> Tensor:
         """Σ_j a_ij v̄_ij [B, N_i, D] with a = ``weigh(scores)``: closed-form scores, separable mixing."""
