@@ -29,7 +29,7 @@ from ...errors import ConfigError
 from ...seq import Seq
 from ..layers import TimeEncoding, multi_time_attention
 from .query import QUERY_MAX_FREQ, QueryHead, _times
-from .variational import KLWeight, LatentBound, LatentConfig, gaussian_kl, with_samples
+from .variational import KLWeight, LatentBound, LatentConfig, at_least_one, gaussian_kl, with_samples
 
 
 def packed_gru(rnn: nn.GRU, x: Tensor, valid: Tensor) -> Tensor:
@@ -54,10 +54,7 @@ class MTAND(QueryHead):
 
         def validate(self, path: str) -> None:
             LatentConfig.validate(self, path)
-            for key in ("rec_hidden", "gen_hidden", "hidden", "heads", "key_width"):
-                value = getattr(self, key)
-                if value < 1:
-                    raise ConfigError(f"{path}.{key}", f"must be >= 1, got {value}", got=value)
+            at_least_one(self, path, ("rec_hidden", "gen_hidden", "hidden", "heads", "key_width"))
             if self.time_features < 2:
                 raise ConfigError(f"{path}.time_features", f"must be >= 2, got {self.time_features}",
                                   got=self.time_features)

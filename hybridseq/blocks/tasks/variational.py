@@ -29,6 +29,14 @@ LOG_2PI = math.log(2 * math.pi)
 MIN_STD = 1.0e-4             # floor of a posterior std, so that log s and the KL stay finite
 
 
+def at_least_one(cfg, path: str, keys) -> None:
+    """ConfigError at ``path.key`` for the first of ``keys`` whose value in ``cfg`` is below 1."""
+    for key in keys:
+        value = getattr(cfg, key)
+        if value < 1:
+            raise ConfigError(f"{path}.{key}", f"must be >= 1, got {value}", got=value)
+
+
 @dataclass
 class LatentConfig(QueryHead.Config):
     latent: int = 16             # size of the latent state z
@@ -39,10 +47,7 @@ class LatentConfig(QueryHead.Config):
     kl_warmup: int = 0           # training steps over which β ramps linearly from 0 (0: no warm-up)
 
     def validate(self, path: str) -> None:
-        for key in ("latent", "samples"):
-            value = getattr(self, key)
-            if value < 1:
-                raise ConfigError(f"{path}.{key}", f"must be >= 1, got {value}", got=value)
+        at_least_one(self, path, ("latent", "samples"))
         if self.kl_warmup < 0:
             raise ConfigError(f"{path}.kl_warmup", f"must be >= 0 (training steps), got {self.kl_warmup}",
                               got=self.kl_warmup)
