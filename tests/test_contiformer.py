@@ -114,7 +114,7 @@ def test_contiformer_linear_dynamics_closed_form_equals_the_solved_odes(causal, 
 @pytest.mark.parametrize("rates", ["default", "zero_init", "mixed"])
 def test_linear_dynamics_mixes_values_without_the_pairwise_means(rates):
     """`LinearDynamics.mix` (separable, or m's Taylor series where |μ| is small) equals Σ_j a_ij v̄_ij over
-    the materialised value means, with repeated time stamps and padding, in value and gradient."""
+    the materialised value means, with repeated time stamps, in value and gradient."""
     block = _build("contiformer", dynamics="linear", zero_init=rates == "zero_init").double()
     dyn = block.layers[0].attention.dynamics
     if rates == "mixed":                # pair 0 near the series radius (|μ| · span 0.07), pair 1 fast
