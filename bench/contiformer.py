@@ -5,7 +5,10 @@ One attention layer, forward + backward, B series of T irregular times in [0, 1]
 
 - ``ours mlp``: hybridseq's ``contiformer`` attention, neural key/value fields, rk4 one step per
   observation interval (the default), forward and backward sweeps; ``ours mlp checkpoint``: the same
-  with ``checkpoint: true`` (each interval solved again in backward); ``ours mlp adjoint``: with
+  with ``checkpoint: true`` (each interval solved again in backward); ``ours mlp stream``: with
+  ``stream: true`` (attention read out during the sweeps, backward re-solves: memory linear in T), and
+  also with ``solver.method: midpoint`` (two field evaluations per interval instead of four: less
+  accurate than rk4, still far more than PhysioPro's two-end rule); ``ours mlp adjoint``: with
   ``solver.adjoint: true``; ``ours linear``: ``dynamics: linear``, closed form, no solver.
 - ``physiopro``: PhysioPro's ContiFormer attention at its shipped UEA settings, written independently
   here from its equations: the N² pair trajectories of keys and of values each solved over s ∈ [-1, 1]
@@ -169,9 +172,11 @@ def main() -> None:
     torch.manual_seed(0)
     blocks = {name: build_block("contiformer", d_in=3, d_model=D_MODEL, heads=HEADS, **over).to(device)
               for name, over in (("ours mlp", {}), ("ours mlp checkpoint", {"checkpoint": True}),
+                                 ("ours mlp stream", {"stream": True}),
+                                 ("ours mlp stream midpoint", {"stream": True, "solver": {"method": "midpoint"}}),
                                  ("ours mlp adjoint", {"solver": {"method": "rk4", "adjoint": True}}),
                                  ("ours linear", {"dynamics": "linear"}))}
-    for name in ("ours mlp checkpoint", "ours mlp adjoint"):
+    for name in ("ours mlp checkpoint", "ours mlp stream", "ours mlp stream midpoint", "ours mlp adjoint"):
         blocks[name].load_state_dict(blocks["ours mlp"].state_dict())
     physiopro = PhysioProAttention(D_MODEL, HEADS).to(device)
     tight = ODESolver(SolverConfig(method="dopri5", rtol=1e-7, atol=1e-9))

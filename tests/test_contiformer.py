@@ -230,3 +230,74 @@ def test_contiformer_adjoint_gradients_equal_direct_backprop():
         block(batch).x[batch.valid].square().sum().backward()
         grads.append(torch.cat([p.grad.flatten() for p in block.parameters()]))
     torch.testing.assert_close(grads[1], grads[0], rtol=1e-5, atol=1e-7)
+
+
+def _saved_bytes(run) -> int:
+    """Bytes of the tensors autograd saves while ``run`` builds its graph (each save counted)."""
+    total = [0]
+
+    def pack(t):
+        total[0] += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        run()
+    return total[0]
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_contiformer_streamed_attention_equals_the_full_one_in_memory_linear_in_t(causal):
+    results = []
+    for stream in (False, True):
+        block = _build("contiformer", stream=stream, causal=causal).double()
+        batch = example_input(type(block), block.cfg, batch=2, length=6).to(dtype=torch.float64)
+        batch.times[:, 3] = batch.times[:, 2]                               # a repeated stamp
+        out = block(batch).x[batch.valid]
+        (out.square().sum() + out.sum()).backward()
+        results.append((out.detach(), torch.cat([p.grad.flatten() for p in block.parameters()])))
+    torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(results[1][1], results[0][1], rtol=1e-7, atol=1e-9)   # up to the reconstruction
+
+    def saved(stream, n):
+        block = _build("contiformer", stream=stream, d_model=16, heads=2)
+        att, x = block.layers[0].attention, torch.randn(2, n, 16)
+        times, valid = torch.sort(torch.rand(2, n), 1).values, torch.ones(2, n, dtype=torch.bool)
+        return _saved_bytes(lambda: att(x, times, valid, block.solver))
+
+    assert saved(True, 32) / saved(True, 16) < 2.2                         # linear in T
+    assert saved(False, 32) / saved(False, 16) > 3.2                       # the full attention: quadratic
+    assert saved(True, 32) < saved(False, 32) / 8
+
+
+def test_contiformer_stream_is_refused_with_linear_dynamics_or_checkpoint():
+    from hybridseq import ConfigError
+    for over in ({"dynamics": "linear"}, {"checkpoint": True}):
+        with pytest.raises(ConfigError, match="stream"):
+            block_config("contiformer", {"stream": True, **over})
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_contiformer_streamed_attention_trains_under_autocast(dtype):
+    block = _build("contiformer", stream=True).train()
+    batch = example_input(type(block), block.cfg, batch=2, length=5)
+    with torch.autocast("cpu", dtype=dtype):
+        out = block(batch).x[batch.valid]
+    out.float().square().sum().backward()                                  # backward outside, as the trainer
+    grads = [p.grad for p in block.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert block.layers[0].attention.dynamics.key.inner.weight.grad.abs().sum() > 0
+
+
+def test_contiformer_bench_quick_run_prints_every_method_and_the_pair_check():
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).parents[1] / "bench" / "contiformer.py"
+    out = subprocess.run([sys.executable, str(bench), "--quick"], capture_output=True, text=True, check=True).stdout
+    rows = {line.split("|")[2].strip() for line in out.splitlines() if line.startswith("| 8 |")}
+    assert rows == {"ours mlp", "ours mlp checkpoint", "ours mlp stream", "ours mlp stream midpoint",
+                    "ours mlp adjoint", "ours linear", "physiopro", "per-pair loop"}
+    gap = float(re.search(r"max \|difference\| ([0-9.e+-]+)", out).group(1))
+    assert gap < 1e-5                                                      # the loop agrees with the sweeps

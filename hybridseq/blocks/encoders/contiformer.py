@@ -28,6 +28,7 @@ from ..base import ODEBlock, choice
 from ..layers import TimeEncoding, check_heads
 from .common import clean_inputs
 from .contiformer_paths import LinearDynamics, ODEDynamics, TimeField, query_path
+from .contiformer_stream import streamed_attention
 
 
 class ContiAttention(nn.Module):
@@ -42,6 +43,7 @@ class ContiAttention(nn.Module):
                          else ODEDynamics(TimeField(d, cfg.field_width, cfg.zero_init),
                                           TimeField(d, cfg.field_width, cfg.zero_init), cfg.checkpoint))
         self.scale = 1.0 / math.sqrt(d // cfg.heads)
+        self.stream = cfg.stream
 
     def project(self, x: Tensor, times: Tensor, valid: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """The query path's coefficients [B, N-1, D, 4] and q, k, v [B, N, D]."""
@@ -63,6 +65,9 @@ class ContiAttention(nn.Module):
             return torch.softmax((scores * self.scale).masked_fill(~keep, torch.finfo(scores.dtype).min), dim=2)
 
         coeffs, q, k, v = self.project(x, times, valid)
+        if self.stream:
+            return self.out(streamed_attention(self.dynamics, solver, coeffs, q, k, v, times, valid, self.heads,
+                                               self.causal, self.scale))
         return self.out(self.dynamics.attend(solver, coeffs, q, k, v, times, self.heads, self.causal, weigh))
 
 
@@ -99,6 +104,7 @@ class ContiFormerEncoder(ODEBlock):
         field_width: int = 32            # hidden width of each key/value field (dynamics: mlp)
         zero_init: bool = False          # start with constant trajectories (fields' output layer / λ at 0)
         checkpoint: bool = False         # dynamics mlp: re-solve each interval in backward (less memory)
+        stream: bool = False             # dynamics mlp: read attention out during the sweeps, memory linear in T
         mlp_ratio: float = 4.0           # feed-forward width / d_model
         norm_first: bool = False         # pre-norm; false = post-norm (the paper's Transformer layer)
         dropout: float = 0.0
@@ -110,6 +116,10 @@ class ContiFormerEncoder(ODEBlock):
             if self.dynamics == "linear" and (self.d_model // self.heads) % 2:
                 raise ConfigError(f"{path}.dynamics", f"'linear' pairs features into complex numbers: d_model / "
                                   f"heads ({self.d_model // self.heads}) must be even", got=self.dynamics)
+            if self.stream and (self.dynamics != "mlp" or self.checkpoint):
+                raise ConfigError(f"{path}.stream", "streaming applies to dynamics 'mlp' without checkpoint "
+                                  f"(got dynamics '{self.dynamics}', checkpoint {self.checkpoint}); "
+                                  "set one of stream / checkpoint", got=self.stream)
             if self.layers < 1:
                 raise ConfigError(f"{path}.layers", f"must be >= 1, got {self.layers}", got=self.layers)
             if not 0.0 <= self.dropout < 1.0:

@@ -128,15 +128,17 @@ class _Interval(nn.Module):
         super().__init__()
         self.dyn, self.t0, self.dt, self.powers, self.backward = dyn, t0, dt, powers, backward
 
+    def flow(self, s: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        """d[k, v]/ds [B, J, 2D] of the keys' states alone."""
+        tau = (self.t0 + s * self.dt)[:, None].expand(k.shape[:2])          # [B, J]
+        return self.dt[:, None, None] * torch.cat([self.dyn.key(tau, k), self.dyn.value(tau, v)], -1)
+
     def forward(self, s: Tensor, y: Tensor) -> Tensor:
-        b, j, _ = y.shape
         d = y.shape[-1] // (3 + self.powers)
         k, v = y[..., :d], y[..., d:2 * d]
-        tau = (self.t0 + s * self.dt)[:, None].expand(b, j)                 # [B, J]
         sigma = 1 - s if self.backward else s
         moments = [k * sigma**p for p in range(self.powers)]                 # P x [B, J, D]
-        flow = self.dt[:, None, None] * torch.cat([self.dyn.key(tau, k), self.dyn.value(tau, v)], -1)
-        return torch.cat([flow, *moments, v], -1)
+        return torch.cat([self.flow(s, k, v), *moments, v], -1)
 
 
 class ODEDynamics(nn.Module):
