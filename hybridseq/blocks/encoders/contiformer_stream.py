@@ -23,10 +23,6 @@ from .contiformer_paths import ODEDynamics, _finish, _Interval, start_scores
 REVERSED = (1.0, 0.0)                # s from the interval's end back to its start
 
 
-def _order(n: int, backward: bool) -> list[int]:
-    return list(range(n - 1, -1, -1)) if backward else list(range(n))
-
-
 def _readout(sums, q_i, k_j, v_j, span, keep, heads: int, scale: float) -> tuple[Tensor, Tensor]:
     """Scaled, masked scores [B, J, H] and value means [B, J, D] of one query against keys j.
 
@@ -45,92 +41,100 @@ def _partial(scores: Tensor, values: Tensor, heads: int) -> tuple[Tensor, Tensor
 
 
 def _merge(a, b):
-    if b is None:
-        return a
     top = torch.maximum(a[0], b[0])
     ea, eb = torch.exp(a[0] - top), torch.exp(b[0] - top)
     return top, a[1] * ea + b[1] * eb, a[2] * ea[..., None] + b[2] * eb[..., None]
 
 
-class _Sweep:
-    """One sweep's fixed inputs: the keys are carried newest last; the backward sweep reads out only the
-    keys after the query (the forward sweep has the query's own time)."""
+class _Sweeps:
+    """Both sweeps at once, in sweep order: rows [:B] run forwards in time, rows [B:] (unless causal) run
+    backwards over the series reversed, so at step s every row's query is its s-th point and its keys
+    are points 0 … s, carried newest last. The backward rows read out only the keys after the query
+    (the forward rows have the query's own time)."""
 
-    def __init__(self, dyn, solver, coeffs, q, k, v, times, valid, heads, scale, backward):
-        self.dyn, self.solver, self.coeffs, self.q, self.k, self.v = dyn, solver, coeffs, q, k, v
-        self.times, self.valid, self.heads, self.scale, self.backward = times, valid, heads, scale, backward
-        self.order = _order(k.shape[1], backward)
+    def __init__(self, dyn, solver, coeffs, q, k, v, times, valid, heads, scale, causal):
+        def order(x):                                                       # [B, N, ...] -> [R, N, ...]
+            return x if causal else torch.cat([x, x.flip(1)], 0)
 
-    def keys(self, step: int) -> Tensor:
-        """Indices of the keys read out at this step."""
-        return torch.as_tensor(self.order[:step if self.backward else step + 1], device=self.k.device)
+        self.dyn, self.solver, self.heads, self.scale, self.causal = dyn, solver, heads, scale, causal
+        self.coeffs, self.q, self.k, self.v = order(coeffs), order(q), order(k), order(v)
+        self.times, self.valid = order(times), order(valid)
+        b = q.shape[0]
+        back = torch.zeros(self.q.shape[0], dtype=q.dtype, device=q.device)
+        back[b:] = 1
+        self.back = back[:, None, None]                                      # [R, 1, 1]
+        self.reads_own = back == 0                                           # [R]: the query's own key read
 
-    def read(self, step: int, sums: Tensor, q_i: Tensor, k_j: Tensor, v_j: Tensor):
-        i, idx = self.order[step], self.keys(step)
-        span = self.times[:, i:i + 1] - self.times[:, idx]                   # [B, J]
-        return _readout(sums[:, :len(idx)], q_i, k_j, v_j, span, self.valid[:, idx], self.heads, self.scale)
+    def unorder(self, x: Tensor) -> Tensor:
+        """[R, N, ...] in sweep order -> the sum over both sweeps [B, N, ...] in time order."""
+        if self.causal:
+            return x
+        b = x.shape[0] // 2
+        return x[:b] + x[b:].flip(1)
 
-    def read_grad(self, step: int, sums: Tensor, lse: Tensor, grad: Tensor, delta: Tensor):
-        """The readout's vector-Jacobian product at this step: gradients of the running integrals
-        [B, J, H + D], of q_i [B, D] and of the keys' k_j, v_j [B, J, D], given the output's gradient
-        ``grad`` [B, D], the log-normalisers ``lse`` [B, H] and δ = grad · output [B, H]."""
-        i, idx = self.order[step], self.keys(step)
-        heads, q_i, k_j, v_j = self.heads, self.q[:, i], self.k[:, idx], self.v[:, idx]
-        scores, values = self.read(step, sums, q_i, k_j, v_j)
-        span = self.times[:, i:i + 1] - self.times[:, idx]                   # [B, J]
-        weights = torch.exp(scores - lse[:, None])                           # [B, J, H]
-        g = grad.unflatten(-1, (heads, -1))[:, None]                         # [B, 1, H, E]
-        vh = values.unflatten(-1, (heads, -1))                               # [B, J, H, E]
-        d_scores = weights * ((vh * g).sum(-1) - delta[:, None]) * self.scale * self.valid[:, idx, None]
-        d_values = (weights[..., None] * g).flatten(-2)                      # [B, J, D]
-        moved = (span != 0)[..., None]
-        inverse = 1 / torch.where(moved, span[..., None], 1.0)
-        g_sums = torch.where(moved, torch.cat([d_scores, d_values], -1) * inverse, 0.0)
-        held = torch.where(moved, 0.0, d_scores)                             # [B, J, H]: scores q_i · k_j
-        g_q = torch.einsum("bjh,bjhe->bhe", held, k_j.unflatten(-1, (heads, -1))).flatten(-2)
-        g_k = (held[..., None] * q_i.unflatten(-1, (heads, -1))[:, None]).flatten(-2)
-        return g_sums, g_q, g_k, torch.where(moved, 0.0, d_values)
+    def read(self, step: int, sums: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Scores [R, J, H], value means [R, J, D] and spans [R, J] of the step's queries, J = step + 1."""
+        keep = self.valid[:, :step + 1].clone()
+        keep[:, step] &= self.reads_own
+        span = self.times[:, step:step + 1] - self.times[:, :step + 1]       # t_i - t_j, signed
+        scores, values = _readout(sums, self.q[:, step], self.k[:, :step + 1], self.v[:, :step + 1], span, keep,
+                                  self.heads, self.scale)
+        return scores, values, span
 
     def interval(self, step: int) -> tuple[_Interval, Tensor]:
-        """The field from this step's point to the next, and the query's coefficients on it [B, D, P]."""
-        i, nxt = self.order[step], self.order[step + 1]
-        field = _Interval(self.dyn, self.times[:, i], self.times[:, nxt] - self.times[:, i],
-                          self.coeffs.shape[-1], self.backward)
-        return field, self.coeffs[:, min(i, nxt)]
+        """The field from this step's point to the next, and the query's coefficients on it [R, D, P]."""
+        field = _Interval(self.dyn, self.times[:, step], self.times[:, step + 1] - self.times[:, step],
+                          self.coeffs.shape[-1], self.back)
+        return field, self.coeffs[:, step]
 
     def run(self):
-        """Per query its partial statistics (None without keys) and the carry at the end."""
-        b, n, d = self.k.shape
-        state, sums = self.k.new_zeros(b, 0, 2 * d), self.k.new_zeros(b, 0, self.heads + d)
-        partials = [None] * n
-        for step, i in enumerate(self.order):
-            state = torch.cat([state, torch.cat([self.k[:, i:i + 1], self.v[:, i:i + 1]], -1)], 1)
-            sums = torch.cat([sums, sums.new_zeros(b, 1, self.heads + d)], 1)
-            idx = self.keys(step)
-            if len(idx):
-                partials[i] = _partial(*self.read(step, sums, self.q[:, i], self.k[:, idx], self.v[:, idx]),
-                                       self.heads)
+        """Statistics (max, normaliser [R, N, H], weighted sum [R, N, H, E]) and the carry at the end."""
+        r, n, d = self.k.shape
+        state, sums = self.k.new_zeros(r, 0, 2 * d), self.k.new_zeros(r, 0, self.heads + d)
+        stats = []
+        for step in range(n):
+            state = torch.cat([state, torch.cat([self.k[:, step:step + 1], self.v[:, step:step + 1]], -1)], 1)
+            sums = torch.cat([sums, sums.new_zeros(r, 1, self.heads + d)], 1)
+            stats.append(_partial(*self.read(step, sums)[:2], self.heads))
             if step < n - 1:
                 field, c = self.interval(step)
                 state, gained = ODEDynamics._advance(self.solver, field, self.heads, state, c)
                 sums = sums + gained
-        return partials, state, sums
+        return [torch.stack(x, 1) for x in zip(*stats)], state, sums
+
+    def read_grad(self, step: int, sums: Tensor, lse: Tensor, grad: Tensor, delta: Tensor):
+        """The readout's vector-Jacobian product at this step: gradients of the running integrals
+        [R, J, H + D], of q_i [R, D] and of the keys' k_j, v_j [R, J, D], given the output's gradient
+        ``grad`` [R, D], the log-normalisers ``lse`` [R, H] and δ = grad · output [R, H]."""
+        heads, j = self.heads, step + 1
+        q_i, k_j = self.q[:, step], self.k[:, :j]
+        scores, values, span = self.read(step, sums)
+        weights = torch.exp(scores - lse[:, None])                           # [R, J, H]; 0 where masked
+        g = grad.unflatten(-1, (heads, -1))[:, None]                         # [R, 1, H, E]
+        vh = values.unflatten(-1, (heads, -1))                               # [R, J, H, E]
+        d_scores = weights * ((vh * g).sum(-1) - delta[:, None]) * self.scale
+        d_values = (weights[..., None] * g).flatten(-2)                      # [R, J, D]
+        moved = (span != 0)[..., None]
+        inverse = 1 / torch.where(moved, span[..., None], 1.0)
+        g_sums = torch.where(moved, torch.cat([d_scores, d_values], -1) * inverse, 0.0)
+        held = torch.where(moved, 0.0, d_scores)                             # [R, J, H]: scores q_i · k_j
+        g_q = torch.einsum("bjh,bjhe->bhe", held, k_j.unflatten(-1, (heads, -1))).flatten(-2)
+        g_k = (held[..., None] * q_i.unflatten(-1, (heads, -1))[:, None]).flatten(-2)
+        return g_sums, g_q, g_k, torch.where(moved, 0.0, d_values)
 
     def unwind(self, state, sums, lse, grad, delta, params, out: dict) -> None:
-        """Accumulate into ``out`` the gradients of q, k, v, coeffs and ``params`` given the outputs'
-        gradient ``grad`` [B, N, D], the log-normalisers ``lse`` [B, N, H] and δ = grad · output [B, N, H]."""
+        """Accumulate into ``out`` (sweep order) the gradients of q, k, v, coeffs and ``params`` given the
+        outputs' gradient ``grad`` [R, N, D], the log-normalisers ``lse`` [R, N, H] and δ = grad · output."""
         d = self.k.shape[-1]
         adj_state, adj_sums = torch.zeros_like(state), torch.zeros_like(sums)
-        for step in range(len(self.order) - 1, -1, -1):
-            i, idx = self.order[step], self.keys(step)
-            if len(idx):
-                g_sums, g_q, g_k, g_v = self.read_grad(step, sums, lse[:, i], grad[:, i], delta[:, i])
-                adj_sums[:, :len(idx)] += g_sums
-                out["q"][:, i] += g_q
-                out["k"].index_add_(1, idx, g_k)
-                out["v"].index_add_(1, idx, g_v)
-            out["k"][:, i] += adj_state[:, -1, :d]                           # the key that joined here
-            out["v"][:, i] += adj_state[:, -1, d:]
+        for step in range(self.k.shape[1] - 1, -1, -1):
+            g_sums, g_q, g_k, g_v = self.read_grad(step, sums, lse[:, step], grad[:, step], delta[:, step])
+            adj_sums += g_sums
+            out["q"][:, step] += g_q
+            out["k"][:, :step + 1] += g_k
+            out["v"][:, :step + 1] += g_v
+            out["k"][:, step] += adj_state[:, -1, :d]                        # the key that joined here
+            out["v"][:, step] += adj_state[:, -1, d:]
             if step == 0:
                 break
             state, sums, adj_state, adj_sums = state[:, :-1], sums[:, :-1], adj_state[:, :-1], adj_sums[:, :-1]
@@ -142,7 +146,7 @@ class _Sweep:
                 got = torch.autograd.grad((end, gained), (start, c, *params), (adj_state, adj_sums),
                                           allow_unused=True)
             adj_state = got[0]
-            out["coeffs"][:, min(self.order[step - 1], i)] += got[1]
+            out["coeffs"][:, step - 1] += got[1]
             for acc, g_p in zip(out["params"], got[2:]):
                 if g_p is not None:
                     acc += g_p
@@ -150,7 +154,7 @@ class _Sweep:
             state = start.detach()
 
     def _start(self, field: _Interval, end: Tensor) -> Tensor:
-        """The keys' state at the interval's start [B, J, 2D], solved backwards from its end."""
+        """The keys' state at the interval's start [R, J, 2D], solved backwards from its end."""
         s = torch.tensor(REVERSED, dtype=end.dtype, device=end.device)
         return self.solver(_States(field), end, s)[-1]
 
@@ -170,31 +174,32 @@ class _States(nn.Module):
 class _Streamed(torch.autograd.Function):
     @staticmethod
     def forward(ctx, dyn, solver, heads, scale, causal, times, valid, coeffs, q, k, v, *params):
-        directions = (False,) if causal else (False, True)
-        ends, stats = [], None
-        for backward in directions:
-            partials, state, sums = _Sweep(dyn, solver, coeffs, q, k, v, times, valid, heads, scale,
-                                           backward).run()
-            ends += [state, sums]
-            stats = partials if stats is None else [_merge(a, b) for a, b in zip(stats, partials)]
-        top, norm, acc = (torch.stack(s, 1) for s in zip(*stats))           # [B, N, H], [B, N, H], [B, N, H, E]
+        sweeps = _Sweeps(dyn, solver, coeffs, q, k, v, times, valid, heads, scale, causal)
+        (top, norm, acc), state, sums = sweeps.run()                        # [R, N, H] x 2, [R, N, H, E]
+        if not causal:                                                       # merge the two sweeps per query
+            b = q.shape[0]
+            top, norm, acc = _merge((top[:b], norm[:b], acc[:b]), (top[b:].flip(1), norm[b:].flip(1), acc[b:].flip(1)))
         out = (acc / norm[..., None]).flatten(-2)                           # [B, N, D]
-        ctx.setup = dyn, solver, heads, scale, directions
-        ctx.save_for_backward(times, valid, coeffs, q, k, v, top + norm.log(), out, *ends)
+        ctx.setup = dyn, solver, heads, scale, causal
+        ctx.save_for_backward(times, valid, coeffs, q, k, v, top + norm.log(), out, state, sums)
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        dyn, solver, heads, scale, directions = ctx.setup
-        times, valid, coeffs, q, k, v, lse, out, *ends = ctx.saved_tensors
+        dyn, solver, heads, scale, causal = ctx.setup
+        times, valid, coeffs, q, k, v, lse, out, state, sums = ctx.saved_tensors
+        sweeps = _Sweeps(dyn, solver, coeffs, q, k, v, times, valid, heads, scale, causal)
         params = list(dyn.parameters())
         delta = (grad * out).unflatten(-1, (heads, -1)).sum(-1)             # [B, N, H]
-        acc = {"q": torch.zeros_like(q), "k": torch.zeros_like(k), "v": torch.zeros_like(v),
-               "coeffs": torch.zeros_like(coeffs), "params": [torch.zeros_like(p) for p in params]}
-        for n, backward in enumerate(directions):
-            sweep = _Sweep(dyn, solver, coeffs, q, k, v, times, valid, heads, scale, backward)
-            sweep.unwind(ends[2 * n], ends[2 * n + 1], lse, grad, delta, params, acc)
-        return (None,) * 7 + (acc["coeffs"], acc["q"], acc["k"], acc["v"], *acc["params"])
+
+        def order(x):
+            return x if causal else torch.cat([x, x.flip(1)], 0)
+
+        acc = {"q": torch.zeros_like(sweeps.q), "k": torch.zeros_like(sweeps.k), "v": torch.zeros_like(sweeps.v),
+               "coeffs": torch.zeros_like(sweeps.coeffs), "params": [torch.zeros_like(p) for p in params]}
+        sweeps.unwind(state, sums, order(lse), order(grad), order(delta), params, acc)
+        grads = [sweeps.unorder(acc[name]) for name in ("coeffs", "q", "k", "v")]
+        return (None,) * 7 + (*grads, *acc["params"])
 
 
 def streamed_attention(dyn: ODEDynamics, solver, coeffs, q, k, v, times, valid, heads: int, causal: bool,
