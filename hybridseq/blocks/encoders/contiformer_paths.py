@@ -121,8 +121,9 @@ class _Interval(nn.Module):
     """dY/ds over one interval for the keys under way: Y = [k, v, ∫σ^p k ds (p < P), ∫v ds] [B, J, (3 + P) D].
 
     s ∈ [0, 1] runs from ``t0`` [B] over the signed length ``dt`` [B], σ = s (or 1 - s backwards) is the
-    interval's own coordinate; ``backward`` is a bool, or a [B, 1, 1] 0/1 tensor for mixed rows. The query enters only after the solve, through the moments ∫σ^p k, so the
-    field holds no tensor that needs a gradient besides its parameters (the adjoint sees them all)."""
+    interval's own coordinate; ``backward`` is a bool, or a [B, 1, 1] 0/1 tensor for mixed rows. The
+    query enters only after the solve, through the moments ∫σ^p k, so the field holds no tensor that
+    needs a gradient besides its parameters (the adjoint sees them all)."""
 
     def __init__(self, dyn, t0: Tensor, dt: Tensor, powers: int, backward: bool):
         super().__init__()
