@@ -53,10 +53,8 @@ class _Sweeps:
     (the forward rows have the query's own time)."""
 
     def __init__(self, dyn, solver, coeffs, q, k, v, times, valid, heads, scale, causal):
-        def order(x):                                                       # [B, N, ...] -> [R, N, ...]
-            return x if causal else torch.cat([x, x.flip(1)], 0)
-
         self.dyn, self.solver, self.heads, self.scale, self.causal = dyn, solver, heads, scale, causal
+        order = self.order
         self.coeffs, self.q, self.k, self.v = order(coeffs), order(q), order(k), order(v)
         self.times, self.valid = order(times), order(valid)
         b = q.shape[0]
@@ -64,6 +62,10 @@ class _Sweeps:
         back[b:] = 1
         self.back = back[:, None, None]                                      # [R, 1, 1]
         self.reads_own = back == 0                                           # [R]: the query's own key read
+
+    def order(self, x: Tensor) -> Tensor:
+        """[B, N, ...] in time order -> [R, N, ...] in sweep order (the backward rows reversed)."""
+        return x if self.causal else torch.cat([x, x.flip(1)], 0)
 
     def unorder(self, x: Tensor) -> Tensor:
         """[R, N, ...] in sweep order -> the sum over both sweeps [B, N, ...] in time order."""
@@ -191,10 +193,7 @@ class _Streamed(torch.autograd.Function):
         sweeps = _Sweeps(dyn, solver, coeffs, q, k, v, times, valid, heads, scale, causal)
         params = list(dyn.parameters())
         delta = (grad * out).unflatten(-1, (heads, -1)).sum(-1)             # [B, N, H]
-
-        def order(x):
-            return x if causal else torch.cat([x, x.flip(1)], 0)
-
+        order = sweeps.order
         acc = {"q": torch.zeros_like(sweeps.q), "k": torch.zeros_like(sweeps.k), "v": torch.zeros_like(sweeps.v),
                "coeffs": torch.zeros_like(sweeps.coeffs), "params": [torch.zeros_like(p) for p in params]}
         sweeps.unwind(state, sums, order(lse), order(grad), order(delta), params, acc)
