@@ -301,3 +301,13 @@ def test_contiformer_bench_quick_run_prints_every_method_and_the_pair_check():
                     "ours mlp adjoint", "ours linear", "physiopro", "per-pair loop"}
     gap = float(re.search(r"max \|difference\| ([0-9.e+-]+)", out).group(1))
     assert gap < 1e-5                                                      # the loop agrees with the sweeps
+
+
+def test_contiformer_streamed_attention_with_the_adjoint_solver_gives_the_same_gradients():
+    grads = []
+    for over in ({}, {"stream": True, "solver": {"method": "rk4", "adjoint": True}}):
+        block = _build("contiformer", **over).double()
+        batch = example_input(type(block), block.cfg, batch=2, length=5).to(dtype=torch.float64)
+        block(batch).x[batch.valid].square().sum().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in block.parameters()]))
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-6, atol=1e-8)
