@@ -125,7 +125,7 @@ class _Interval(nn.Module):
     query enters only after the solve, through the moments ∫σ^p k, so the field holds no tensor that
     needs a gradient besides its parameters (the adjoint sees them all)."""
 
-    def __init__(self, dyn, t0: Tensor, dt: Tensor, powers: int, backward: bool):
+    def __init__(self, dyn, t0: Tensor, dt: Tensor, powers: int, backward: bool | Tensor):
         super().__init__()
         self.dyn, self.t0, self.dt, self.powers, self.backward = dyn, t0, dt, powers, backward
 

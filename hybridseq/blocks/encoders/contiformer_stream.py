@@ -74,14 +74,15 @@ class _Sweeps:
         b = x.shape[0] // 2
         return x[:b] + x[b:].flip(1)
 
-    def read(self, step: int, sums: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Scores [R, J, H], value means [R, J, D] and spans [R, J] of the step's queries, J = step + 1."""
+    def read(self, step: int, sums: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Scores [R, J, H], value means [R, J, D], spans and the keys read [R, J] of the step's queries,
+        J = step + 1."""
         keep = self.valid[:, :step + 1].clone()
         keep[:, step] &= self.reads_own
         span = self.times[:, step:step + 1] - self.times[:, :step + 1]       # t_i - t_j, signed
         scores, values = _readout(sums, self.q[:, step], self.k[:, :step + 1], self.v[:, :step + 1], span, keep,
                                   self.heads, self.scale)
-        return scores, values, span
+        return scores, values, span, keep
 
     def interval(self, step: int) -> tuple[_Interval, Tensor]:
         """The field from this step's point to the next, and the query's coefficients on it [R, D, P]."""
@@ -110,11 +111,11 @@ class _Sweeps:
         ``grad`` [R, D], the log-normalisers ``lse`` [R, H] and δ = grad · output [R, H]."""
         heads, j = self.heads, step + 1
         q_i, k_j = self.q[:, step], self.k[:, :j]
-        scores, values, span = self.read(step, sums)
+        scores, values, span, keep = self.read(step, sums)
         weights = torch.exp(scores - lse[:, None])                           # [R, J, H]; 0 where masked
         g = grad.unflatten(-1, (heads, -1))[:, None]                         # [R, 1, H, E]
         vh = values.unflatten(-1, (heads, -1))                               # [R, J, H, E]
-        d_scores = weights * ((vh * g).sum(-1) - delta[:, None]) * self.scale
+        d_scores = weights * ((vh * g).sum(-1) - delta[:, None]) * self.scale * keep[..., None]   # masked: none
         d_values = (weights[..., None] * g).flatten(-2)                      # [R, J, D]
         moved = (span != 0)[..., None]
         inverse = 1 / torch.where(moved, span[..., None], 1.0)
