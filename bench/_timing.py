@@ -1,8 +1,11 @@
-"""Helpers shared by the benchmarks: interleaved timing (medians) and the activation memory autograd holds."""
+"""Helpers shared by the benchmarks: interleaved timing (medians), the activation memory autograd holds,
+and where a benchmark keeps its runs."""
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -53,6 +56,14 @@ def peak_saved_bytes(run: Callable[[], object], params) -> int:
             lambda h: h.t if isinstance(h, Held) else h):
         run()
     return total["peak"]
+
+
+def results_store(parser: argparse.ArgumentParser, out: str) -> Path:
+    """The results file ``<out>/results.jsonl`` of a benchmark; ``--out`` naming a file is a usage error."""
+    folder = Path(out)
+    if folder.exists() and not folder.is_dir():
+        parser.error(f"--out: expected a folder (the runs are kept in <out>/results.jsonl), got the file {out}")
+    return folder / "results.jsonl"
 
 
 def fit_within(cfg, splits, cost: dict, projected: float, budget: float, **trainer_options):

@@ -37,7 +37,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _timing import fit_within, peak_saved_bytes  # noqa: E402
+from _timing import fit_within, peak_saved_bytes, results_store  # noqa: E402
 
 import hybridseq as hs  # noqa: E402
 from hybridseq.data import collate, load_data  # noqa: E402
@@ -274,8 +274,7 @@ def main(argv=None) -> None:
     unknown = [c for c in configs if c not in REFERENCES and c not in suite.configs]
     if unknown:
         p.error(f"unknown configurations {unknown}; choose from {[*REFERENCES, *suite.configs]}")
-    out = Path(args.out)
-    store = out / "results.jsonl"
+    store = results_store(p, args.out)
     done = {r["key"]: r for r in read_jsonl(store)} if store.exists() else {}
     for problem in problems if not args.print_only else []:
         spec = dict(suite.problems[problem])

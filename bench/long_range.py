@@ -30,7 +30,7 @@ import torch
 from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _timing import fit_within, peak_saved_bytes  # noqa: E402
+from _timing import fit_within, peak_saved_bytes, results_store  # noqa: E402
 
 import hybridseq as hs  # noqa: E402
 from hybridseq.ablate.sweep import load_sweep  # noqa: E402
@@ -155,8 +155,7 @@ def main(argv=None) -> None:
     unknown = sorted({*problems, *models} - known)
     if unknown:
         p.error(f"unknown problems or models {unknown}; the sweep has {sorted(known)}")
-    out = Path(args.out)
-    store = out / "results.jsonl"
+    store = results_store(p, args.out)
     done = {r["key"]: r for r in read_jsonl(store)} if store.exists() else {}
     chosen, data_cache = [], {}
     for problem in problems:

@@ -84,3 +84,12 @@ def test_references_ignore_padding(name):
     junk = hs.IrregularBatch(values=values + 10 * (torch.arange(8) >= 5)[None, :, None], times=times, mask=mask,
                              lengths=torch.tensor([5]))
     torch.testing.assert_close(model(short), model(junk))
+
+
+def test_out_naming_a_file_is_a_usage_error(tmp_path, capsys):
+    store = tmp_path / "results.jsonl"
+    store.write_text("")
+    with pytest.raises(SystemExit):
+        load_bench().main(["--print-only", "--out", str(store)])
+    assert "--out: expected a folder" in capsys.readouterr().err
+    assert store.read_text() == ""

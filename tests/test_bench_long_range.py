@@ -78,3 +78,15 @@ def test_unknown_problem_or_model_is_an_error(tmp_path, capsys):
     with pytest.raises(SystemExit):
         load_bench().main(["--quick", "--out", str(tmp_path), "--models", "lstm"])
     assert "unknown problems or models ['lstm']" in capsys.readouterr().err
+
+
+def test_out_naming_a_file_is_a_usage_error(tmp_path, capsys):
+    import pytest
+
+    store = tmp_path / "results.jsonl"
+    store.write_text("")
+    with pytest.raises(SystemExit):
+        load_bench().main(["--print-only", "--out", str(store)])
+    assert f"--out: expected a folder (the runs are kept in <out>/results.jsonl), got the file {store}" in \
+        capsys.readouterr().err
+    assert store.read_text() == ""
