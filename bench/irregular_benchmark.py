@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import statistics
 import sys
 import time
 from dataclasses import asdict
@@ -37,6 +36,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
+from _irregular_table import table  # noqa: E402
 from _timing import fit_within, peak_saved_bytes, results_store  # noqa: E402
 
 import hybridseq as hs  # noqa: E402
@@ -206,46 +206,6 @@ def model_nodes(suite, config: str) -> list:
         init = hashlib.sha1(b"".join(p.detach().numpy().tobytes() for p in hs.assemble(cfg.model).parameters()))
         _NODES[config] = [(n.type, repr(n.cfg)) for n in hs.validate_model(cfg.model).nodes] + [init.hexdigest()]
     return _NODES[config]
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
-def table(records: list[dict], configs: list[str], problems: list[str], drops: list[float], seeds: int) -> str:
-    """Markdown: accuracy (%) mean ± std over seeds per problem and drop, the average per drop, costs. A cell
-    over fewer or more than ``seeds`` runs says how many it has, e.g. ``(3)``."""
-    by = {}
-    for r in records:
-        by.setdefault((r["config"], r["drop"]), {}).setdefault(r["problem"], []).append(r)
-    lines = []
-    for drop in drops:
-        head = ["config", *problems, "average", "params", "s/epoch", "NFE", "act. MiB"]
-        lines += [f"\n**drop {drop:.0%}**\n", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        for config in configs:
-            cells, means, costs = [], [], {}
-            for problem in problems:
-                runs = by.get((config, drop), {}).get(problem, [])
-                ok = [r for r in runs if r["status"] == "ok"]
-                if ok:
-                    m, s = mean_std([100 * r["accuracy"] for r in ok])
-                    cells.append(f"{m:.1f} ± {s:.1f}" + (f" ({len(ok)})" if len(ok) != seeds else ""))
-                    means.append(m)
-                elif runs:
-                    proj = max(r.get("projected_s", 0) for r in runs)
-                    cells.append(f"skipped ({proj / 3600:.1f} h, {runs[0]['act_mib']:.0f} MiB)")
-                else:
-                    cells.append("—")
-                for r in ok:
-                    costs.setdefault(problem, r)
-            avg = f"{statistics.fmean(means):.1f}" if len(means) == len(problems) else (
-                f"({statistics.fmean(means):.1f} on {len(means)})" if means else "—")
-            first = next(iter(costs.values()), None)
-            cost_cells = ([f"{first['params']:,}", f"{statistics.fmean(r['s_per_epoch'] for r in costs.values()):.2f}",
-                           f"{statistics.fmean(r['nfe'] for r in costs.values()):.0f}",
-                           f"{max(r['act_mib'] for r in costs.values()):.0f}"] if first else ["—"] * 4)
-            lines.append("| " + " | ".join([config, *cells, avg, *cost_cells]) + " |")
-    return "\n".join(lines)
 
 
 def main(argv=None) -> None:

@@ -26,7 +26,7 @@ def test_quick_run_prints_the_table_and_resumes(tmp_path):
            "ref:gru", "linear+transformer"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
-    assert "| config | BasicMotions | average | params | s/epoch | NFE | act. MiB |" in out.stdout
+    assert "| config | BasicMotions | average | vs ref | params | s/epoch | NFE | act. MiB |" in out.stdout
     for name in ("ref:transformer", "ref:gru", "linear+transformer"):
         assert f"| {name} |" in out.stdout
     records = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
@@ -50,10 +50,24 @@ def test_table_says_how_many_seeds_a_cell_has_when_not_all():
     bench = load_bench()
     run = {"config": "ref:gru", "problem": "Trace", "drop": 0.5, "status": "ok", "params": 1, "s_per_epoch": 1.0,
            "nfe": 0, "act_mib": 1.0}
-    records = [{**run, "accuracy": a} for a in (0.5, 0.7)] + [{**run, "problem": "Coffee", "accuracy": a}
-                                                              for a in (0.4, 0.6, 0.8)]
+    records = [{**run, "seed": s, "accuracy": a} for s, a in enumerate((0.5, 0.7))] + [
+        {**run, "problem": "Coffee", "seed": s, "accuracy": a} for s, a in enumerate((0.4, 0.6, 0.8))]
     text = bench.table(records, ["ref:gru"], ["Trace", "Coffee"], [0.5], seeds=3)
-    assert "| ref:gru | 60.0 ± 14.1 (2) | 60.0 ± 20.0 | 60.0 |" in text
+    assert "| ref:gru | 60.0 ± 14.1 (2) | 60.0 ± 20.0 | 60.0 | — |" in text
+
+
+def test_table_gives_the_gap_to_the_reference_seed_by_seed():
+    """Per seed, the average over problems minus the reference's; a seed missing a problem is left out."""
+    bench = load_bench()
+    run = {"drop": 0.5, "status": "ok", "params": 1, "s_per_epoch": 1.0, "nfe": 0, "act_mib": 1.0}
+    acc = {("ref:transformer", "A"): [0.5, 0.6, 0.7], ("ref:transformer", "B"): [0.9, 0.9, 0.9],
+           ("linear+transformer", "A"): [0.7, 0.7, 0.7], ("linear+transformer", "B"): [0.9, 1.0]}
+    records = [{**run, "config": c, "problem": p, "seed": s, "accuracy": a}
+               for (c, p), values in acc.items() for s, a in enumerate(values)]
+    text = bench.table(records, ["ref:transformer", "linear+transformer"], ["A", "B"], [0.5], seeds=3)
+    # seed 0: (70 + 90)/2 - (50 + 90)/2 = +10, seed 1: (70 + 100)/2 - (60 + 90)/2 = +10; seed 2 lacks B
+    assert "| 95.0 ± 7.1 (2) | 82.5 | +10.0 ± 0.0 (2) |" in text
+    assert "| ref:transformer | 60.0 ± 10.0 | 90.0 ± 0.0 | 75.0 | — |" in text
 
 
 def test_every_configuration_of_the_suite_validates():
