@@ -16,7 +16,8 @@ blocks:
 Each run is one line of ``OUT/results.jsonl``; a rerun skips the runs already there, so the benchmark
 can be run in parts (``--configs``, ``--problems``, ``--drops``, ``--seeds``) and printed as a whole. A run
 whose projected time (from two timed training steps) is over ``--budget`` seconds is recorded as
-skipped with its projected time and activation memory, never dropped.
+skipped with its projected time and activation memory, never dropped; a rerun whose budget covers that
+projection trains it.
 
     python bench/irregular_benchmark.py [--data-root ../shared/data] [--out runs/bench/irregular]
     python bench/irregular_benchmark.py --quick      # smoke run: one small problem, 2 epochs
@@ -208,6 +209,11 @@ def model_nodes(suite, config: str) -> list:
     return _NODES[config]
 
 
+def settled(record: dict | None, budget: float) -> bool:
+    """Whether a recorded run stands: trained or failed, or skipped under a budget it still passes."""
+    return record is not None and (record["status"] != "skipped" or record["projected_s"] > budget)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data-root", default=str(ROOT.parent / "shared" / "data"))
@@ -243,7 +249,8 @@ def main(argv=None) -> None:
             continue
         for drop in drops:
             for seed in seeds:
-                todo = [c for c in configs if run_key(c, problem, drop, seed, protocol, suite) not in done]
+                todo = [c for c in configs if not settled(done.get(run_key(c, problem, drop, seed, protocol, suite)),
+                                                          args.budget)]
                 if not todo:
                     continue
                 splits = load_splits(spec, Path(args.data_root), drop, seed)

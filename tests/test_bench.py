@@ -44,6 +44,11 @@ def test_over_budget_runs_are_recorded_as_skipped_with_their_projection(tmp_path
     records = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
     assert [r["status"] for r in records] == ["skipped", "skipped"]
     assert all(r["projected_s"] > 0 and r["act_mib"] > 0 for r in records)
+    bench.main(["--quick", "--out", str(tmp_path), "--configs", "ref:gru", "--budget", "0"])   # still over
+    assert len((tmp_path / "results.jsonl").read_text().splitlines()) == 2
+    bench.main(["--quick", "--out", str(tmp_path), "--configs", "ref:gru"])         # the budget covers it now
+    records = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert [r["status"] for r in records] == ["skipped", "skipped", "ok"]
 
 
 def test_table_says_how_many_seeds_a_cell_has_when_not_all():
