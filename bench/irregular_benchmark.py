@@ -210,7 +210,7 @@ def model_nodes(suite, config: str) -> list:
 
 
 def settled(record: dict | None, budget: float) -> bool:
-    """Whether a recorded run stands: trained or failed, or skipped under a budget it still passes."""
+    """Whether a recorded run stands: trained, or skipped under a budget it still passes."""
     return record is not None and (record["status"] != "skipped" or record["projected_s"] > budget)
 
 
