@@ -90,10 +90,10 @@ def test_every_configuration_of_the_suite_validates():
         assert model(batch).x.shape == (2, 4), name
 
 
-@pytest.mark.parametrize("row, shipped", [("linear+transformer", "linear_transformer"),
-                                           ("ode_rnn+transformer", "ode_rnn_transformer")])
+@pytest.mark.parametrize("row, shipped", [("ode_rnn+transformer", "ode_rnn_transformer")])
 def test_shipped_model_files_are_the_benchmark_rows_they_quote(row, shipped):
-    """configs/models/<shipped>.yaml builds the same blocks and initial weights as the bench's row."""
+    """configs/models/<shipped>.yaml builds the same blocks and initial weights as the bench's row (the
+    row's overrides on the bench's base file), so the numbers its header quotes are the row's."""
     bench = load_bench()
     from omegaconf import OmegaConf
 
