@@ -201,12 +201,16 @@ def model_nodes(suite, config: str) -> list:
     """Every block of a configuration with its validated config, as (type, repr) pairs, and a digest of
     the initial weights of a small instance, so that a changed initialisation reruns too (cached)."""
     if config not in _NODES:
-        cfg = hs.load_config(SUITE.parent / suite.base, [*suite.configs[config], "model.input.channels=1",
-                                                         "model.head.classes=2"])
-        torch.manual_seed(0)
-        init = hashlib.sha1(b"".join(p.detach().numpy().tobytes() for p in hs.assemble(cfg.model).parameters()))
-        _NODES[config] = [(n.type, repr(n.cfg)) for n in hs.validate_model(cfg.model).nodes] + [init.hexdigest()]
+        _NODES[config] = file_nodes(SUITE.parent / suite.base, suite.configs[config])
     return _NODES[config]
+
+
+def file_nodes(path, overrides) -> list:
+    """`model_nodes` of the model in a config file with overrides, on 1 channel and 2 classes."""
+    cfg = hs.load_config(path, [*overrides, "model.input.channels=1", "model.head.classes=2"])
+    torch.manual_seed(0)
+    init = hashlib.sha1(b"".join(p.detach().numpy().tobytes() for p in hs.assemble(cfg.model).parameters()))
+    return [(n.type, repr(n.cfg)) for n in hs.validate_model(cfg.model).nodes] + [init.hexdigest()]
 
 
 def settled(record: dict | None, budget: float) -> bool:
