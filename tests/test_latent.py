@@ -223,7 +223,7 @@ def test_latent_head_config_errors_name_the_key(encoder, head, key, value):
     assert err.value.path == f"model.head.{key}" and "\n" not in str(err.value)
 
 
-@pytest.mark.parametrize("name", ["spirals_latent_ode", "spirals_mtand"])
+@pytest.mark.parametrize("name", ["spirals_latent_ode", "spirals_mtand", "spirals_mtand_extrapolate"])
 def test_shipped_latent_experiments_train_a_step_and_report_the_bound(name, tmp_path):
     from pathlib import Path
 

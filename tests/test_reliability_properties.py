@@ -14,7 +14,8 @@ from hybridseq.train import train
 ROOT = Path(__file__).resolve().parents[1] / "configs"
 EXPERIMENT_OF_HEAD = {"classify": "spirals.yaml", "regress": "spirals.yaml", "interpolate": "spirals_interpolate.yaml",
                       "extrapolate": "spirals_extrapolate.yaml", "lm": "selective_copy.yaml",
-                      "latent_ode": "spirals_extrapolate.yaml", "mtand": "spirals_interpolate.yaml"}
+                      "latent_ode": "spirals_extrapolate.yaml", "autoregressive": "spirals_extrapolate.yaml",
+                      "mtand": "spirals_interpolate.yaml"}
 SMALL_DATA = ["data.n_train=16", "data.n_test=8", "data.points=12", "data.queries=4"]
 GENERATED = ["data.n_train=16", "data.n_test=8"]
 SMALL_TOKENS = {"selective_copy": ["data.length=24", "data.tokens=4", *GENERATED],

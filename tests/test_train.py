@@ -195,7 +195,7 @@ def test_every_model_config_runs_on_data_of_its_task(path):
 
     model_section = OmegaConf.load(path).model
     head = model_section.head.type
-    task = {"latent_ode": "extrapolate", "mtand": "interpolate"}.get(head, head)
+    task = {"latent_ode": "extrapolate", "autoregressive": "extrapolate", "mtand": "interpolate"}.get(head, head)
     tokens = model_section.get("input", {}).get("kind") == "tokens"
     base = TINY_TOKENS if tokens else tiny_config(task)
     cfg = compose([OmegaConf.create(base), path])

@@ -1,5 +1,6 @@
 """Task heads: sequence → outputs."""
 from ...hookspecs import hookimpl
+from .autoregressive import Autoregressive
 from .latent_ode import LatentODE
 from .lm import LanguageModelHead
 from .mtand import MTAND
@@ -13,6 +14,7 @@ def hybridseq_register_blocks(register):
     register("regress", Regress)
     register("interpolate", Interpolate)
     register("extrapolate", Extrapolate)
+    register("autoregressive", Autoregressive)
     register("latent_ode", LatentODE)
     register("mtand", MTAND)
     register("lm", LanguageModelHead)
