@@ -91,8 +91,10 @@ class Autoregressive(ODEBlock, QueryHead):
         the cell takes in values [B, Q, C] where observed [B, Q, C] (teacher forcing), else the model's own
         prediction."""
         preds = []
+        moves = (gaps != 0).any(0).tolist()      # [Q]; a gap of 0 everywhere is skipped: adaptive solvers fail on it
         for q in range(gaps.shape[1]):
-            h = evolve(self.solver, self.func, h, gaps[:, q])                # [B, D]
+            if moves[q]:
+                h = evolve(self.solver, self.func, h, gaps[:, q])            # [B, D]
             y = self.readout(h)                                              # [B, C]
             preds.append(y)
             if q + 1 == gaps.shape[1]:
