@@ -125,11 +125,20 @@ def test_the_teacher_forced_loss_trains_every_parameter_and_without_it_the_task_
     assert float(task.objective(out, targets)[0]) == pytest.approx(float(task.loss(out.x, targets)))
 
 
-def test_unsorted_query_times_are_refused():
-    seq = _seq()
-    seq.query_t[0] = torch.tensor([1.0, 1.5, 1.2])
-    with pytest.raises(ValueError, match="sorted"):
-        _head()(seq)
+def test_unsorted_query_times_are_walked_in_time_order_and_returned_as_given():
+    head, seq = _head(), _seq()
+    seq.query_t[1] = torch.tensor([0.1, 0.9, 1.3])                   # no tied times: their order is the input's
+    perm = torch.tensor([2, 0, 1])
+    shuffled = Seq(x=seq.x, t=seq.t, mask=seq.mask, query_t=seq.query_t[:, perm])
+    values = torch.randn(B, 3, C, generator=torch.Generator().manual_seed(6))
+    observed = torch.rand(B, 3, C, generator=torch.Generator().manual_seed(7)) > 0.3
+    with torch.no_grad():
+        given, walked = head(seq), head(shuffled)
+        torch.testing.assert_close(walked.x, given.x[:, perm])
+        assert torch.equal(walked.t, shuffled.query_t)
+        want = float(given.predictive.score(values, observed)["loss"])
+        got = float(walked.predictive.score(values[:, perm], observed[:, perm])["loss"])
+    assert got == pytest.approx(want, rel=1e-6)
 
 
 def test_the_shipped_experiment_trains_on_the_one_step_error_and_selects_on_the_rollout(tmp_path):

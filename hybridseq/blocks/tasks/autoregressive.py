@@ -18,8 +18,8 @@ channel takes no update, as in the encoders): ``Seq.predictive`` scores the targ
 
 A query inside the observed window (interpolation) is predicted from the state of the last observation at
 or before it, carried over the gap by the same flow (the first observation's, carried back, for a query
-before it): there the latest information is an observation, in either mode. Query times must be sorted in
-each series; padded queries repeat the last one.
+before it): there the latest information is an observation, in either mode. The head walks each series'
+queries in time order and returns them in the order given; padded queries repeat the last time.
 
 Deliberate differences from the paper's model: the flow and cell are the head's own, seeded by the
 encoder's states, so any encoder can precede it (the paper's one ODE-RNN reads the window and continues);
@@ -61,9 +61,8 @@ class Autoregressive(ODEBlock, QueryHead):
 
     def forward(self, seq: Seq) -> Seq:
         valid = seq.valid()                                                  # [B, L]
-        tq = self.queries(seq)                                               # [B, Q]
-        if (tq.diff(dim=1) < 0).any():
-            raise ValueError("autoregressive head: query times must be sorted in each series")
+        order = self.queries(seq).argsort(dim=1, stable=True)                # [B, Q] walked in time order
+        tq = self.queries(seq).gather(1, order)                              # [B, Q] sorted
         t_last = masked_pool(_times(seq)[..., None], valid, "last").to(tq.dtype)   # [B, 1]
         h0 = self.init(self.norm(masked_pool(seq.x, valid, "last")))         # [B, D]
         gaps = torch.diff(tq.clamp_min(t_last), dim=1, prepend=t_last)       # [B, Q]: 0 inside the window
@@ -72,8 +71,9 @@ class Autoregressive(ODEBlock, QueryHead):
         x = self.rollout(h0, gaps, inside)
         if within is not None:
             x = torch.where(inside[..., None], within, x)
-        predictive = TeacherForced(self, h0, gaps, inside, within) if self.cfg.teacher_forcing else None
-        return Seq(x=x, t=tq, predictive=predictive)                         # [B, Q, channels]
+        predictive = TeacherForced(self, h0, gaps, inside, within, order) if self.cfg.teacher_forcing else None
+        x = torch.empty_like(x).scatter_(1, order[..., None].expand_as(x), x)   # back in the given order
+        return Seq(x=x, t=self.queries(seq), predictive=predictive)         # [B, Q, channels]
 
     def within(self, seq: Seq, valid, tq):
         """[B, Q, C] each query read from the state of the last observation at or before it (the first
@@ -116,13 +116,15 @@ class TeacherForced:
 
     head: Autoregressive
     h0: Tensor                   # [B, D] the state at the last observation
-    gaps: Tensor                 # [B, Q]
-    inside: Tensor               # [B, Q] queries inside the observed window
+    gaps: Tensor                 # [B, Q], between the sorted query times
+    inside: Tensor               # [B, Q] sorted queries inside the observed window
     within: Tensor | None        # [B, Q, C] their predictions (None: no query inside)
+    order: Tensor                # [B, Q] the sorted order of the given query times
 
     def score(self, values: Tensor, mask: Tensor | None) -> dict:
-        values = values.float()                                                    # [B, Q, C]
-        observed = torch.ones_like(values, dtype=torch.bool) if mask is None else mask.bool()
+        idx = self.order[..., None].expand_as(values)
+        values = values.float().gather(1, idx)                                     # [B, Q, C] in time order
+        observed = torch.ones_like(values, dtype=torch.bool) if mask is None else mask.bool().gather(1, idx)
         with torch.autocast(values.device.type, enabled=False):
             pred = self.head.rollout(self.h0.float(), self.gaps.float(), self.inside, values, observed)
         if self.within is not None:
