@@ -61,8 +61,9 @@ class Autoregressive(ODEBlock, QueryHead):
 
     def forward(self, seq: Seq) -> Seq:
         valid = seq.valid()                                                  # [B, L]
-        order = self.queries(seq).argsort(dim=1, stable=True)                # [B, Q] walked in time order
-        tq = self.queries(seq).gather(1, order)                              # [B, Q] sorted
+        given = self.queries(seq)                                            # [B, Q]
+        order = given.argsort(dim=1, stable=True)                            # [B, Q] walked in time order
+        tq = given.gather(1, order)                                          # [B, Q] sorted
         t_last = masked_pool(_times(seq)[..., None], valid, "last").to(tq.dtype)   # [B, 1]
         h0 = self.init(self.norm(masked_pool(seq.x, valid, "last")))         # [B, D]
         gaps = torch.diff(tq.clamp_min(t_last), dim=1, prepend=t_last)       # [B, Q]: 0 inside the window
@@ -73,7 +74,7 @@ class Autoregressive(ODEBlock, QueryHead):
             x = torch.where(inside[..., None], within, x)
         predictive = TeacherForced(self, h0, gaps, inside, within, order) if self.cfg.teacher_forcing else None
         x = torch.empty_like(x).scatter_(1, order[..., None].expand_as(x), x)   # back in the given order
-        return Seq(x=x, t=self.queries(seq), predictive=predictive)         # [B, Q, channels]
+        return Seq(x=x, t=given, predictive=predictive)                      # [B, Q, channels]
 
     def within(self, seq: Seq, valid, tq):
         """[B, Q, C] each query read from the state of the last observation at or before it (the first
