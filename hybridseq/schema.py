@@ -6,6 +6,8 @@ would train to NaN (or climb the loss) is a `ConfigError` before anything is bui
 - every float is finite and, unless zero, representable in float32 (the model's dtype): no ``.nan``,
   ``.inf``, ``1e400`` or ``1e-320`` (a field whose default is ``inf``, meaning "no limit", takes ``inf``);
 - every int fits in int64 (seeds and sizes reach torch as int64);
+- a bool field takes a bool (or OmegaConf's words for one, ``true``/``off`` ...), not a number: OmegaConf
+  would read ``3`` as true;
 - a field's range comes from its own ``ranged(...)`` metadata, else from `COMMON_RANGES`, the ranges of
   field names that mean the same thing in every block, built in or from a plugin (``dropout`` in
   [0, 1), ``heads`` >= 1, ``time_unit`` > 0 ...).
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import typing
 from typing import Any, NamedTuple
 
 from omegaconf import OmegaConf
@@ -143,12 +146,31 @@ def _check_numbers(obj: Any, path: str) -> None:
             _numbers(f, value, _join(path, f.name))
 
 
+def _check_bools(schema: type, values, path: str) -> None:
+    """Refuse a number given for a bool field of ``schema`` (recursively into nested schemas): OmegaConf
+    converts any int to a bool, so ``teacher_forcing: 3`` would silently mean true."""
+    if not (dataclasses.is_dataclass(schema) and hasattr(values, "keys")):
+        return
+    try:
+        hints = typing.get_type_hints(schema)
+    except Exception:            # an unresolvable annotation: OmegaConf reports what it can
+        return
+    for f in dataclasses.fields(schema):
+        if f.name not in values:
+            continue
+        value, hint, where = values[f.name], hints.get(f.name), _join(path, f.name)
+        if hint in (bool, bool | None) and isinstance(value, (int, float)) and not isinstance(value, bool):
+            raise ConfigError(where, f"expected true or false, got {value!r}", choices=["true", "false"], got=value)
+        _check_bools(hint, value, where)
+
+
 def build_config(schema: type, values: dict, path: str, *, what: str = "block") -> Any:
     """Merge ``values`` onto dataclass ``schema`` and return a validated instance of it."""
     for old, new in getattr(schema, "renamed", {}).items():      # keys a schema renamed: say the new name
         if old in values:
             raise ConfigError(_join(path, old), f"'{old}' was renamed to '{new}'; write {new}: {values[old]}",
                               got=old)
+    _check_bools(schema, values, path)
     base = OmegaConf.structured(schema)
     try:
         merged = OmegaConf.merge(base, values)

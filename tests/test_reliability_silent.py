@@ -81,6 +81,31 @@ def test_every_registered_blocks_floats_reject_nan():
     assert checked >= 15
 
 
+def test_a_number_for_a_bool_is_an_error_everywhere_and_bool_words_still_read():
+    """OmegaConf alone reads any int as a bool (3 would mean true); every bool field of every block, nested
+    solver settings and the train section refuse numbers."""
+    import dataclasses
+    import typing
+
+    from hybridseq import registry
+
+    hs.plugins.load()
+    checked = 0
+    for name in registry.blocks.names():
+        cls, cfg = block_config(name)
+        for f in dataclasses.fields(cls.Config):
+            if typing.get_type_hints(cls.Config)[f.name] is bool:
+                with pytest.raises(hs.ConfigError, match="expected true or false, got 3") as err:
+                    build_config(cls.Config, {**dataclasses.asdict(cfg), f.name: 3}, name)
+                assert err.value.path == f"{name}.{f.name}"
+                checked += 1
+    assert checked >= 10
+    with pytest.raises(hs.ConfigError, match="true or false") as err:
+        build_config(type(block_config("ode_rnn")[1]), {"solver": {"method": "dopri5", "adjoint": 1}}, "enc")
+    assert err.value.path == "enc.solver.adjoint"
+    assert build_config(SolverConfig, {"adjoint": "off"}, "solver").adjoint is False
+
+
 class NanSolver:
     @hs.hookimpl
     def hybridseq_register_solvers(self, register):
