@@ -125,6 +125,18 @@ def test_the_teacher_forced_loss_trains_every_parameter_and_without_it_the_task_
     assert float(task.objective(out, targets)[0]) == pytest.approx(float(task.loss(out.x, targets)))
 
 
+def test_queries_all_inside_the_window_are_read_without_a_cell_update():
+    head, seq = _head(), _seq()
+    seq.query_t = torch.tensor([[0.2, 0.45, 0.8], [0.1, 0.3, 0.5]])   # before every series' last observation
+    calls = []
+    head.cell.register_forward_hook(lambda *_: calls.append(1))
+    with torch.no_grad():
+        out = head(seq)
+        torch.testing.assert_close(out.x, _by_hand(head, seq, None, None), atol=1e-6, rtol=1e-5)
+        out.predictive.score(torch.randn(B, 3, C), None)
+    assert calls == []
+
+
 def test_unsorted_query_times_are_walked_in_time_order_and_returned_as_given():
     head, seq = _head(), _seq()
     seq.query_t[1] = torch.tensor([0.1, 0.9, 1.3])                   # no tied times: their order is the input's

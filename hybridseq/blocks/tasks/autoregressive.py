@@ -93,13 +93,14 @@ class Autoregressive(ODEBlock, QueryHead):
         prediction."""
         preds = []
         moves = (gaps != 0).any(0).tolist()      # [Q]; a gap of 0 everywhere is skipped: adaptive solvers fail on it
+        takes = (~skip).any(0).tolist()          # [Q]; a query skipped in every series updates nothing
         for q in range(gaps.shape[1]):
             if moves[q]:
                 h = evolve(self.solver, self.func, h, gaps[:, q])            # [B, D]
             y = self.readout(h)                                              # [B, C]
             preds.append(y)
-            if q + 1 == gaps.shape[1]:
-                break
+            if q + 1 == gaps.shape[1] or not takes[q]:
+                continue
             if values is None:
                 v, m = y, torch.ones_like(y, dtype=torch.bool)
             else:
