@@ -54,13 +54,14 @@ def example_input(cls, cfg, *, batch: int = 3, length: int = 9, queries: int = 4
     ``cfg.vocab``) for token encoders, else a `Seq`.
 
     The second series is 3 steps shorter (padding), times are increasing and irregular, and about a
-    third of the channel observations are missing.
+    third of the channel observations are missing. Query times run to 1.25× each series' last time, so a
+    query head meets both interpolation and extrapolation queries.
     """
     g = torch.Generator().manual_seed(seed)
     lengths = torch.tensor([length, length - 3, length - 1][:batch] + [length] * max(0, batch - 3))
     valid = torch.arange(length)[None, :] < lengths[:, None]                     # [B, L]
     times = torch.cumsum(0.05 + torch.rand(batch, length, generator=g), dim=1)    # [B, L]
-    query_t = torch.sort(torch.rand(batch, queries, generator=g) * times[:, -1:], dim=1).values
+    query_t = torch.sort(torch.rand(batch, queries, generator=g) * 1.25 * times[:, -1:], dim=1).values
     if cls.accepts == "tokens":
         return TokenBatch(torch.randint(0, cfg.vocab, (batch, length), generator=g), lengths, times)
     if cls.accepts == "irregular":
