@@ -153,7 +153,7 @@ def _check_bools(schema: type, values, path: str) -> None:
         return
     try:
         hints = typing.get_type_hints(schema)
-    except Exception:            # an unresolvable annotation: OmegaConf reports what it can
+    except (NameError, TypeError):       # an unresolvable annotation: OmegaConf reports what it can
         return
     for f in dataclasses.fields(schema):
         if f.name not in values:

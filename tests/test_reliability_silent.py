@@ -104,6 +104,9 @@ def test_a_number_for_a_bool_is_an_error_everywhere_and_bool_words_still_read():
         build_config(type(block_config("ode_rnn")[1]), {"solver": {"method": "dopri5", "adjoint": 1}}, "enc")
     assert err.value.path == "enc.solver.adjoint"
     assert build_config(SolverConfig, {"adjoint": "off"}, "solver").adjoint is False
+    with pytest.raises(hs.ConfigError, match="true or false") as err:
+        train_config({"bf16": 2})
+    assert err.value.path == "train.bf16"
 
 
 class NanSolver:
